@@ -1,0 +1,99 @@
+"""Curriculum manager settings (``curriculum_manager`` block of config/curriculum.yaml) and the
+phase table (the ``/**`` block, read by ``carla_rl.scenario``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from carla_rl.config import ConfigError, from_mapping, node_parameters, param
+from carla_rl.scenario import PhaseConfig
+
+NODE_NAME = "curriculum_manager"
+# Keys of the shared /** block that belong to the phase table, not to CurriculumConfig.
+PHASE_TABLE_KEYS = ("num_phases", "phases")
+
+
+class BudgetExhaustedPolicy(StrEnum):
+    """What happens when a phase's episode budget is used up and its evaluation failed."""
+
+    KEEP_TRAINING = "keep_training"     # train on, re-evaluate every reevaluate_every_episodes
+    PAUSE = "pause"                     # pause the curriculum until an operator acts
+    ADVANCE = "advance"                 # move on to the next phase anyway
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """Evaluation schedule and persistence of the phase state machine."""
+
+    initial_phase: int = param(1, "Phase of a fresh run (a resumed run keeps its saved phase)",
+                               low=1, high=1000)
+    num_episodes: int = param(0, "Training episodes of the whole run, then the curriculum is "
+                              "finished; 0 = until the last phase is passed", low=0,
+                              high=1_000_000_000)
+    eval_episodes_override: int = param(0, "Episodes per evaluation for every phase; 0 = each "
+                                        "phase's eval_episodes", low=0, high=10_000)
+    evaluate_every_episodes: int = param(25, "Evaluate after every K training episodes of a phase "
+                                         "(and always at the end of its budget); 0 = only at the "
+                                         "end of the budget", low=0, high=10_000_000)
+    on_budget_exhausted: str = param(BudgetExhaustedPolicy.KEEP_TRAINING.value,
+                                     "After a failed evaluation at or past the budget",
+                                     choices=tuple(p.value for p in BudgetExhaustedPolicy))
+    reevaluate_every_episodes: int = param(25, "Past the budget (keep_training): training "
+                                           "episodes between re-evaluations", low=1,
+                                           high=10_000_000)
+    pause_on_start: bool = param(False, "Start paused: episodes are counted but nothing is "
+                                 "evaluated or advanced until resumed")
+    history_length: int = param(100, "Evaluation results kept in the state (oldest dropped)",
+                                low=1, high=100_000)
+    state_file: str = param("curriculum_state.json", "Persistent state, relative to the run "
+                            "directory; empty = do not persist")
+    resume: bool = param(True, "Continue from state_file when it exists")
+    save_every_episodes: int = param(1, "Save the state after every N counted training episodes "
+                                     "(and after every phase change)", low=1, high=100_000)
+
+
+def load_curriculum_config(path: Path) -> CurriculumConfig:
+    """CurriculumConfig from the ``curriculum_manager`` block (the phase table keys are skipped)."""
+    params = {key: value for key, value in node_parameters(path, NODE_NAME).items()
+              if key not in PHASE_TABLE_KEYS}
+    try:
+        return from_mapping(CurriculumConfig, params, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {NODE_NAME}: {exc}") from None
+
+
+def load_phase_table(path: Path) -> list[PhaseConfig | ConfigError]:
+    """Phases 1..num_phases of ``curriculum.yaml``, each validated on its own.
+
+    Unlike :func:`carla_rl.scenario.load_phases` a broken phase does not fail the whole table: its
+    entry is the :class:`ConfigError` (naming file and key), so the manager can refuse to enter
+    it and still run the others. A broken table layout (num_phases, missing or extra phases)
+    raises.
+    """
+    params = node_parameters(path, NODE_NAME)
+    num = params.get("num_phases")
+    phases = params.get("phases")
+    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+        raise ConfigError(f"{path}: num_phases: expected a positive integer, got {num!r}")
+    if not isinstance(phases, dict):
+        raise ConfigError(f"{path}: phases: expected a mapping phase_1 ... phase_{num}")
+    expected = [f"phase_{i}" for i in range(1, num + 1)]
+    unknown = sorted(set(phases) - set(expected))
+    missing = [key for key in expected if key not in phases]
+    if unknown:
+        raise ConfigError(f"{path}: phases: unknown key(s) {', '.join(unknown)} "
+                          f"(num_phases is {num})")
+    if missing:
+        raise ConfigError(f"{path}: phases: missing {', '.join(missing)}")
+    table: list[PhaseConfig | ConfigError] = []
+    for key in expected:
+        block = phases[key]
+        try:
+            if not isinstance(block, dict):
+                raise ConfigError(f"phases.{key}: expected a mapping")
+            table.append(from_mapping(PhaseConfig, block, f"phases.{key}"))
+        except ConfigError as exc:
+            table.append(ConfigError(f"{path}: {exc}"))
+    return table

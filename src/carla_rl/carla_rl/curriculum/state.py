@@ -1,0 +1,399 @@
+"""The curriculum's phase state machine and its persistence.
+
+Training episodes are counted per phase; evaluations are scheduled every
+``evaluate_every_episodes`` and at the end of the phase's budget; a passing evaluation advances
+to the next phase (after the last one the curriculum is finished). Operator phase requests are
+held as ``pending_phase`` and applied at the next episode boundary. The state round-trips
+through :meth:`CurriculumState.to_dict` / :meth:`from_dict` and is saved atomically, so a resumed
+run continues in the same phase with the same counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from carla_rl.config import ConfigError
+from carla_rl.curriculum.config import BudgetExhaustedPolicy, CurriculumConfig
+from carla_rl.reward.evaluation import EvaluationResult
+from carla_rl.reward.stats import EpisodeStats
+from carla_rl.scenario import PhaseConfig, ScenarioConfig
+
+STATE_FORMAT = "carla_rl.curriculum_state"
+STATE_VERSION = 1
+NO_PENDING_PHASE = 0
+
+
+class CurriculumStateError(ValueError):
+    """A saved curriculum state cannot be used; the message names the file and the problem."""
+
+
+class DecisionKind(StrEnum):
+    EVALUATE = "evaluate"              # run ``episodes`` evaluation episodes of ``phase`` now
+    PHASE_CHANGED = "phase_changed"    # publish the scenario of ``phase`` (applied at resets)
+    SAVE = "save"                      # persist the state now
+    FINISHED = "finished"              # num_episodes reached: stop training
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Something the curriculum manager node must do after an episode ended."""
+
+    kind: DecisionKind
+    phase: int
+    message: str
+    episodes: int = 0
+
+
+@dataclass
+class CurriculumStatusData:
+    """Mirror of carla_rl_interfaces/CurriculumStatus (without the header)."""
+
+    phase: int
+    phase_name: str
+    num_phases: int
+    episodes_in_phase: int
+    episode_budget: int
+    total_episodes: int
+    pending_phase: int
+    paused: bool
+    evaluating: bool
+    last_evaluation: EvaluationResult
+    history: list[EvaluationResult] = field(default_factory=list)
+    finished: bool = False
+
+
+class CurriculumState:
+    """Phase state machine over the phase table (``load_phase_table`` or ``load_phases``)."""
+
+    def __init__(self, phases: Sequence[PhaseConfig | ConfigError],
+                 config: CurriculumConfig) -> None:
+        if not phases:
+            raise ConfigError("the curriculum has no phases")
+        self.phases = list(phases)
+        self.config = config
+        start_error = self.phase_error(config.initial_phase)
+        if start_error:
+            raise ConfigError(f"initial_phase: {start_error}")
+        self.phase = config.initial_phase
+        self.episodes_in_phase = 0
+        self.total_episodes = 0
+        self.pending_phase = NO_PENDING_PHASE
+        self.paused = config.pause_on_start
+        self.finished = False
+        self.evaluating = False
+        self.history: list[EvaluationResult] = []
+        self.last_message = ""
+        self.next_evaluation_at = self._first_evaluation_at()
+        self._episodes_since_save = 0
+
+    # -- queries --------------------------------------------------------------------------------
+    @property
+    def num_phases(self) -> int:
+        return len(self.phases)
+
+    @property
+    def phase_config(self) -> PhaseConfig:
+        return self._valid_phase(self.phase)
+
+    @property
+    def scenario(self) -> ScenarioConfig:
+        return self.phase_config.scenario
+
+    @property
+    def budget_exhausted(self) -> bool:
+        return self.episodes_in_phase >= self.phase_config.episode_budget
+
+    def phase_error(self, phase: int) -> str:
+        """'' when ``phase`` can be entered, else why not (naming the valid range)."""
+        if isinstance(phase, bool) or not isinstance(phase, int) or not (
+                1 <= phase <= self.num_phases):
+            return f"phase {phase} does not exist: valid phases are 1..{self.num_phases}"
+        entry = self.phases[phase - 1]
+        if isinstance(entry, ConfigError):
+            return (f"phase {phase} has an invalid configuration ({entry}); valid phases are "
+                    f"1..{self.num_phases} with a valid configuration")
+        return ""
+
+    def evaluation_due(self) -> bool:
+        """An evaluation is scheduled and not running (nothing is due while paused/finished)."""
+        return (not self.paused and not self.finished and not self.evaluating
+                and self.pending_phase == NO_PENDING_PHASE
+                and self.episodes_in_phase >= self.next_evaluation_at)
+
+    def status(self) -> CurriculumStatusData:
+        return CurriculumStatusData(
+            phase=self.phase, phase_name=self.scenario.name, num_phases=self.num_phases,
+            episodes_in_phase=self.episodes_in_phase,
+            episode_budget=self.phase_config.episode_budget,
+            total_episodes=self.total_episodes, pending_phase=self.pending_phase,
+            paused=self.paused, evaluating=self.evaluating,
+            last_evaluation=self.history[-1] if self.history else EvaluationResult(),
+            history=list(self.history), finished=self.finished)
+
+    # -- events ---------------------------------------------------------------------------------
+    def on_episode_end(self, stats: EpisodeStats) -> list[Decision]:
+        """Count a finished training episode and say what to do next.
+
+        Evaluation episodes are ignored (they reach :meth:`on_evaluation` through the evaluator).
+        An episode that ran in another phase (still on the old scenario) counts in
+        ``total_episodes`` only. When an evaluation becomes due an EVALUATE decision is returned
+        and the state is marked ``evaluating`` until :meth:`on_evaluation` or
+        :meth:`cancel_evaluation`.
+        """
+        if stats.evaluation:
+            return []
+        self.total_episodes += 1
+        if stats.phase == self.phase:
+            self.episodes_in_phase += 1
+        self._episodes_since_save += 1
+        decisions: list[Decision] = []
+        if (self.config.num_episodes and not self.finished
+                and self.total_episodes >= self.config.num_episodes):
+            self.finished = True
+            self.last_message = f"{self.total_episodes} training episodes done: run finished"
+            decisions.append(Decision(DecisionKind.FINISHED, self.phase, self.last_message))
+        phase_change = self.apply_pending_at_boundary()
+        if phase_change is not None:
+            decisions.append(phase_change)
+        elif self.evaluation_due():
+            decisions.append(self.begin_evaluation())
+        if phase_change is not None or self._episodes_since_save >= self.config.save_every_episodes:
+            self._episodes_since_save = 0
+            decisions.append(Decision(DecisionKind.SAVE, self.phase, "save curriculum state"))
+        return decisions
+
+    def begin_evaluation(self) -> Decision:
+        """Mark an evaluation of the current phase as running (also used for manual requests)."""
+        self.evaluating = True
+        episodes = self.config.eval_episodes_override or self.phase_config.eval_episodes
+        self.last_message = (f"evaluating phase {self.phase} ({self.scenario.name}) over "
+                             f"{episodes} episodes after {self.episodes_in_phase} training "
+                             f"episodes")
+        return Decision(DecisionKind.EVALUATE, self.phase, self.last_message, episodes)
+
+    def cancel_evaluation(self) -> None:
+        """The evaluation could not run; it stays due and is re-issued at the next episode end."""
+        self.evaluating = False
+
+    def on_evaluation(self, result: EvaluationResult) -> bool:
+        """Record an evaluation result; returns True when the phase advanced (or the last phase
+        was passed and the curriculum finished)."""
+        if result.phase != self.phase:
+            self.last_message = (f"ignored evaluation of phase {result.phase}: the curriculum is "
+                                 f"in phase {self.phase}")
+            return False
+        self.evaluating = False
+        self.history.append(result)
+        del self.history[:-self.config.history_length]
+        if result.passed:
+            return self._advance(f"phase {self.phase} passed its evaluation")
+        if not self.budget_exhausted:
+            self.next_evaluation_at = self._scheduled_evaluation_after(self.episodes_in_phase)
+            self.last_message = (f"phase {self.phase} failed its evaluation; next one after "
+                                 f"{self.next_evaluation_at} training episodes")
+            return False
+        policy = BudgetExhaustedPolicy(self.config.on_budget_exhausted)
+        if policy is BudgetExhaustedPolicy.ADVANCE:
+            return self._advance(f"phase {self.phase} failed its evaluation with its budget "
+                                 f"spent; advancing anyway (on_budget_exhausted: advance)")
+        self.next_evaluation_at = self.episodes_in_phase + self.config.reevaluate_every_episodes
+        if policy is BudgetExhaustedPolicy.PAUSE:
+            self.paused = True
+            self.last_message = (f"phase {self.phase} failed its evaluation with its budget "
+                                 f"spent; curriculum paused (on_budget_exhausted: pause)")
+        else:
+            self.last_message = (f"phase {self.phase} failed its evaluation with its budget "
+                                 f"spent; training on, next evaluation after "
+                                 f"{self.next_evaluation_at} training episodes")
+        return False
+
+    def request_phase(self, phase: int) -> tuple[bool, str]:
+        """Operator request (SetPhase): the phase starts at the next episode boundary."""
+        error = self.phase_error(phase)
+        if error:
+            return False, error
+        name = self._valid_phase(phase).scenario.name
+        if phase == self.phase and self.pending_phase == NO_PENDING_PHASE:
+            return True, f"already in phase {phase} ({name})"
+        self.pending_phase = NO_PENDING_PHASE if phase == self.phase else phase
+        if self.pending_phase == NO_PENDING_PHASE:
+            return True, f"pending change cancelled; staying in phase {phase} ({name})"
+        return True, f"phase {phase} ({name}) starts at the next episode boundary"
+
+    def apply_pending_at_boundary(self) -> Decision | None:
+        """Enter the pending phase, if any (call at an episode boundary)."""
+        if self.pending_phase == NO_PENDING_PHASE:
+            return None
+        target = self.pending_phase
+        self.pending_phase = NO_PENDING_PHASE
+        error = self.phase_error(target)
+        if error:  # the table changed under us; keep the current phase
+            self.last_message = f"pending phase dropped: {error}"
+            return None
+        self._enter(target)
+        self.finished = False
+        self.last_message = f"entered phase {target} ({self.scenario.name}) on request"
+        return Decision(DecisionKind.PHASE_CHANGED, target, self.last_message)
+
+    def set_paused(self, paused: bool) -> str:
+        self.paused = paused
+        self.last_message = "curriculum paused" if paused else "curriculum resumed"
+        return self.last_message
+
+    # -- persistence ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "num_phases": self.num_phases,
+            "phase": self.phase,
+            "episodes_in_phase": self.episodes_in_phase,
+            "total_episodes": self.total_episodes,
+            "pending_phase": self.pending_phase,
+            "paused": self.paused,
+            "finished": self.finished,
+            "next_evaluation_at": self.next_evaluation_at,
+            "history": [result.to_dict() for result in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], phases: Sequence[PhaseConfig | ConfigError],
+                  config: CurriculumConfig, where: str = "curriculum state") -> "CurriculumState":
+        """Restore a saved state; a running evaluation is not restored (it becomes due again)."""
+        if not isinstance(data, Mapping):
+            raise CurriculumStateError(f"{where}: expected a JSON object")
+        if data.get("format") != STATE_FORMAT or data.get("version") != STATE_VERSION:
+            raise CurriculumStateError(
+                f"{where}: not a {STATE_FORMAT} version {STATE_VERSION} file "
+                f"(format {data.get('format')!r}, version {data.get('version')!r})")
+        counters = {}
+        for key in ("phase", "episodes_in_phase", "total_episodes", "pending_phase",
+                    "next_evaluation_at"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CurriculumStateError(f"{where}: {key}: expected a non-negative integer, "
+                                           f"got {value!r}")
+            counters[key] = value
+        flags = {}
+        for key in ("paused", "finished"):
+            if not isinstance(data.get(key), bool):
+                raise CurriculumStateError(f"{where}: {key}: expected true/false, "
+                                           f"got {data.get(key)!r}")
+            flags[key] = data[key]
+        history_data = data.get("history")
+        if not isinstance(history_data, list):
+            raise CurriculumStateError(f"{where}: history: expected a list")
+        try:
+            history = [EvaluationResult.from_dict(item) for item in history_data]
+        except (TypeError, ValueError) as exc:
+            raise CurriculumStateError(f"{where}: history: {exc}") from None
+        state = cls(phases, config)
+        phase_error = state.phase_error(counters["phase"])
+        if phase_error:
+            raise CurriculumStateError(f"{where}: phase: {phase_error}")
+        pending = counters["pending_phase"]
+        if pending != NO_PENDING_PHASE and state.phase_error(pending):
+            raise CurriculumStateError(f"{where}: pending_phase: {state.phase_error(pending)}")
+        state.phase = counters["phase"]
+        state.episodes_in_phase = counters["episodes_in_phase"]
+        state.total_episodes = counters["total_episodes"]
+        state.pending_phase = pending
+        state.next_evaluation_at = counters["next_evaluation_at"]
+        state.paused = flags["paused"]
+        state.finished = flags["finished"]
+        state.history = history[-config.history_length:]
+        return state
+
+    def save(self, path: Path) -> None:
+        """Write the state atomically: temp file in the same folder, fsync, rename, fsync folder."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+        try:
+            with os.fdopen(handle, "w") as temp:
+                temp.write(text)
+                temp.flush()
+                os.fsync(temp.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @classmethod
+    def load(cls, path: Path, phases: Sequence[PhaseConfig | ConfigError],
+             config: CurriculumConfig) -> "CurriculumState":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise CurriculumStateError(f"{path}: curriculum state file not found") from None
+        except OSError as exc:
+            raise CurriculumStateError(f"{path}: cannot read: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CurriculumStateError(f"{path}: corrupt curriculum state (invalid JSON at line "
+                                       f"{exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        return cls.from_dict(data, phases, config, where=str(path))
+
+    @classmethod
+    def load_or_create(cls, path: Path | None, phases: Sequence[PhaseConfig | ConfigError],
+                       config: CurriculumConfig) -> "CurriculumState":
+        """Resume from ``path`` when ``config.resume`` and the file exists, else start fresh."""
+        if path is not None and config.resume and Path(path).exists():
+            return cls.load(path, phases, config)
+        return cls(phases, config)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _valid_phase(self, phase: int) -> PhaseConfig:
+        entry = self.phases[phase - 1]
+        if isinstance(entry, ConfigError):
+            raise entry
+        return entry
+
+    def _first_evaluation_at(self) -> int:
+        return self._scheduled_evaluation_after(0)
+
+    def _scheduled_evaluation_after(self, episodes: int) -> int:
+        """The next evaluation point after ``episodes``: the next multiple of K, capped at the
+        budget (K = 0: the budget)."""
+        budget = self.phase_config.episode_budget
+        every = self.config.evaluate_every_episodes
+        if every == 0:
+            return budget
+        return min((episodes // every + 1) * every, budget)
+
+    def _enter(self, phase: int) -> None:
+        self.phase = phase
+        self.episodes_in_phase = 0
+        self.evaluating = False
+        self.next_evaluation_at = self._first_evaluation_at()
+        if self.pending_phase == phase:
+            self.pending_phase = NO_PENDING_PHASE
+
+    def _advance(self, why: str) -> bool:
+        if self.phase == self.num_phases:
+            self.finished = True
+            self.last_message = f"{why}; curriculum finished"
+            return True
+        error = self.phase_error(self.phase + 1)
+        if error:
+            self.paused = True
+            self.last_message = f"{why} but cannot advance: {error}; curriculum paused"
+            return False
+        self._enter(self.phase + 1)
+        self.last_message = f"{why}; entered phase {self.phase} ({self.scenario.name})"
+        return True

@@ -1,0 +1,218 @@
+"""The one declaration of the training graph: which nodes, in which namespaces, with which
+parameter files, parameter overrides and remappings. The ``carla-rl`` CLI (through the supervisor)
+and the launch files (``launch/*.launch.py``) both build their processes from :func:`build_graph`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from carla_rl import topics
+
+PACKAGE = "carla_rl"
+SIMULATORS = ("embedded", "carla", "bridge")
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """What a user chooses; each field is a CLI flag and a launch argument of the same name."""
+
+    num_envs: int = 1
+    simulator: str = "embedded"       # embedded | carla (direct client) | bridge (carla-ros-bridge)
+    device: str = "cpu"
+    save_dir: str = "runs/latest"
+    load_model_from: str = ""
+    seed: int = 0
+    phase: int = 1                    # initial phase (a resumed run takes the saved one)
+    time_scale: float = 0.0           # 0 = as fast as possible
+    training: bool = True             # False: evaluation only (no learning, no exploration)
+    batch_size: int = 0               # 0 = config/agent.yaml
+    num_episodes: int = 0             # 0 = until the curriculum finishes
+    num_eval_episodes: int = 0        # 0 = per-phase config
+    town: str = ""                    # CARLA town (carla / bridge simulators)
+    log_level: str = "info"
+    save_sensor_data: bool = False    # record each episode's sensor topics to MCAP
+    enable_profiler: bool = False
+    monitor: bool = True              # TensorBoard writer node
+    config_dir: str = ""              # default: the package's config directory
+
+    def validate(self) -> None:
+        if not 1 <= self.num_envs <= 64:
+            raise ValueError(f"num_envs must be in 1..64, got {self.num_envs}")
+        if self.simulator not in SIMULATORS:
+            raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {self.simulator!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if self.time_scale < 0:
+            raise ValueError(f"time_scale must be >= 0, got {self.time_scale}")
+        if self.phase < 1:
+            raise ValueError(f"phase must be >= 1, got {self.phase}")
+        for name in ("batch_size", "num_episodes", "num_eval_episodes", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+# every GraphOptions field: (CLI flag of `carla-rl train`, description); launch arguments use the field name
+OPTION_FLAGS: dict[str, tuple[str, str]] = {
+    "num_envs": ("--parallel-envs", "Environments stepped in parallel, each in namespace /env_<i>"),
+    "simulator": ("--simulator", "embedded | carla (direct client) | bridge (carla-ros-bridge adapter)"),
+    "device": ("--device", "torch device of the policy: cpu or cuda[:N]"),
+    "save_dir": ("--save-dir", "Run directory: checkpoints, TensorBoard logs, node logs"),
+    "load_model_from": ("--load-model-from", "Checkpoint to resume (weights, optimizer, replay, phase)"),
+    "seed": ("--seed", "Base seed"),
+    "phase": ("--phase", "Initial curriculum phase"),
+    "time_scale": ("--time-scale", "0 = as fast as possible; 1 = real time"),
+    "training": ("", "Learn (train) or only evaluate (eval); set by the subcommand / launch file"),
+    "batch_size": ("--batch-size", "Learner batch size (0 = config/agent.yaml)"),
+    "num_episodes": ("--num-episodes", "Stop after N training episodes (0 = until the curriculum ends)"),
+    "num_eval_episodes": ("--num-eval-episodes", "Episodes per evaluation (0 = per-phase config)"),
+    "town": ("--town", "CARLA town for the carla / bridge simulators"),
+    "log_level": ("--log-level", "ROS log level of every node"),
+    "save_sensor_data": ("--save-sensor-data", "Record each episode's sensor topics to MCAP"),
+    "enable_profiler": ("--enable-profiler", "Profile every node (cProfile)"),
+    "monitor": ("", "Start the TensorBoard writer node"),
+    "config_dir": ("--config", "Config directory (default: the package's share/carla_rl/config)"),
+}
+
+
+def options_from_strings(values: dict[str, str]) -> GraphOptions:
+    """GraphOptions from launch-argument strings (each field converted to its declared type)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(GraphOptions)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(GraphOptions):
+        if f.name not in values:
+            continue
+        text, tp = str(values[f.name]), hints[f.name]
+        try:
+            if tp is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                kwargs[f.name] = text.lower() in ("true", "1")
+            else:
+                kwargs[f.name] = tp(text)
+        except ValueError:
+            raise ValueError(f"launch argument {f.name}:={text!r} is not a valid {tp.__name__}") from None
+    options = GraphOptions(**kwargs)
+    options.validate()
+    return options
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One process of the graph."""
+
+    name: str
+    executable: str
+    namespace: str = ""
+    params_files: tuple[str, ...] = ()         # file names inside the config directory
+    parameters: dict[str, Any] = field(default_factory=dict)  # overrides, dotted names
+    remappings: tuple[tuple[str, str], ...] = ()
+    role: str = ""
+    critical: bool = False                      # the graph cannot go on without it (restart it)
+
+    @property
+    def fqn(self) -> str:
+        ns = self.namespace.rstrip("/")
+        return f"{ns}/{self.name}"
+
+
+def build_graph(options: GraphOptions) -> list[NodeSpec]:
+    """The nodes of a training (or evaluation) run."""
+    options.validate()
+    specs: list[NodeSpec] = []
+    sim_exec, sim_files = {
+        "embedded": ("embedded_simulator", ("sim.yaml", "curriculum.yaml")),
+        "carla": ("carla_client", ("carla.yaml", "curriculum.yaml")),
+        "bridge": ("carla_bridge_adapter", ("carla.yaml", "curriculum.yaml")),
+    }[options.simulator]
+    for env_id in range(options.num_envs):
+        ns = topics.env_namespace(env_id)
+        sim_params: dict[str, Any] = {"shell.env_id": env_id, "shell.seed": options.seed,
+                                      "shell.initial_phase": options.phase,
+                                      "shell.time_scale": float(options.time_scale)}
+        if options.save_sensor_data and env_id == 0 and options.monitor:
+            # the recorder subscribes to the situation too: start ticking once it listens (episode 0 recorded)
+            sim_params["shell.required_subscribers"] = 3
+        if options.town and options.simulator != "embedded":
+            sim_params["carla.town"] = options.town
+        specs.append(NodeSpec(name=sim_exec, executable=sim_exec, namespace=ns, params_files=sim_files,
+                              parameters=sim_params, role="simulator"))
+        specs.append(NodeSpec(name="sensor_preprocessor", executable="sensor_preprocessor", namespace=ns,
+                              params_files=("sim.yaml", "preprocess.yaml"),
+                              parameters={"env_id": env_id}, role="preprocessor"))
+    policy_params: dict[str, Any] = {"num_envs": options.num_envs, "device": options.device,
+                                     "save_dir": options.save_dir, "seed": options.seed,
+                                     "training": options.training,
+                                     "load_model_from": options.load_model_from}
+    if options.batch_size:
+        policy_params["agent.batch_size"] = options.batch_size
+    specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy", params_files=("sim.yaml", "agent.yaml"),
+                          parameters=policy_params, role="policy", critical=True))
+    specs.append(NodeSpec(name="reward_evaluator", executable="reward_evaluator",
+                          params_files=("sim.yaml", "reward.yaml", "curriculum.yaml"),
+                          parameters={"num_envs": options.num_envs}, role="reward", critical=True))
+    curriculum_params: dict[str, Any] = {"save_dir": options.save_dir, "initial_phase": options.phase,
+                                         "load_from": options.load_model_from,
+                                         "num_episodes": options.num_episodes,
+                                         "training": options.training}
+    if options.num_eval_episodes:
+        curriculum_params["eval_episodes_override"] = options.num_eval_episodes
+    specs.append(NodeSpec(name="curriculum_manager", executable="curriculum_manager",
+                          params_files=("curriculum.yaml",), parameters=curriculum_params,
+                          role="curriculum", critical=True))
+    if options.monitor:
+        specs.append(NodeSpec(name="training_monitor", executable="training_monitor",
+                              params_files=("monitor.yaml",),
+                              parameters={"log_dir": str(Path(options.save_dir) / "tensorboard"),
+                                          "num_envs": options.num_envs,
+                                          "record_mcap": options.save_sensor_data,
+                                          "mcap_dir": str(Path(options.save_dir) / "recordings")},
+                              role="monitor"))
+    return specs
+
+
+def build_sim_graph(options: GraphOptions, autopilot: bool = True) -> list[NodeSpec]:
+    """The simulator alone (for rviz2 / the live view): env 0, no controller needed."""
+    options.validate()
+    return [NodeSpec(name="embedded_simulator", executable="embedded_simulator",
+                     namespace=topics.env_namespace(0), params_files=("sim.yaml", "curriculum.yaml"),
+                     parameters={"shell.env_id": 0, "shell.seed": options.seed, "shell.initial_phase": options.phase,
+                                 "shell.time_scale": float(options.time_scale), "shell.required_subscribers": 0,
+                                 "shell.autopilot": autopilot},
+                     role="simulator")]
+
+
+def ros_arguments(spec: NodeSpec, config_dir: Path, log_level: str = "info") -> list[str]:
+    """``--ros-args`` of a spec, exactly what launch_ros passes for the same Node action."""
+    args = ["--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace:
+        args += ["-r", f"__ns:={spec.namespace}"]
+    for path in spec.params_files:
+        args += ["--params-file", str(Path(config_dir) / path)]
+    for key, value in spec.parameters.items():
+        args += ["-p", f"{key}:={parameter_literal(value)}"]
+    for src, dst in spec.remappings:
+        args += ["-r", f"{src}:={dst}"]
+    args += ["--log-level", log_level]
+    return args
+
+
+def parameter_literal(value: Any) -> str:
+    """A value as a ``-p name:=value`` YAML literal (strings quoted so '' and 'true' stay strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(parameter_literal(v) for v in value) + "]"
+    raise TypeError(f"unsupported parameter value {value!r}")

@@ -1,0 +1,124 @@
+"""``carla-rl bench graph``: end-to-end agent steps/s and latency through the ROS graph, next to the
+same simulator + observation + reward + agent stepped in one process (the Gymnasium env path).
+
+The graph is the real one (carla_rl.graph.build_graph) under the supervisor, learner paused unless
+``learn``; every number is read from the nodes' /diagnostics (simulator ticks, publish -> command
+latency quantiles) over a window that starts once every env is ticking.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+WARMUP_TICKS = 50
+WARMUP_TIMEOUT_S = 120.0
+SIMULATOR_NODES = ("embedded_simulator", "carla_client", "carla_bridge_adapter")
+
+
+def run_inprocess(envs: int, seconds: float, phase: int, config_dir: Path) -> float:
+    """Steps/s of N DrivingEnvs acted on in one batch by the same agent, learner paused."""
+    from carla_rl.learner.agent_config import ObservationSpec, load_agent_config
+    from carla_rl.learner.dqn_agent import DQNAgent
+    from carla_rl.sim.driving_env import DrivingEnv
+
+    pool = [DrivingEnv(phase=phase, config_dir=config_dir) for _ in range(envs)]
+    observations = [env.reset(seed=1000 + i)[0] for i, env in enumerate(pool)]
+    masks = np.stack([env.reset(seed=1000 + i)[1]["action_mask"] for i, env in enumerate(pool)]).astype(bool)
+    spec = ObservationSpec(*observations[0]["frames"].shape, observations[0]["vector"].shape[0])
+    agent = DQNAgent(spec, 6, load_agent_config(config_dir / "agent.yaml"), device="cpu", seed=0)
+    steps = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        frames = np.stack([o["frames"] for o in observations])
+        vectors = np.stack([o["vector"] for o in observations])
+        actions = agent.act(frames, vectors, explore=True, action_mask=masks).actions
+        for i, env in enumerate(pool):
+            obs, _, terminated, truncated, _ = env.step(int(actions[i]))
+            if terminated or truncated:
+                obs, _ = env.reset()
+            observations[i] = obs
+        steps += envs
+    return steps / (time.perf_counter() - start)
+
+
+def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    from carla_rl.graph import GraphOptions, build_graph
+    from carla_rl.nodes.diagnostics import DIAGNOSTICS_TOPIC
+    from carla_rl.supervisor import Supervisor
+
+    inprocess = run_inprocess(envs, seconds, phase, config_dir)
+    save_dir = Path(tempfile.mkdtemp(prefix="carla_rl_bench_"))
+    options = GraphOptions(num_envs=envs, phase=phase, save_dir=str(save_dir), monitor=False)
+    specs = []
+    for spec in build_graph(options):
+        if spec.role == "policy":
+            spec = replace(spec, parameters={**spec.parameters, "start_learning": learn,
+                                             "final_checkpoint_replay": False})
+        specs.append(spec)
+    supervisor = Supervisor(specs, config_dir, save_dir / "logs", "warn")
+    sims: dict[str, dict[str, str]] = {}
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            supervisor.heartbeat(status.name)
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name.rsplit("/", 1)[-1] in SIMULATOR_NODES:
+                sims[status.name] = values
+
+    rclpy.init(args=[])
+    node = rclpy.create_node("carla_rl_bench_graph")
+    node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diag, 100)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+
+    def ticks() -> dict[str, int]:
+        return {name: int(v.get("ticks", 0)) for name, v in sims.items()}
+
+    def spin_for(duration: float) -> None:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.1)
+            supervisor.poll()
+
+    supervisor.start()
+    try:
+        deadline = time.monotonic() + WARMUP_TIMEOUT_S
+        while not (len(sims) == envs and min(ticks().values()) >= WARMUP_TICKS):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the graph did not start ticking within {WARMUP_TIMEOUT_S:.0f} s "
+                                   f"(node logs: {save_dir / 'logs'})")
+            spin_for(0.2)
+        t0, ticks0 = time.monotonic(), ticks()
+        spin_for(seconds)
+        t1, ticks1 = time.monotonic(), ticks()
+        p50 = [float(v["latency_p50_ms"]) for v in sims.values() if "latency_p50_ms" in v]
+        p99 = [float(v["latency_p99_ms"]) for v in sims.values() if "latency_p99_ms" in v]
+        timeouts = sum(int(v.get("control_timeouts", 0)) for v in sims.values())
+    finally:
+        supervisor.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    steps = sum(ticks1[k] - ticks0.get(k, 0) for k in ticks1)
+    steps_per_s = steps / (t1 - t0)
+    return {
+        "envs": envs, "learn": learn, "phase": phase, "seconds": round(t1 - t0, 2),
+        "steps_per_s": round(steps_per_s, 1),
+        "inprocess_steps_per_s": round(inprocess, 1),
+        "ratio_to_inprocess": round(steps_per_s / inprocess, 3) if inprocess else None,
+        "p50_ms": round(float(np.median(p50)), 3) if p50 else None,
+        "p99_ms": round(float(max(p99)), 3) if p99 else None,
+        "control_timeouts": timeouts,
+        "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.processor() or platform.machine()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }

@@ -1,0 +1,189 @@
+"""Every hyperparameter of the learner in one documented place.
+
+``AgentConfig`` is read from the ``agent:`` block of ``config/agent.yaml`` (ROS 2 params layout:
+``dqn_policy: ros__parameters: agent: ...``) by :func:`load_agent_config`. Each field is declared
+with :func:`carla_rl.config.param` (default, description, range), so the same metadata documents
+the YAML, validates it and can feed ``ParameterDescriptor``\\ s in the ROS node.
+
+Network presets: the default network (``cpu``) is sized for a 2-core CPU; ``nature`` is the
+Nature-DQN encoder (32/64/64 channels, 512 hidden) meant for a GPU. See :func:`network_preset`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from carla_rl.config import ConfigError, from_mapping, node_parameters, param, to_mapping
+
+NODE_NAME = "dqn_policy"
+SECTION = "agent"
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """Shape of one observation: a uint8 frame stack [S, H, W] plus a float32 vector [V]."""
+
+    frame_stack: int = 4
+    height: int = 84
+    width: int = 84
+    vector_size: int = 0
+
+    @classmethod
+    def coerce(cls, value: Any) -> "ObservationSpec":
+        """Accept an ObservationSpec, a mapping of its fields, or a (S, H, W[, V]) tuple."""
+        if isinstance(value, ObservationSpec):
+            return value
+        if isinstance(value, Mapping):
+            return cls(**value)
+        if isinstance(value, (tuple, list)) and len(value) in (3, 4):
+            return cls(*(int(v) for v in value))
+        raise ValueError(f"state_size: expected ObservationSpec, mapping or (S, H, W, V), "
+                         f"got {value!r}")
+
+
+@dataclass
+class NetworkConfig:
+    """Encoder (conv over stacked frames + MLP over vector features) and head sizes."""
+
+    conv_channels: list[int] = param(default_factory=lambda: [16, 32, 32],
+                                     description="output channels of each conv layer", low=1)
+    conv_kernels: list[int] = param(default_factory=lambda: [8, 4, 3],
+                                    description="kernel size of each conv layer", low=1)
+    conv_strides: list[int] = param(default_factory=lambda: [4, 2, 2],
+                                    description="stride of each conv layer", low=1)
+    vector_hidden: list[int] = param(default_factory=lambda: [64],
+                                     description="hidden sizes of the MLP over vector features",
+                                     low=1)
+    hidden_size: int = param(256, "hidden units of each head (value / advantage)",
+                             low=1, high=8192)
+
+    def validate(self) -> None:
+        n = len(self.conv_channels)
+        if n == 0 or len(self.conv_kernels) != n or len(self.conv_strides) != n:
+            raise ConfigError("network: conv_channels, conv_kernels and conv_strides must be "
+                              "non-empty lists of the same length")
+
+
+NETWORK_PRESETS: dict[str, dict[str, Any]] = {
+    # ~5x cheaper than Nature on CPU; 84x84 -> 20x20 -> 9x9 -> 4x4x32 = 512 features.
+    "cpu": {"conv_channels": [16, 32, 32], "conv_kernels": [8, 4, 3], "conv_strides": [4, 2, 2],
+            "vector_hidden": [64], "hidden_size": 256},
+    # Mnih et al. 2015: 84x84 -> 20x20x32 -> 9x9x64 -> 7x7x64 = 3136 features, 512 hidden.
+    "nature": {"conv_channels": [32, 64, 64], "conv_kernels": [8, 4, 3], "conv_strides": [4, 2, 1],
+               "vector_hidden": [128], "hidden_size": 512},
+}
+
+
+def network_preset(name: str) -> NetworkConfig:
+    """A named network preset (``cpu`` or ``nature``)."""
+    if name not in NETWORK_PRESETS:
+        raise ConfigError(f"network preset {name!r} unknown; known: {', '.join(NETWORK_PRESETS)}")
+    return from_mapping(NetworkConfig, NETWORK_PRESETS[name], f"preset {name}")
+
+
+@dataclass
+class ReplayConfig:
+    """Replay memory (frames stored once) and prioritized sampling."""
+
+    capacity: int = param(100_000, "transitions kept (ring); 1M at 84x84 needs ~7.3 GB RAM",
+                          low=1, high=10_000_000)
+    prioritized: bool = param(True, "prioritized experience replay (Schaul et al. 2016)")
+    alpha: float = param(0.6, "priority exponent (0 = uniform)", low=0.0, high=1.0)
+    beta_start: float = param(0.4, "importance-sampling exponent at the first update",
+                              low=0.0, high=1.0)
+    beta_anneal_updates: int = param(100_000, "updates over which beta is annealed to 1",
+                                     low=1)
+    priority_eps: float = param(1e-6, "added to |TD| / loss so no priority is zero",
+                                low=0.0, high=1.0)
+    n_step: int = param(3, "multi-step return length", low=1, high=20)
+
+
+@dataclass
+class ExplorationConfig:
+    """Epsilon-greedy schedule (used only when noisy nets are off)."""
+
+    epsilon_start: float = param(1.0, "epsilon at the first env step", low=0.0, high=1.0)
+    epsilon_end: float = param(0.02, "epsilon after the decay", low=0.0, high=1.0)
+    epsilon_decay_steps: int = param(250_000, "env steps of the linear decay", low=1)
+    eval_epsilon: float = param(0.0, "epsilon when acting with explore=False", low=0.0, high=1.0)
+
+
+@dataclass
+class AgentConfig:
+    """Rainbow-style DQN: all hyperparameters of the learner (see config/agent.yaml)."""
+
+    network: NetworkConfig = param(default_factory=NetworkConfig,
+                                   description="encoder and head sizes")
+    replay: ReplayConfig = param(default_factory=ReplayConfig, description="replay memory")
+    exploration: ExplorationConfig = param(default_factory=ExplorationConfig,
+                                           description="epsilon-greedy schedule")
+    dueling: bool = param(True, "dueling value/advantage heads (Wang et al. 2016)")
+    double: bool = param(True, "double-DQN target: online net selects, target net evaluates")
+    noisy: bool = param(True, "factorised noisy linear layers in the heads (replaces epsilon)")
+    noisy_sigma0: float = param(0.5, "initial noise scale sigma0 of factorised noisy layers",
+                                low=0.0, high=10.0)
+    distributional: bool = param(True, "C51 categorical value distribution (Bellemare et al.)")
+    n_atoms: int = param(51, "atoms of the C51 support", low=2, high=1001)
+    v_min: float = param(-10.0, "lowest return of the C51 support", low=-1e6, high=1e6)
+    v_max: float = param(10.0, "highest return of the C51 support", low=-1e6, high=1e6)
+    gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
+    lr: float = param(6.25e-5, "Adam learning rate", low=0.0, high=1.0)
+    adam_eps: float = param(1.5e-4, "Adam epsilon", low=0.0, high=1.0)
+    batch_size: int = param(32, "transitions per gradient step", low=1, high=65536)
+    learning_starts: int = param(20_000, "env steps (random actions) before the first update",
+                                 low=0)
+    train_frequency: int = param(4, "env steps per round of gradient steps", low=1)
+    gradient_steps: int = param(1, "gradient steps per round (replay ratio = "
+                                   "gradient_steps * batch_size / train_frequency)", low=1)
+    target_update: str = param("hard", "target network update: 'hard' copy or 'soft' Polyak",
+                               choices=("hard", "soft"))
+    target_update_interval: int = param(2000, "updates between hard target copies", low=1)
+    tau: float = param(0.005, "Polyak factor of soft target updates", low=0.0, high=1.0)
+    huber_delta: float = param(1.0, "Huber loss threshold (scalar, non-C51 head)",
+                               low=0.0, high=1e6)
+    grad_clip_norm: float = param(10.0, "max global gradient norm (0 = no clipping)",
+                                  low=0.0, high=1e6)
+    mixed_precision: str = param("off", "autocast on CUDA: 'off', 'bf16' or 'fp16' "
+                                        "(fp16 uses a GradScaler); ignored on CPU",
+                                 choices=("off", "bf16", "fp16"))
+    cuda_graphs: bool = param(False, "capture the whole update step (sampling included) in a "
+                                     "CUDA graph; CUDA only")
+    compile: bool = param(False, "torch.compile the loss (forward passes + targets; CUDA "
+                                 "only, compiles on the first updates)")
+
+    def validate(self) -> None:
+        if self.v_max <= self.v_min:
+            raise ConfigError("v_max must be greater than v_min")
+        if self.exploration.epsilon_end > self.exploration.epsilon_start:
+            raise ConfigError("exploration.epsilon_end must not exceed epsilon_start")
+
+    def with_network_preset(self, name: str) -> "AgentConfig":
+        """A copy of this config with network preset ``name`` (``cpu`` or ``nature``)."""
+        return dataclasses.replace(self, network=network_preset(name))
+
+
+def agent_config_from_mapping(data: Mapping[str, Any], where: str = SECTION) -> AgentConfig:
+    """Validated :class:`AgentConfig` from a plain mapping (as stored in a checkpoint)."""
+    return from_mapping(AgentConfig, data, where)
+
+
+def agent_config_to_mapping(config: AgentConfig) -> dict[str, Any]:
+    """Plain nested mapping of ``config`` (lists, numbers, strings, bools only)."""
+    return to_mapping(config)
+
+
+def load_agent_config(path: str | Path, node_name: str = NODE_NAME) -> AgentConfig:
+    """Read the ``agent:`` block of ``node_name`` in params file ``path``."""
+    params = node_parameters(Path(path), node_name)
+    block = params.get(SECTION)
+    if block is None:
+        raise ConfigError(f"{path}: {node_name}: missing key '{SECTION}'")
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{path}: {node_name}.{SECTION}: expected a mapping")
+    try:
+        return agent_config_from_mapping(block, SECTION)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {node_name}: {exc}") from None

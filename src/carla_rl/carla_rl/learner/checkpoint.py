@@ -1,0 +1,305 @@
+"""Checkpoints of the full learner state, written atomically and verified on load.
+
+File layout: ``MAGIC`` (8 bytes) | payload length (8 bytes, little endian) | SHA-256 of the
+payload (32 bytes) | payload (``torch.save`` of plain types and tensors). Loading checks all
+three, then unpickles with ``torch.load(..., weights_only=True)`` only, so RNG states and the
+config are stored as tensors / strings / numbers. Any problem raises :class:`CheckpointError`
+naming it (missing, not a checkpoint, truncated, corrupted, foreign architecture).
+
+Writes go to a temp file in the same directory: flush, fsync, ``os.replace``, fsync of the
+directory; a failed save therefore leaves the previous checkpoint untouched. The optional replay
+memory goes to separate chunk files in a fresh directory ``<name>.replay-<token>/`` (each chunk
+verified the same way); the main file names them with their digests, and older replay
+directories of the same checkpoint are removed only after the main file has been replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from carla_rl.config import ConfigError
+from carla_rl.learner.agent_config import (AgentConfig, ObservationSpec,
+                                           agent_config_from_mapping, agent_config_to_mapping)
+from carla_rl.learner.networks import architecture_fingerprint
+
+if TYPE_CHECKING:
+    from carla_rl.learner.dqn_agent import DQNAgent
+
+MAGIC = b"CRLCKPT1"
+FORMAT_VERSION = 2  # 2: action masks in the replay, flat noise buffers
+_HEADER = struct.Struct("<8sQ32s")
+REPLAY_CHUNK_SLOTS = 65_536  # ring slots per replay chunk file (~460 MB at 84x84)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or read; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------- files
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _encode(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    return _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def write_file(path: str | Path, obj: Any) -> str:
+    """Atomically write ``obj`` (plain types and tensors) with a verified header; returns the
+    payload digest (hex)."""
+    data = _encode(obj)
+    _atomic_write(Path(path), data)
+    return data[16:48].hex()
+
+
+def read_file(path: str | Path, expected_digest: str | None = None) -> Any:
+    """Read and verify a file written by :func:`write_file` (``weights_only`` unpickling)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from None
+    if len(data) < _HEADER.size:
+        raise CheckpointError(f"{path}: truncated checkpoint ({len(data)} bytes, header needs "
+                              f"{_HEADER.size})")
+    magic, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CheckpointError(f"{path}: not a carla_rl checkpoint (bad magic {magic!r})")
+    payload = data[_HEADER.size:]
+    if len(payload) < length:
+        raise CheckpointError(f"{path}: truncated checkpoint ({len(payload)} of {length} "
+                              f"payload bytes)")
+    if len(payload) > length:
+        raise CheckpointError(f"{path}: corrupted checkpoint ({len(payload) - length} bytes of "
+                              f"trailing data)")
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path}: corrupted checkpoint (SHA-256 mismatch)")
+    if expected_digest is not None and digest.hex() != expected_digest:
+        raise CheckpointError(f"{path}: belongs to another checkpoint (digest mismatch)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+        raise CheckpointError(f"{path}: unreadable checkpoint payload: {exc}") from None
+
+
+# --------------------------------------------------------------------- agent state
+def _rng_to_str(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def _rng_from_str(rng: np.random.Generator, text: str) -> None:
+    rng.bit_generator.state = json.loads(text)
+
+
+def _spec_list(spec: ObservationSpec) -> list[int]:
+    return [spec.frame_stack, spec.height, spec.width, spec.vector_size]
+
+
+def fingerprint(agent: "DQNAgent") -> str:
+    return architecture_fingerprint(agent.online, agent.spec, agent.action_size)
+
+
+def agent_state(agent: "DQNAgent", include_replay: bool = False) -> dict[str, Any]:
+    """Full agent state as plain types and tensors (replay arrays under ``replay``)."""
+    rng: dict[str, Any] = {"torch_cpu": torch.get_rng_state(),
+                           "act": _rng_to_str(agent.act_rng),
+                           "replay": _rng_to_str(agent.replay.rng)}
+    if agent.device.type == "cuda":
+        rng["torch_cuda"] = torch.cuda.get_rng_state(agent.device)
+    state = {
+        "format": FORMAT_VERSION,
+        "fingerprint": fingerprint(agent),
+        "spec": _spec_list(agent.spec),
+        "action_size": agent.action_size,
+        "config": agent_config_to_mapping(agent.config),
+        "online": agent.online.state_dict(),
+        "target": agent.target.state_dict(),
+        "optimizer": agent.algorithm.optimizer.state_dict(),
+        "scaler": agent.algorithm.scaler.state_dict(),
+        "counters": {"env_steps": agent.env_steps, "updates": agent.updates},
+        "rng": rng,
+    }
+    if include_replay:
+        with agent.replay_lock:
+            replay = agent.replay.state_dict()
+            replay["arrays"] = {k: torch.from_numpy(v.copy()) for k, v in
+                                replay["arrays"].items()}
+            if "tree" in replay:
+                replay["tree"] = torch.from_numpy(replay["tree"].copy())
+            replay["envs"] = torch.from_numpy(replay["envs"])
+        state["replay"] = replay
+    return state
+
+
+def _check_compatible(agent: "DQNAgent", state: dict[str, Any], where: str) -> None:
+    if state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{where}: unsupported checkpoint format {state.get('format')!r}")
+    ours = fingerprint(agent)
+    if state.get("fingerprint") != ours:
+        raise CheckpointError(
+            f"{where}: foreign architecture: checkpoint fingerprint {state.get('fingerprint')} "
+            f"(observation {state.get('spec')}, {state.get('action_size')} actions) does not "
+            f"match this agent's {ours} (observation {_spec_list(agent.spec)}, "
+            f"{agent.action_size} actions)")
+
+
+def restore_agent(agent: "DQNAgent", state: dict[str, Any], where: str = "checkpoint") -> None:
+    """Load ``state`` (from :func:`agent_state`) into ``agent``; checks the architecture first."""
+    _check_compatible(agent, state, where)
+    agent._fast = None  # a captured graph holds the old optimizer state: rebuild it lazily
+    try:
+        agent.online.load_state_dict(state["online"])
+        agent.target.load_state_dict(state["target"])
+        optimizer = agent.algorithm.optimizer
+        saved = state["optimizer"]
+        # Keep this run's implementation flags (a CUDA-graph run needs capturable=True, a CPU
+        # run cannot use it); they decide where Adam's step counters are placed on load.
+        ours = optimizer.param_groups
+        saved = {**saved, "param_groups": [
+            {**group, **{k: ours[i][k] for k in ("capturable", "fused", "foreach")
+                         if k in ours[i]}}
+            for i, group in enumerate(saved["param_groups"])]}
+        optimizer.load_state_dict(saved)
+        agent.algorithm.scaler.load_state_dict(state["scaler"])
+        if "replay" in state:
+            replay = dict(state["replay"])
+            replay["arrays"] = {k: v.numpy() for k, v in replay["arrays"].items()}
+            if "tree" in replay:
+                replay["tree"] = replay["tree"].numpy()
+            replay["envs"] = replay["envs"].numpy()
+            with agent.replay_lock:
+                agent.replay.load_state_dict(replay)
+        agent.env_steps = int(state["counters"]["env_steps"])
+        agent.updates = int(state["counters"]["updates"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch_cpu"])
+        if agent.device.type == "cuda" and "torch_cuda" in rng:
+            torch.cuda.set_rng_state(rng["torch_cuda"], agent.device)
+        _rng_from_str(agent.act_rng, rng["act"])
+        _rng_from_str(agent.replay.rng, rng["replay"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{where}: inconsistent checkpoint: {exc}") from None
+
+
+# --------------------------------------------------------------------- public API
+def _replay_dirs(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.replay-*"))
+
+
+def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = False,
+                    chunk_slots: int = REPLAY_CHUNK_SLOTS) -> Path:
+    """Atomically write the agent's full state to ``path`` (replay in chunk files if asked)."""
+    path = Path(path)
+    state = agent_state(agent, include_replay)
+    new_dir = None
+    try:
+        if include_replay:
+            replay = state.pop("replay")
+            new_dir = path.parent / f"{path.name}.replay-{agent.updates}-{secrets.token_hex(4)}"
+            new_dir.mkdir(parents=True)
+            chunks = []
+            capacity = agent.replay.capacity
+            for i, start in enumerate(range(0, capacity, chunk_slots)):
+                part = {k: v[start:start + chunk_slots].clone()
+                        for k, v in replay["arrays"].items()}
+                name = f"chunk_{i:05d}.pt"
+                chunks.append([name, write_file(new_dir / name, part)])
+            if "tree" in replay:
+                chunks.append(["tree.pt", write_file(new_dir / "tree.pt", replay["tree"])])
+            replay["arrays"] = None
+            replay.pop("tree", None)
+            state["replay_manifest"] = {"dir": new_dir.name, "chunks": chunks,
+                                        "chunk_slots": chunk_slots, "meta": replay}
+        write_file(path, state)
+    except BaseException:
+        if new_dir is not None:
+            shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+    for old in _replay_dirs(path):  # only now is the previous replay no longer referenced
+        if new_dir is None or old.name != new_dir.name:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Verified checkpoint contents; the replay (if any) re-assembled under ``replay``."""
+    path = Path(path)
+    state = read_file(path)
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise CheckpointError(f"{path}: not an agent checkpoint")
+    manifest = state.pop("replay_manifest", None)
+    if manifest is not None:
+        directory = path.parent / manifest["dir"]
+        parts: dict[str, list[torch.Tensor]] = {}
+        replay = dict(manifest["meta"])
+        for name, digest in manifest["chunks"]:
+            data = read_file(directory / name, expected_digest=digest)
+            if name == "tree.pt":
+                replay["tree"] = data
+                continue
+            for key, value in data.items():
+                parts.setdefault(key, []).append(value)
+        replay["arrays"] = {k: torch.cat(v) for k, v in parts.items()}
+        state["replay"] = replay
+    return state
+
+
+def restore_checkpoint(agent: "DQNAgent", path: str | Path) -> None:
+    """Load checkpoint ``path`` into an existing agent (same architecture)."""
+    restore_agent(agent, read_checkpoint(path), str(path))
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu",
+                    config: AgentConfig | None = None) -> "DQNAgent":
+    """A new agent built from the stored spec/config (or ``config``) with the stored state."""
+    from carla_rl.learner.dqn_agent import DQNAgent
+
+    state = read_checkpoint(path)
+    try:
+        stored = agent_config_from_mapping(state["config"], "checkpoint config")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: invalid stored config: {exc}") from None
+    agent = DQNAgent(ObservationSpec(*state["spec"]), state["action_size"],
+                     config or stored, device=device)
+    restore_agent(agent, state, str(path))
+    return agent

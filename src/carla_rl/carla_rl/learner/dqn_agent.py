@@ -1,0 +1,373 @@
+"""Rainbow-style DQN agent, split like Tianshou/SB3 into
+
+* :class:`DQNPolicy`    observation -> action (batched over envs, epsilon or noisy exploration,
+                        action masks),
+* :class:`DQNAlgorithm` the update: double-DQN / C51 targets, PER weights, AMP, grad clipping,
+                        optimizer, target network,
+* the replay memory     :mod:`carla_rl.learner.replay_buffer`,
+
+and :class:`DQNAgent`, which owns the three, the counters and the RNGs, and is what the
+``dqn_policy`` node drives: ``observe`` / ``record_action`` per env tick, ``act`` for a batch of
+envs, ``update`` (from a background thread if wanted) while ``updates_due() > 0``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
+from carla_rl.learner.networks import QNetwork
+from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ActResult(NamedTuple):
+    actions: np.ndarray   # [B] int64
+    q_values: np.ndarray  # [B] float32, Q (expected value for C51) of the chosen action
+
+
+@dataclass
+class UpdateStats:
+    loss: float
+    mean_q: float
+    td_error: float      # mean |target - Q| of the batch (expected values for C51)
+    beta: float
+    grad_norm: float     # before clipping
+    lr: float
+    updates: int
+
+
+class Batch(NamedTuple):
+    """A replay sample as device tensors."""
+    frames: torch.Tensor       # [B, S, H, W] uint8
+    vectors: torch.Tensor      # [B, V] float32
+    actions: torch.Tensor      # [B] int64
+    returns: torch.Tensor      # [B] float32
+    next_frames: torch.Tensor  # [B, S, H, W] uint8
+    next_vectors: torch.Tensor  # [B, V] float32
+    discounts: torch.Tensor    # [B] float32
+    weights: torch.Tensor      # [B] float32
+    next_masks: torch.Tensor   # [B] int64 bitmask of allowed actions at the bootstrap obs
+
+
+def mask_from_bits(bits: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """int64 bitmasks [B] -> bool [B, A] (static shapes, graph-safe)."""
+    shifts = torch.arange(num_actions, device=bits.device)                     # [A]
+    return ((bits[:, None] >> shifts) & 1).bool()                               # [B, A]
+
+
+def to_batch(sample: ReplaySample, device: torch.device) -> Batch:
+    pin = device.type == "cuda"
+
+    def move(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+    return Batch(move(sample.frames), move(sample.vectors), move(sample.actions),
+                 move(sample.returns), move(sample.next_frames), move(sample.next_vectors),
+                 move(sample.discounts), move(sample.weights), move(sample.next_masks))
+
+
+def categorical_projection(next_probs: torch.Tensor, returns: torch.Tensor,
+                           discounts: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Project the distribution r + discount * z (probabilities ``next_probs`` [B, N] on
+    ``support`` [N]) back onto ``support``; returns [B, N]. Static shapes, no host syncs."""
+    n_atoms = support.shape[0]
+    v_min, v_max = support[0], support[-1]
+    delta_z = (v_max - v_min) / (n_atoms - 1)
+    tz = (returns[:, None] + discounts[:, None] * support[None, :])  # [B, N]
+    tz = torch.minimum(torch.maximum(tz, v_min), v_max)
+    b = (tz - v_min) / delta_z                                       # [B, N] in [0, N-1]
+    lower = b.floor().long()
+    upper = b.ceil().long()
+    # When b is an integer, lower == upper: give the whole mass to that atom.
+    lower = torch.where((upper > 0) & (lower == upper), lower - 1, lower)
+    upper = torch.where((lower < n_atoms - 1) & (lower == upper), upper + 1, upper)
+    projected = torch.zeros_like(next_probs)                         # [B, N]
+    projected.scatter_add_(1, lower, next_probs * (upper.float() - b))
+    projected.scatter_add_(1, upper, next_probs * (b - lower.float()))
+    return projected
+
+
+class DQNPolicy:
+    """Observation -> action for a batch of envs."""
+
+    def __init__(self, network: QNetwork, config: AgentConfig, device: torch.device,
+                 rng: np.random.Generator) -> None:
+        self.network = network
+        self.config = config
+        self.device = device
+        self.rng = rng
+
+    def q_values(self, frames: np.ndarray, vectors: np.ndarray | None,
+                 noise: bool) -> torch.Tensor:
+        frames_t = torch.as_tensor(frames).to(self.device, non_blocking=True)  # [B, S, H, W]
+        if vectors is None:
+            vectors = np.zeros((frames.shape[0], self.network.spec.vector_size), np.float32)
+        vectors_t = torch.as_tensor(vectors, dtype=torch.float32).to(self.device)  # [B, V]
+        with torch.no_grad(), _autocast(self.device, self.config.mixed_precision):
+            return self.network.q_values(frames_t, vectors_t, noise=noise).float()  # [B, A]
+
+    def act(self, frames: np.ndarray, vectors: np.ndarray | None, epsilon: float,
+            noise: bool, action_mask: np.ndarray | None) -> ActResult:
+        batch = frames.shape[0]
+        num_actions = self.network.action_size
+        mask = np.ones((batch, num_actions), dtype=np.bool_) if action_mask is None \
+            else np.asarray(action_mask, dtype=np.bool_).reshape(batch, num_actions)
+        if not mask.any(axis=1).all():
+            raise ValueError("action_mask: every row must allow at least one action")
+        q = self.q_values(frames, vectors, noise).cpu().numpy()  # [B, A]
+        greedy = np.where(mask, q, -np.inf).argmax(axis=1)        # [B]
+        actions = greedy
+        if epsilon > 0.0:
+            scores = np.where(mask, self.rng.random((batch, num_actions)), -1.0)  # [B, A]
+            explore = self.rng.random(batch) < epsilon                            # [B]
+            actions = np.where(explore, scores.argmax(axis=1), greedy)
+        actions = actions.astype(np.int64)
+        return ActResult(actions, q[np.arange(batch), actions].astype(np.float32))
+
+
+def _autocast(device: torch.device, mode: str):
+    enabled = device.type == "cuda" and mode != "off"
+    # No weight-cast cache: it would not survive CUDA-graph capture and saves little here.
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES.get(mode, torch.bfloat16),
+                          enabled=enabled, cache_enabled=False)
+
+
+class DQNAlgorithm:
+    """Loss, optimizer, AMP scaler and target network of the online ``network``."""
+
+    def __init__(self, network: QNetwork, target: QNetwork, config: AgentConfig,
+                 device: torch.device, capturable: bool = False) -> None:
+        self.network = network
+        self.target = target
+        self.config = config
+        self.device = device
+        # Fused Adam on CUDA: one kernel for all parameters, step counter on the device.
+        self.optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, eps=config.adam_eps,
+                                          capturable=capturable, fused=device.type == "cuda")
+        use_scaler = device.type == "cuda" and config.mixed_precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.target.load_state_dict(self.network.state_dict())
+        self.target.requires_grad_(False)
+        if config.compile and device.type == "cuda":
+            # The loss (three forward passes + C51 / TD math) is where kernel fusion pays; the
+            # modules themselves stay plain (state_dict keys, deepcopy for actor copies).
+            self.loss = torch.compile(self.loss)
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                          torch.Tensor]:
+        """(loss [], priorities [B], |td| [B], Q of taken actions [B]); no host syncs."""
+        cfg = self.config
+        arange = torch.arange(batch.actions.shape[0], device=batch.actions.device)  # [B]
+        with _autocast(self.device, cfg.mixed_precision):
+            out = self.network(batch.frames, batch.vectors)  # [B, A, N] or [B, A]
+            with torch.no_grad():
+                next_target = self.target(batch.next_frames, batch.next_vectors)
+                if cfg.double:  # online net selects, target net evaluates
+                    next_select = self.network.q_values(batch.next_frames, batch.next_vectors)
+                else:
+                    next_select = self.target.q_from_output(next_target)
+        allowed = mask_from_bits(batch.next_masks, next_select.shape[1])  # [B, A]
+        next_actions = next_select.masked_fill(~allowed, float("-inf")).argmax(dim=1)  # [B]
+        if cfg.distributional:
+            support = self.network.support  # [N]
+            with torch.no_grad():
+                next_probs = next_target.float().softmax(-1)[arange, next_actions]  # [B, N]
+                target_probs = categorical_projection(next_probs, batch.returns,
+                                                      batch.discounts, support)   # [B, N]
+            log_probs = out.float().log_softmax(-1)[arange, batch.actions]      # [B, N]
+            per_sample = -(target_probs * log_probs).sum(-1)                   # [B]
+            q_taken = (log_probs.detach().exp() * support).sum(-1)              # [B]
+            td = (target_probs * support).sum(-1) - q_taken                     # [B]
+            priorities = per_sample.detach()
+        else:
+            with torch.no_grad():
+                next_q = next_target.float()[arange, next_actions]              # [B]
+                target_q = batch.returns + batch.discounts * next_q             # [B]
+            q_pred = out.float()[arange, batch.actions]                        # [B]
+            per_sample = nn.functional.huber_loss(q_pred, target_q, reduction="none",
+                                                  delta=cfg.huber_delta)       # [B]
+            q_taken = q_pred.detach()
+            td = target_q - q_taken
+            priorities = td.abs()
+        loss = (batch.weights * per_sample).mean()
+        return loss, priorities, td.abs(), q_taken
+
+    def step(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """One gradient step. Returns device tensors (loss, priorities, |td|, q, grad_norm)."""
+        self.network.reset_noise()
+        self.target.reset_noise()
+        loss, priorities, td_abs, q_taken = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.config.grad_clip_norm if self.config.grad_clip_norm > 0 else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.network.parameters(), max_norm,
+                                             foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), priorities, td_abs, q_taken, grad_norm
+
+    @torch.no_grad()
+    def update_target(self, updates: int) -> None:
+        """Hard copy every ``target_update_interval`` updates, or Polyak averaging each update."""
+        online = list(self.network.parameters())
+        target = list(self.target.parameters())
+        if self.config.target_update == "soft":
+            torch._foreach_lerp_(target, online, self.config.tau)
+        elif updates % self.config.target_update_interval == 0:
+            torch._foreach_copy_(target, online)
+
+
+class DQNAgent:
+    """Policy + algorithm + replay + counters; the learner core driven by the policy node."""
+
+    def __init__(self, state_size: Any, action_size: int = 6, config: AgentConfig | None = None,
+                 device: str | torch.device = "cpu", seed: int | None = None) -> None:
+        self.spec = ObservationSpec.coerce(state_size)
+        self.action_size = int(action_size)
+        self.config = config if config is not None else AgentConfig()
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("DQNAgent: device 'cuda' requested but CUDA is not available")
+        self.seed = seed
+        if seed is not None:
+            torch.manual_seed(seed)
+        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.act_rng = np.random.default_rng(seeds[0])
+        replay_rng = np.random.default_rng(seeds[1])
+        cfg = self.config
+        self.online = QNetwork(self.spec, self.action_size, cfg).to(self.device)
+        self.target = QNetwork(self.spec, self.action_size, cfg).to(self.device)
+        self.policy = DQNPolicy(self.online, cfg, self.device, self.act_rng)
+        # CUDA-graph capture of the update needs an optimizer whose step counter lives on the GPU.
+        self.use_fast_path = self.device.type == "cuda" and cfg.cuda_graphs
+        self.algorithm = DQNAlgorithm(self.online, self.target, cfg, self.device,
+                                      capturable=self.use_fast_path)
+        self._fast = None  # FastUpdater, built on the first update when use_fast_path
+        rc = cfg.replay
+        if rc.prioritized:
+            self.replay: ReplayBuffer = PrioritizedReplayBuffer(
+                rc.capacity, self.spec, rc.n_step, cfg.gamma, rc.alpha, rc.priority_eps,
+                rng=replay_rng)
+        else:
+            self.replay = ReplayBuffer(rc.capacity, self.spec, rc.n_step, cfg.gamma,
+                                       rng=replay_rng)
+        self.env_steps = 0   # actions recorded (transitions started)
+        self.updates = 0     # gradient steps done
+        self.replay_lock = threading.Lock()
+        # Held by the learner only while it captures a CUDA graph (once): acting kernels from
+        # another thread must not land in the capture.
+        self.capture_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- schedules
+    @property
+    def epsilon(self) -> float:
+        ex = self.config.exploration
+        frac = min(1.0, self.env_steps / ex.epsilon_decay_steps)
+        return ex.epsilon_start + frac * (ex.epsilon_end - ex.epsilon_start)
+
+    @property
+    def beta(self) -> float:
+        rc = self.config.replay
+        frac = min(1.0, self.updates / rc.beta_anneal_updates)
+        return rc.beta_start + frac * (1.0 - rc.beta_start)
+
+    @property
+    def lr(self) -> float:
+        return float(self.algorithm.optimizer.param_groups[0]["lr"])
+
+    def updates_due(self) -> int:
+        """Gradient steps owed by the replay ratio (``gradient_steps`` per ``train_frequency``
+        env steps after ``learning_starts``)."""
+        cfg = self.config
+        if self.env_steps < cfg.learning_starts:
+            return 0
+        rounds = (self.env_steps - cfg.learning_starts) // cfg.train_frequency + 1
+        return max(0, rounds * cfg.gradient_steps - self.updates)
+
+    # ----------------------------------------------------------------- stream API
+    def observe(self, env_id: int, frame: np.ndarray, vector: np.ndarray | None, reward: float,
+                terminated: bool, truncated: bool, episode_start: bool,
+                action_mask: np.ndarray | None = None) -> int:
+        """Store one env tick (see :meth:`ReplayBuffer.observe`); pass the ``action_mask``
+        given to ``act`` so bootstrap targets only consider allowed actions."""
+        with self.replay_lock:
+            return self.replay.observe(env_id, frame, vector, reward, terminated, truncated,
+                                       episode_start, action_mask)
+
+    def record_action(self, env_id: int, action: int) -> None:
+        with self.replay_lock:
+            self.replay.record_action(env_id, action)
+        self.env_steps += 1
+
+    def observe_many(self, env_ids, frames, vectors, rewards, terminated, truncated,
+                     episode_start, action_masks=None) -> np.ndarray:
+        with self.replay_lock:
+            return self.replay.observe_many(env_ids, frames, vectors, rewards, terminated,
+                                            truncated, episode_start, action_masks)
+
+    def record_actions(self, env_ids, actions) -> None:
+        with self.replay_lock:
+            self.replay.record_actions(env_ids, actions)
+        self.env_steps += len(actions)
+
+    # ----------------------------------------------------------------- acting
+    def act(self, frames: np.ndarray, vectors: np.ndarray | None = None, explore: bool = True,
+            action_mask: np.ndarray | None = None) -> ActResult:
+        """Actions for B envs: frames uint8 [B, S, H, W], vectors float32 [B, V]."""
+        cfg = self.config
+        if explore and self.env_steps < cfg.learning_starts:
+            epsilon, noise = 1.0, True  # warm-up: uniform over the allowed actions
+        elif explore:
+            epsilon, noise = (0.0, True) if cfg.noisy else (self.epsilon, False)
+        else:
+            epsilon, noise = cfg.exploration.eval_epsilon, False
+        with self.capture_lock:
+            return self.policy.act(frames, vectors, epsilon, noise, action_mask)
+
+    # ----------------------------------------------------------------- learning
+    def update(self) -> UpdateStats | None:
+        """One gradient step on a replay batch; None before ``learning_starts``."""
+        cfg = self.config
+        if self.env_steps < cfg.learning_starts:
+            return None
+        if self.use_fast_path:
+            if self._fast is None:
+                from carla_rl.learner.fast_update import FastUpdater
+                self._fast = FastUpdater(self)
+            return self._fast.update()
+        beta = self.beta
+        with self.replay_lock:
+            if not self.replay.can_sample(cfg.batch_size):
+                return None
+            sample = self.replay.sample(cfg.batch_size, beta)
+        batch = to_batch(sample, self.device)
+        loss, priorities, td_abs, q_taken, grad_norm = self.algorithm.step(batch)
+        self.updates += 1
+        self.algorithm.update_target(self.updates)
+        stats = torch.stack([loss.float(), q_taken.mean(), td_abs.mean(),
+                             grad_norm.float()]).tolist()  # one host sync
+        if cfg.replay.prioritized:
+            with self.replay_lock:
+                self.replay.update_priorities(sample.indices, priorities.float().cpu().numpy())
+        return UpdateStats(loss=stats[0], mean_q=stats[1], td_error=stats[2], beta=beta,
+                           grad_norm=stats[3], lr=self.lr, updates=self.updates)
+
+    # ----------------------------------------------------------------- persistence
+    def state_dict(self, include_replay: bool = False) -> dict[str, Any]:
+        """Everything needed for an exact resume (see :mod:`carla_rl.learner.checkpoint`)."""
+        from carla_rl.learner import checkpoint
+        return checkpoint.agent_state(self, include_replay)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from carla_rl.learner import checkpoint
+        checkpoint.restore_agent(self, state)

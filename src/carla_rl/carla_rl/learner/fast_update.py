@@ -1,0 +1,273 @@
+"""The fast update path: replay mirrored on the device and the whole update step in one graph.
+
+:class:`DeviceReplay` mirrors the ring of a :class:`ReplayBuffer` on the device, with the
+frame-stack slots and n-step targets of every slot precomputed on the host at sync time, so
+that sampling, gathering, importance weights and priority updates are a few kernels with
+static shapes and no host synchronisation. :class:`FastUpdater` then captures
+sample -> loss -> backward -> clip -> Adam -> priority update -> (soft) target update in a
+single CUDA graph and replays it per update. The host ring stays the source of truth; touched
+slots are copied over (``sync``) before each update.
+
+Priorities live in a two-level blocked sum structure (leaves [n_blocks, K] + block sums
+[n_blocks]) instead of a binary tree: a draw is a cumsum + searchsorted over the block sums and
+a cumsum + searchsorted inside one block, a handful of kernels instead of two per tree level.
+Without prioritized replay the leaves are 1 for sampleable transitions and 0 otherwise, so the
+same sampler draws uniformly. Invalid draws (possible only through float rounding) get weight 0
+and keep priority 0.
+
+On CPU the same code runs eagerly (this is how it is tested); graphs are CUDA only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from carla_rl.learner.dqn_agent import Batch, UpdateStats
+from carla_rl.learner.replay_buffer import ReplayBuffer
+
+if TYPE_CHECKING:
+    from carla_rl.learner.dqn_agent import DQNAgent
+
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (allocates optimizer state)
+
+
+class DeviceReplay:
+    """Device mirror of a :class:`ReplayBuffer` with on-device sampling (see module doc).
+
+    Per slot the device holds what a sample needs, precomputed on the host at sync time: the
+    newest frame, vector and action, the slots of its frame stack [S], and its n-step return,
+    discount and bootstrap slot. A slot's stack never changes once written; its n-step target
+    changes only when one of the next ``n_step`` outcomes arrives, so a sync refreshes the
+    touched slots and their ``n_step - 1`` predecessors. A leaf priority > 0 marks a sampleable
+    transition.
+    """
+
+    def __init__(self, buffer: ReplayBuffer, device: torch.device, prioritized: bool,
+                 alpha: float, priority_eps: float) -> None:
+        self.buffer = buffer
+        self.device = device
+        self.capacity = n = buffer.capacity
+        self.prioritized = prioritized
+        self.alpha = alpha
+        self.priority_eps = priority_eps
+        spec = buffer.spec
+        self.frames = torch.zeros((n, spec.height, spec.width), dtype=torch.uint8, device=device)
+        self.vectors = torch.zeros((n, spec.vector_size), dtype=torch.float32, device=device)
+        self.actions = torch.zeros(n, dtype=torch.int64, device=device)
+        self.stack_slots = torch.zeros((n, spec.frame_stack), dtype=torch.int64, device=device)
+        self.returns = torch.zeros(n, dtype=torch.float32, device=device)
+        self.discounts = torch.zeros(n, dtype=torch.float32, device=device)
+        self.boot_slots = torch.zeros(n, dtype=torch.int64, device=device)
+        self.masks = torch.full((n,), -1, dtype=torch.int64, device=device)  # allowed bits
+        self.size = torch.zeros((), dtype=torch.int64, device=device)  # len(buffer)
+        self.block = 1 << max(0, math.ceil(math.log2(math.sqrt(n))))  # K ~ sqrt(capacity)
+        self.n_blocks = -(-n // self.block)
+        self.leaves = torch.zeros((self.n_blocks, self.block), dtype=torch.float32,
+                                  device=device)
+        self.block_sums = torch.zeros(self.n_blocks, dtype=torch.float64, device=device)
+        self.max_priority = torch.ones((), dtype=torch.float32, device=device)
+        self._synced_total = 0  # host total at the last sync: newer slots are fresh
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.frames, self.vectors, self.actions, self.stack_slots, self.returns,
+                   self.discounts, self.boot_slots, self.masks, self.leaves, self.block_sums]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    # ----------------------------------------------------------------- host -> device
+    def _with_predecessors(self, seqs: np.ndarray) -> np.ndarray:
+        """``seqs`` plus up to n_step - 1 predecessors each (their n-step targets may change)."""
+        b = self.buffer
+        out = [seqs]
+        cur = seqs
+        for _ in range(b.n_step - 1):
+            prev = b.prev_seq[cur % b.capacity]  # cur is alive, so its link is its own
+            cur = prev[prev >= 0]
+            cur = cur[b._alive(cur)]
+            out.append(cur)
+        return np.unique(np.concatenate(out))
+
+    @torch.no_grad()
+    def sync(self, slots: np.ndarray | None = None) -> None:
+        """Refresh ``slots`` (all when None) and the slots whose n-step targets depend on them.
+        Newly completed transitions get the maximum priority, invalid ones 0."""
+        b = self.buffer
+        lo, total = b.oldest_seq, b.total
+        self.size.fill_(len(b))
+        if slots is None:
+            seqs = np.arange(lo, total, dtype=np.int64)
+        else:
+            slots = np.asarray(slots, dtype=np.int64)
+            seqs = lo + (slots - lo) % b.capacity
+            seqs = self._with_predecessors(seqs[b._alive(seqs)])
+        if seqs.size == 0:
+            self._synced_total = total
+            return
+        slots = seqs % b.capacity
+        valid = b.is_valid(seqs)
+        returns, discounts, boot = b.n_step_targets(np.where(valid, seqs, lo))
+        dev = self.device
+
+        def put(target: torch.Tensor, values: np.ndarray) -> None:
+            target[index] = torch.from_numpy(np.ascontiguousarray(values)).to(dev, target.dtype)
+
+        index = torch.from_numpy(slots).to(dev)
+        put(self.frames, b.frames[slots])
+        put(self.vectors, b.vectors[slots])
+        put(self.actions, np.maximum(b.actions[slots], 0))
+        put(self.stack_slots, b.stack_seqs(seqs) % b.capacity)
+        put(self.returns, returns)
+        put(self.discounts, discounts)
+        put(self.boot_slots, boot % b.capacity)
+        put(self.masks, b.masks[slots])
+        fresh = seqs >= self._synced_total  # written since the last sync: no learned priority
+        valid_t = torch.from_numpy(valid).to(dev)
+        fresh_t = torch.from_numpy(fresh).to(dev)
+        old = self.leaves.view(-1)[index]
+        top = self.max_priority.pow(self.alpha) if self.prioritized \
+            else torch.ones((), device=dev)
+        keep = (old > 0) & ~fresh_t
+        self.leaves.view(-1)[index] = torch.where(valid_t, torch.where(keep, old, top), 0.0)
+        self._refresh_blocks(index)
+        self._synced_total = total
+
+    def _refresh_blocks(self, slot_index: torch.Tensor) -> None:
+        blocks = slot_index // self.block  # [K'] (duplicates write equal values)
+        self.block_sums[blocks] = self.leaves[blocks].double().sum(1)
+
+    # ----------------------------------------------------------------- sampling
+    def gather(self, slots: torch.Tensor, weights: torch.Tensor) -> Batch:
+        """Batch tensors for the transitions at ``slots`` [B] (no validity check)."""
+        boot = self.boot_slots[slots]                                          # [B]
+        return Batch(self.frames[self.stack_slots[slots]],                     # [B, S, H, W]
+                     self.vectors[slots], self.actions[slots], self.returns[slots],
+                     self.frames[self.stack_slots[boot]], self.vectors[boot],
+                     self.discounts[slots], weights, self.masks[boot])
+
+    def sample(self, batch_size: int, beta: torch.Tensor) -> tuple[torch.Tensor, Batch,
+                                                                   torch.Tensor]:
+        """(slots [B], batch, valid [B]) by stratified proportional sampling on the device."""
+        device = self.device
+        total = self.block_sums.sum()                                          # []
+        strata = torch.arange(batch_size, device=device, dtype=torch.float64)
+        values = (strata + torch.rand(batch_size, device=device, dtype=torch.float64)) \
+            * (total / batch_size)                                             # [B]
+        cum = self.block_sums.cumsum(0)                                        # [n_blocks]
+        blk = torch.searchsorted(cum, values, right=True).clamp_max(self.n_blocks - 1)
+        offset = values - (cum[blk] - self.block_sums[blk])                    # [B]
+        inner = self.leaves[blk].double().cumsum(1)                            # [B, K]
+        j = torch.searchsorted(inner, offset[:, None], right=True).squeeze(1)
+        slots = (blk * self.block + j.clamp_max(self.block - 1)).clamp_max(self.capacity - 1)
+        leaf = self.leaves.view(-1)[slots]                                     # [B]
+        valid = leaf > 0                                                       # [B]
+        if self.prioritized:
+            probs = leaf.double() / total                                      # [B]
+            w = torch.where(valid, (self.size * probs).clamp_min(1e-300).pow(-beta.double()),
+                            0.0)
+            weights = (w / w.max().clamp_min(1e-300)).float()
+        else:
+            weights = valid.float()
+        return slots, self.gather(slots, weights), valid
+
+    def update_priorities(self, slots: torch.Tensor, priorities: torch.Tensor,
+                          valid: torch.Tensor) -> None:
+        """Priorities (before ``alpha``) of sampled transitions; invalid draws keep 0."""
+        p = priorities.float() + self.priority_eps                             # [B]
+        self.leaves.view(-1)[slots] = torch.where(valid, p.pow(self.alpha), 0.0)
+        self.max_priority.copy_(torch.maximum(self.max_priority,
+                                              torch.where(valid, p, 0.0).max()))
+        self._refresh_blocks(slots)
+
+
+class FastUpdater:
+    """Update steps of ``agent`` with on-device replay, as one CUDA graph when possible.
+
+    ``use_graph`` needs CUDA, ``mixed_precision`` 'off' or 'bf16' (the fp16 GradScaler syncs
+    with the host) and an optimizer created with ``capturable=True`` (DQNAgent does this when
+    ``config.cuda_graphs`` is on). The first :data:`GRAPH_WARMUP_STEPS` calls run eagerly on a
+    side stream and are real updates.
+    """
+
+    def __init__(self, agent: "DQNAgent", use_graph: bool | None = None) -> None:
+        cfg = agent.config
+        self.agent = agent
+        self.device = agent.device
+        if use_graph is None:
+            use_graph = cfg.cuda_graphs
+        self.use_graph = bool(use_graph) and self.device.type == "cuda" \
+            and cfg.mixed_precision != "fp16"
+        self.replay = DeviceReplay(agent.replay, self.device, cfg.replay.prioritized,
+                                   cfg.replay.alpha, cfg.replay.priority_eps)
+        with agent.replay_lock:
+            agent.replay.take_dirty()  # start tracking touched slots
+            self.replay.sync()
+        self.beta = torch.zeros((), dtype=torch.float32, device=self.device)
+        self.stats = torch.zeros(4, dtype=torch.float32, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._warmup_left = GRAPH_WARMUP_STEPS
+        self._side_stream = torch.cuda.Stream() if self.use_graph else None
+
+    def _step(self) -> None:
+        """One full update on static tensors (this is what the graph captures)."""
+        cfg = self.agent.config
+        algorithm = self.agent.algorithm
+        slots, batch, valid = self.replay.sample(cfg.batch_size, self.beta)
+        loss, priorities, td_abs, q_taken, grad_norm = algorithm.step(batch)
+        if cfg.replay.prioritized:
+            self.replay.update_priorities(slots, priorities.detach(), valid)
+        if cfg.target_update == "soft":
+            with torch.no_grad():
+                torch._foreach_lerp_(list(algorithm.target.parameters()),
+                                     list(algorithm.network.parameters()), cfg.tau)
+        self.stats.copy_(torch.stack([loss.float(), q_taken.mean(), td_abs.mean(),
+                                      grad_norm.float()]))
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        self.agent.algorithm.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._step()
+        self.graph = graph
+
+    def sync(self) -> None:
+        """Copy the replay slots touched since the last call to the device."""
+        agent = self.agent
+        with agent.replay_lock:
+            slots = agent.replay.take_dirty()
+            self.replay.sync(slots)
+
+    def update(self, with_stats: bool = True) -> UpdateStats | None:
+        """One gradient step (syncs touched slots first); stats cost one host sync."""
+        agent = self.agent
+        cfg = agent.config
+        if agent.env_steps < cfg.learning_starts or not agent.replay.can_sample(cfg.batch_size):
+            return None
+        self.sync()
+        beta = agent.beta
+        self.beta.fill_(beta)
+        if not self.use_graph:
+            self._step()
+        elif self.graph is not None:
+            self.graph.replay()
+        else:  # warm up on a side stream, then capture (acting waits meanwhile)
+            with agent.capture_lock:
+                stream = self._side_stream
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    self._step()
+                torch.cuda.current_stream().wait_stream(stream)
+                self._warmup_left -= 1
+                if self._warmup_left <= 0:
+                    self._capture()
+        agent.updates += 1
+        if cfg.target_update == "hard":
+            agent.algorithm.update_target(agent.updates)
+        if not with_stats:
+            return None
+        loss, mean_q, td, grad_norm = self.stats.tolist()
+        return UpdateStats(loss=loss, mean_q=mean_q, td_error=td, beta=beta,
+                           grad_norm=grad_norm, lr=agent.lr, updates=agent.updates)

@@ -1,0 +1,220 @@
+"""Learner throughput benchmark: updates/s of the fast path vs the eager path, act latency.
+
+``run_learner_benchmark(device, batch_size, seconds, preset)`` fills a replay memory with
+synthetic interleaved episodes, then measures in the same run
+
+* ``eager``         the straightforward path (``DQNAgent.update``: numpy sampling on the host,
+                    pinned copy to the device, one stats sync per update),
+* ``device_eager``  sampling on the device (:class:`DeviceReplay`), eager kernels,
+* ``graph``         the whole update step captured in one CUDA graph (CUDA only),
+* ``graph_bf16``    the same under bf16 autocast (CUDA only),
+* ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
+                    opt-in through ``variants``: compilation takes a minute or more), and
+                    ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
+                    captured graph,
+
+and reports the fastest as ``updates_per_s`` / ``fast_path`` (on CPU: ``eager``). Command line::
+
+    python -m carla_rl.learner.learner_benchmark --device cuda --batch-size 256 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from carla_rl.learner.agent_config import AgentConfig, ObservationSpec, load_agent_config
+from carla_rl.learner.dqn_agent import DQNAgent
+from carla_rl.learner.fast_update import FastUpdater
+
+DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16")
+CUDA_ONLY_VARIANTS = ("graph", "graph_bf16", "compile", "graph_compile", "graph_compile_bf16")
+ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
+
+
+def fill_synthetic(agent: DQNAgent, transitions: int, num_envs: int, episode_length: int,
+                   seed: int) -> None:
+    """Interleaved synthetic episodes (random frames/rewards, a truncation every
+    ``episode_length`` steps, a termination now and then)."""
+    spec = agent.spec
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(0, 256, (FRAME_POOL, spec.height, spec.width), dtype=np.uint8)
+    steps = [0] * num_envs
+    ended = [True] * num_envs
+    for t in range(transitions // num_envs + 1):
+        for env in range(num_envs):
+            frame = pool[(t * num_envs + env) % FRAME_POOL]
+            vector = rng.random(spec.vector_size, dtype=np.float32)
+            if ended[env]:
+                agent.observe(env, frame, vector, 0.0, False, False, True)
+                steps[env] = 0
+            else:
+                steps[env] += 1
+                terminated = bool(rng.random() < 1.0 / episode_length)
+                truncated = steps[env] >= episode_length
+                agent.observe(env, frame, vector, float(rng.normal()), terminated, truncated,
+                              False)
+                if terminated or truncated:
+                    ended[env] = True
+                    continue
+            ended[env] = False
+            agent.record_action(env, int(rng.integers(0, agent.action_size)))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(step: Callable[[], Any], seconds: float, device: torch.device,
+          warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        step()
+        count += 1
+        if count % 16 == 0 and time.perf_counter() >= deadline:
+            break
+    _sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def _act_latency(agent: DQNAgent, repeats: int) -> dict[str, float]:
+    spec = agent.spec
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in ACT_BATCHES:
+        frames = rng.integers(0, 256, (batch, spec.frame_stack, spec.height, spec.width),
+                              dtype=np.uint8)
+        vectors = rng.random((batch, spec.vector_size), dtype=np.float32)
+        for _ in range(3):
+            agent.act(frames, vectors, explore=False)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            agent.act(frames, vectors, explore=False)  # returns numpy: includes the sync
+            times.append(time.perf_counter() - start)
+        out[str(batch)] = 1000.0 * float(np.median(times))
+    return out
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def run_learner_benchmark(device: str, batch_size: int, seconds: float,
+                          preset: str | None = None, capacity: int = 50_000,
+                          vector_size: int = 16, action_size: int = 6, num_envs: int = 4,
+                          episode_length: int = 500, variants: tuple[str, ...] | None = None,
+                          act_repeats: int = 50, config: AgentConfig | None = None,
+                          config_path: str | Path | None = None,
+                          seed: int = 0) -> dict[str, Any]:
+    """Measure the learner; see the module docstring. ``seconds`` is per variant. The agent
+    config is ``config``, else the ``agent:`` block of ``config_path``, else the defaults;
+    ``preset`` replaces its network; batch size, capacity and the fast-path switches are set
+    here per variant."""
+    dev = torch.device(device)
+    if config is not None:
+        base = config
+    elif config_path is not None:
+        base = load_agent_config(config_path)
+    else:
+        base = AgentConfig()
+    if preset is not None:
+        base = base.with_network_preset(preset)
+    base = dataclasses.replace(base, batch_size=batch_size, learning_starts=0,
+                               replay=dataclasses.replace(base.replay, capacity=capacity),
+                               cuda_graphs=False, compile=False)
+    spec = ObservationSpec(4, 84, 84, vector_size)
+    variants = tuple(variants if variants is not None else DEFAULT_VARIANTS)
+    if dev.type != "cuda":
+        variants = tuple(v for v in variants if v not in CUDA_ONLY_VARIANTS)
+
+    eager = DQNAgent(spec, action_size, base, device=dev, seed=seed)
+    fill_start = time.perf_counter()
+    fill_synthetic(eager, capacity, num_envs, episode_length, seed)
+    fill_s = time.perf_counter() - fill_start
+
+    rates: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    device_bytes = float("nan")  # replay mirror on the device (fast paths)
+    for name in variants:
+        try:
+            if name == "eager":
+                agent = eager
+                rates[name] = _rate(agent.update, seconds, dev, warmup=3)
+                continue
+            flags = set(name.split("_"))  # e.g. graph_compile_bf16
+            cfg = dataclasses.replace(base, cuda_graphs="graph" in flags,
+                                      compile="compile" in flags,
+                                      mixed_precision="bf16" if "bf16" in flags
+                                      else base.mixed_precision)
+            agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
+            agent.replay = eager.replay  # share the filled host ring
+            agent.env_steps = eager.env_steps
+            fast = FastUpdater(agent, use_graph="graph" in flags)
+            device_bytes = fast.replay.nbytes / capacity
+            rates[name] = _rate(lambda f=fast: f.update(with_stats=False), seconds, dev,
+                                warmup=5)
+        except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    best = max(rates, key=rates.get) if rates else "none"
+    eager_rate = rates.get("eager", float("nan"))
+    result = {
+        "device": _device_name(dev),
+        "torch": torch.__version__,
+        "batch_size": batch_size,
+        "preset": preset or "config",
+        "capacity": capacity,
+        "fill_seconds": fill_s,
+        "fast_path": best,
+        "updates_per_s": rates.get(best, float("nan")),
+        "eager_updates_per_s": eager_rate,
+        "speedup_vs_eager": rates.get(best, float("nan")) / eager_rate,
+        "variants_updates_per_s": rates,
+        "variant_errors": errors,
+        "bytes_per_transition": eager.replay.bytes_per_transition,
+        "device_replay_bytes_per_transition": device_bytes,
+        "act_latency_ms": _act_latency(eager, act_repeats),
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per variant")
+    parser.add_argument("--preset", default=None, help="network preset: cpu | nature")
+    parser.add_argument("--capacity", type=int, default=50_000)
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated: eager, device_eager, graph, graph_bf16, "
+                             "compile, graph_compile, graph_compile_bf16")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: keep)")
+    parser.add_argument("--config", default=None, help="params file with a dqn_policy.agent block")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_learner_benchmark(args.device, args.batch_size, args.seconds, args.preset,
+                                   capacity=args.capacity, config_path=args.config,
+                                   variants=tuple(v for v in args.variants.split(",") if v))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Q-networks: conv encoder over stacked uint8 frames + MLP over vector features, and heads.
+
+Heads combine three independent switches of :class:`AgentConfig`: dueling or not, noisy or
+plain linear layers, C51 distribution over ``n_atoms`` or a scalar Q. Shapes in comments use
+B = batch, S = frame stack, H/W = frame size, V = vector size, A = actions, N = atoms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from torch import nn
+
+from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
+from carla_rl.learner.noisy_linear import NoisyLinear
+
+PIXEL_SCALE = 255.0  # uint8 frames -> [0, 1], applied on the device
+
+
+class Encoder(nn.Module):
+    """Stacked frames [B, S, H, W] uint8 and vectors [B, V] float32 -> features [B, F]."""
+
+    def __init__(self, spec: ObservationSpec, config: AgentConfig) -> None:
+        super().__init__()
+        net = config.network
+        layers: list[nn.Module] = []
+        in_channels = spec.frame_stack
+        for channels, kernel, stride in zip(net.conv_channels, net.conv_kernels,
+                                            net.conv_strides):
+            layers += [nn.Conv2d(in_channels, channels, kernel, stride), nn.ReLU()]
+            in_channels = channels
+        layers.append(nn.Flatten())
+        self.conv = nn.Sequential(*layers)
+        with torch.no_grad():  # output size by a dry run, never hard-coded
+            dummy = torch.zeros(1, spec.frame_stack, spec.height, spec.width)
+            try:
+                conv_out = self.conv(dummy).shape[1]
+            except RuntimeError as exc:
+                raise ValueError(f"network: conv layers do not fit {spec.height}x{spec.width} "
+                                 f"frames: {exc}") from None
+        mlp: list[nn.Module] = []
+        in_size = spec.vector_size
+        if spec.vector_size > 0:
+            for hidden in net.vector_hidden:
+                mlp += [nn.Linear(in_size, hidden), nn.ReLU()]
+                in_size = hidden
+        self.mlp = nn.Sequential(*mlp)
+        self.has_vector = spec.vector_size > 0
+        self.out_size = conv_out + (in_size if self.has_vector else 0)
+
+    def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        x = self.conv(frames.float() / PIXEL_SCALE)  # [B, C*h*w]
+        if self.has_vector:
+            x = torch.cat([x, self.mlp(vectors.float())], dim=1)  # [B, F]
+        return x
+
+
+class _Head(nn.Module):
+    """Two layers (hidden + output), noisy or plain: [B, F] -> [B, out]."""
+
+    def __init__(self, in_size: int, hidden: int, out_size: int, noisy: bool,
+                 sigma0: float) -> None:
+        super().__init__()
+        self.noisy = noisy
+        if noisy:
+            self.fc1 = NoisyLinear(in_size, hidden, sigma0)
+            self.fc2 = NoisyLinear(hidden, out_size, sigma0)
+        else:
+            self.fc1 = nn.Linear(in_size, hidden)
+            self.fc2 = nn.Linear(hidden, out_size)
+
+    def forward(self, x: torch.Tensor, noise: bool) -> torch.Tensor:
+        if self.noisy:
+            return self.fc2(torch.relu(self.fc1(x, noise)), noise)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class QNetwork(nn.Module):
+    """Rainbow-style Q-network. ``forward`` returns C51 logits [B, A, N] or Q [B, A]."""
+
+    def __init__(self, spec: ObservationSpec, action_size: int, config: AgentConfig) -> None:
+        super().__init__()
+        self.spec = spec
+        self.action_size = action_size
+        self.distributional = config.distributional
+        self.dueling = config.dueling
+        self.n_atoms = config.n_atoms if config.distributional else 1
+        self.encoder = Encoder(spec, config)
+        hidden = config.network.hidden_size
+        f = self.encoder.out_size
+        self.advantage = _Head(f, hidden, action_size * self.n_atoms, config.noisy,
+                               config.noisy_sigma0)
+        self.value = (_Head(f, hidden, self.n_atoms, config.noisy, config.noisy_sigma0)
+                      if config.dueling else None)
+        support = torch.linspace(config.v_min, config.v_max, config.n_atoms)
+        self.register_buffer("support", support if config.distributional else torch.zeros(1))
+        self._noisy_layers = [m for m in self.modules() if isinstance(m, NoisyLinear)]
+        # One flat buffer for the raw noise of all noisy layers: a network-wide resample is one
+        # normal_ and one f(x) pass instead of several kernels per layer (matters in graphs).
+        sizes = [n for layer in self._noisy_layers
+                 for n in (layer.in_features, layer.out_features)]
+        self.register_buffer("noise_flat", torch.zeros(sum(sizes)))
+        self._noise_slices = []
+        offset = 0
+        for layer in self._noisy_layers:
+            sl_in = slice(offset, offset + layer.in_features)
+            sl_out = slice(sl_in.stop, sl_in.stop + layer.out_features)
+            offset = sl_out.stop
+            self._noise_slices.append((sl_in, sl_out))
+        self.reset_noise()
+
+    def forward(self, frames: torch.Tensor, vectors: torch.Tensor,
+                noise: bool = True) -> torch.Tensor:
+        x = self.encoder(frames, vectors)  # [B, F]
+        adv = self.advantage(x, noise).view(-1, self.action_size, self.n_atoms)  # [B, A, N]
+        if self.value is not None:
+            value = self.value(x, noise).view(-1, 1, self.n_atoms)  # [B, 1, N]
+            out = value + adv - adv.mean(dim=1, keepdim=True)  # [B, A, N]
+        else:
+            out = adv
+        if self.distributional:
+            return out  # [B, A, N] logits
+        return out.squeeze(-1)  # [B, A]
+
+    def q_from_output(self, out: torch.Tensor) -> torch.Tensor:
+        """Expected Q [B, A] from ``forward``'s output."""
+        if self.distributional:
+            return (out.float().softmax(dim=-1) * self.support).sum(-1)  # [B, A]
+        return out.float()
+
+    def q_values(self, frames: torch.Tensor, vectors: torch.Tensor,
+                 noise: bool = True) -> torch.Tensor:
+        return self.q_from_output(self(frames, vectors, noise))  # [B, A]
+
+    @torch.no_grad()
+    def reset_noise(self) -> None:
+        """Resample the noise of every noisy layer, in place (graph-capturable)."""
+        if not self._noisy_layers:
+            return
+        self.noise_flat.normal_()
+        scaled = NoisyLinear.scale_noise(self.noise_flat)
+        for layer, (sl_in, sl_out) in zip(self._noisy_layers, self._noise_slices):
+            layer.set_noise(scaled[sl_in], scaled[sl_out])
+
+
+def architecture_fingerprint(network: nn.Module, spec: ObservationSpec,
+                             action_size: int) -> str:
+    """Hash of everything that makes weights interchangeable: names, shapes, dtypes, spec."""
+    items = [(name, list(t.shape), str(t.dtype)) for name, t in network.state_dict().items()]
+    desc = {"spec": [spec.frame_stack, spec.height, spec.width, spec.vector_size],
+            "actions": action_size, "tensors": items, "class": type(network).__name__}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]

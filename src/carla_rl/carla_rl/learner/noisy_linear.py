@@ -1,0 +1,72 @@
+"""Factorised Gaussian noisy linear layer (Fortunato et al. 2018, "Noisy Networks for Exploration").
+
+``y = (mu_w + sigma_w * eps_w) x + (mu_b + sigma_b * eps_b)`` with factorised noise
+``eps_w = f(eps_out) f(eps_in)^T``, ``eps_b = f(eps_out)``, ``f(x) = sign(x) sqrt(|x|)``.
+
+Noise lives in registered buffers and is resampled *in place* by :meth:`reset_noise` (``normal_``
+on static buffers), so a captured CUDA graph that calls it draws fresh noise on every replay.
+The noise is used only when the layer is in training mode *and* ``noise=True`` is passed; with
+either off the layer is the deterministic mean network (evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class NoisyLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, sigma0: float) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.sigma0 = sigma0
+        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight_sigma = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias_mu = nn.Parameter(torch.empty(out_features))
+        self.bias_sigma = nn.Parameter(torch.empty(out_features))
+        self.register_buffer("eps_in", torch.zeros(in_features))
+        self.register_buffer("eps_out", torch.zeros(out_features))
+        self.register_buffer("weight_epsilon", torch.zeros(out_features, in_features))
+        self.register_buffer("bias_epsilon", torch.zeros(out_features))
+        self.reset_parameters()
+        self.reset_noise()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.weight_mu, -bound, bound)
+        nn.init.uniform_(self.bias_mu, -bound, bound)
+        nn.init.constant_(self.weight_sigma, self.sigma0 / math.sqrt(self.in_features))
+        nn.init.constant_(self.bias_sigma, self.sigma0 / math.sqrt(self.in_features))
+
+    @staticmethod
+    def scale_noise(x: torch.Tensor) -> torch.Tensor:
+        """f(x) = sign(x) sqrt(|x|)."""
+        return x.sign() * x.abs().sqrt()
+
+    @torch.no_grad()
+    def set_noise(self, scaled_in: torch.Tensor, scaled_out: torch.Tensor) -> None:
+        """Fill the noise buffers from already scaled f(eps_in) [in], f(eps_out) [out]."""
+        torch.mul(scaled_out[:, None], scaled_in[None, :], out=self.weight_epsilon)  # [out, in]
+        self.bias_epsilon.copy_(scaled_out)
+
+    @torch.no_grad()
+    def reset_noise(self) -> None:
+        """Draw new factorised noise into the static buffers (in place, graph-capturable)."""
+        self.eps_in.normal_()
+        self.eps_out.normal_()
+        self.set_noise(self.scale_noise(self.eps_in), self.scale_noise(self.eps_out))
+
+    def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
+        if noise and self.training:
+            weight = torch.addcmul(self.weight_mu, self.weight_sigma, self.weight_epsilon)
+            bias = torch.addcmul(self.bias_mu, self.bias_sigma, self.bias_epsilon)  # [out]
+        else:
+            weight, bias = self.weight_mu, self.bias_mu
+        return nn.functional.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " \
+               f"sigma0={self.sigma0}"

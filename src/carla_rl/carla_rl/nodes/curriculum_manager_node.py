@@ -1,0 +1,225 @@
+"""curriculum_manager: the 10-phase curriculum, advanced by evaluation, steerable over services.
+
+Publishes the scenario of the current phase (latched; simulators apply it at their next episode
+boundary) and its status (latched). Counts training episodes from /carla_rl/episode_stats, asks
+reward_evaluator for evaluations on schedule (/carla_rl/evaluate), advances on a passing
+/carla_rl/evaluation_result, and persists its state next to the checkpoints so a resumed run goes on
+in the same phase with the same counters. Services: set_phase, get_status, evaluate_now, pause, resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rclpy.node import Node
+from std_srvs.srv import SetBool, Trigger
+
+from carla_rl import ros_conversions as conv
+from carla_rl import topics
+from carla_rl.config import param
+from carla_rl.curriculum import (CurriculumConfig, CurriculumState, CurriculumStateError, Decision,
+                                 DecisionKind)
+from carla_rl.nodes import qos_profiles as qos
+from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.node_runner import run_node
+from carla_rl.nodes.ros_parameters import declare_config, declare_phases
+from carla_rl.reward import EpisodeStats, EvaluationResult
+from carla_rl_interfaces.msg import CurriculumStatus
+from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
+from carla_rl_interfaces.msg import EvaluationResult as EvaluationResultMsg
+from carla_rl_interfaces.msg import ScenarioConfig as ScenarioConfigMsg
+from carla_rl_interfaces.srv import Evaluate, GetStatus, SaveCheckpoint, SetPhase
+
+
+@dataclass(frozen=True)
+class CurriculumNodeConfig:
+    save_dir: str = param("runs/latest", "Run directory: the state file and checkpoints live here",
+                          read_only=True)
+    load_from: str = param("", "Checkpoint being resumed; its run directory's state file is loaded",
+                           read_only=True)
+    training: bool = param(True, "False: evaluation-only run (no schedule, no advancement)", read_only=True)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+
+
+def result_from_msg(msg: EvaluationResultMsg) -> EvaluationResult:
+    return EvaluationResult(phase=msg.phase, episodes=msg.episodes, goal_rate=msg.goal_rate,
+                            collision_free_rate=msg.collision_free_rate,
+                            sidewalk_free_rate=msg.sidewalk_free_rate, mean_reward=msg.mean_reward,
+                            passed=msg.passed, stamp_s=conv.time_seconds(msg.stamp))
+
+
+def result_msg(result: EvaluationResult) -> EvaluationResultMsg:
+    return EvaluationResultMsg(stamp=conv.time_msg(result.stamp_s), phase=int(result.phase),
+                               episodes=int(result.episodes), goal_rate=float(result.goal_rate),
+                               collision_free_rate=float(result.collision_free_rate),
+                               sidewalk_free_rate=float(result.sidewalk_free_rate),
+                               mean_reward=float(result.mean_reward), passed=bool(result.passed))
+
+
+def stats_from_msg(msg: EpisodeStatsMsg) -> EpisodeStats:
+    return EpisodeStats(env_id=msg.env_id, episode_id=msg.episode_id, phase=msg.phase,
+                        evaluation=msg.evaluation, steps=msg.steps, total_reward=msg.total_reward,
+                        term_names=tuple(msg.term_names), term_totals=tuple(msg.term_totals),
+                        termination_reason=msg.termination_reason, goal_reached=msg.goal_reached,
+                        collision=msg.collision, sidewalk=msg.sidewalk,
+                        red_light_violation=msg.red_light_violation, distance_m=msg.distance_m,
+                        mean_speed_mps=msg.mean_speed_mps)
+
+
+class CurriculumManagerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("curriculum_manager")
+        self.cfg = declare_config(self, CurriculumNodeConfig)
+        self.cur_cfg = declare_config(self, CurriculumConfig)
+        self.phases = declare_phases(self, tolerant=True)
+        self.state_path = self._state_path(Path(self.cfg.save_dir))
+        resume_path = self.state_path
+        if self.cfg.load_from:
+            resume_path = self._state_path(Path(self.cfg.load_from).resolve().parent.parent)
+        if self.cur_cfg.resume and resume_path is not None and resume_path.is_file():
+            self.state = CurriculumState.load(resume_path, self.phases, self.cur_cfg)
+            self.get_logger().info(f"resumed curriculum from {resume_path}: phase {self.state.phase}, "
+                                   f"{self.state.total_episodes} episodes")
+        else:
+            self.state = CurriculumState(self.phases, self.cur_cfg)
+        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s)
+        self.scenario_pub = self.create_publisher(ScenarioConfigMsg, topics.SCENARIO, qos.LATCHED)
+        self.status_pub = self.create_publisher(CurriculumStatus, topics.CURRICULUM_STATUS, qos.LATCHED)
+        self.create_subscription(EpisodeStatsMsg, topics.EPISODE_STATS, self.on_episode, qos.EVENTS)
+        self.create_subscription(EvaluationResultMsg, topics.EVALUATION_RESULT, self.on_evaluation, qos.EVENTS)
+        self.create_service(SetPhase, topics.SET_PHASE_SERVICE, self.on_set_phase)
+        self.create_service(GetStatus, topics.GET_STATUS_SERVICE, self.on_get_status)
+        self.create_service(Trigger, topics.EVALUATE_NOW_SERVICE, self.on_evaluate_now)
+        self.create_service(Trigger, topics.PAUSE_SERVICE, lambda req, res: self.on_pause(True, res))
+        self.create_service(Trigger, topics.RESUME_SERVICE, lambda req, res: self.on_pause(False, res))
+        self.evaluate_client = self.create_client(Evaluate, topics.EVALUATE_SERVICE)
+        self.learning_client = self.create_client(SetBool, topics.SET_LEARNING_SERVICE)
+        self.checkpoint_client = self.create_client(SaveCheckpoint, topics.SAVE_CHECKPOINT_SERVICE)
+        self.best_goal_rate: dict[int, float] = {}
+        self.publish_scenario(self.state.phase)
+        self.publish_status()
+
+    def _state_path(self, run_dir: Path) -> Path | None:
+        return run_dir / self.cur_cfg.state_file if self.cur_cfg.state_file else None
+
+    # --- publishing ---------------------------------------------------------------------------------
+    def publish_scenario(self, phase: int) -> None:
+        self.scenario_pub.publish(conv.scenario_msg(phase, self.phases[phase - 1].scenario))
+
+    def status_msg(self) -> CurriculumStatus:
+        data = self.state.status()
+        msg = CurriculumStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        for name in ("phase", "phase_name", "num_phases", "episodes_in_phase", "episode_budget",
+                     "total_episodes", "pending_phase", "paused", "evaluating", "finished"):
+            setattr(msg, name, type(getattr(msg, name))(getattr(data, name)))
+        msg.last_evaluation = result_msg(data.last_evaluation)
+        msg.history = [result_msg(r) for r in data.history]
+        return msg
+
+    def publish_status(self) -> None:
+        self.status_pub.publish(self.status_msg())
+
+    def save_state(self) -> None:
+        if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            self.state.save(self.state_path)
+
+    # --- events -------------------------------------------------------------------------------------
+    def on_episode(self, msg: EpisodeStatsMsg) -> None:
+        if not self.cfg.training:
+            return
+        for decision in self.state.on_episode_end(stats_from_msg(msg)):
+            self.apply(decision)
+        self.publish_status()
+
+    def apply(self, decision: Decision) -> None:
+        self.get_logger().info(decision.message)
+        if decision.kind == DecisionKind.EVALUATE:
+            self.request_evaluation(decision)
+        elif decision.kind == DecisionKind.PHASE_CHANGED:
+            self.publish_scenario(decision.phase)
+        elif decision.kind == DecisionKind.SAVE:
+            self.save_state()
+
+    def request_evaluation(self, decision: Decision) -> None:
+        if not self.evaluate_client.service_is_ready():
+            self.state.cancel_evaluation()
+            self.diag.count("evaluations_unavailable")
+            return
+        future = self.evaluate_client.call_async(Evaluate.Request(phase=decision.phase,
+                                                                  episodes=decision.episodes))
+
+        def done(f) -> None:
+            response = f.result()
+            if response is None or not response.accepted:
+                self.state.cancel_evaluation()
+                self.get_logger().warn(f"evaluation not started: {getattr(response, 'message', 'no answer')}")
+                self.publish_status()
+
+        future.add_done_callback(done)
+
+    def on_evaluation(self, msg: EvaluationResultMsg) -> None:
+        result = result_from_msg(msg)
+        phase_before = self.state.phase
+        if result.passed or result.goal_rate > self.best_goal_rate.get(result.phase, -1.0):
+            self.best_goal_rate[result.phase] = max(result.goal_rate, self.best_goal_rate.get(result.phase, -1.0))
+            self.save_checkpoint(f"best_phase_{result.phase}")
+        advanced = self.state.on_evaluation(result) if self.cfg.training else False
+        self.get_logger().info(self.state.last_message)
+        if advanced:
+            self.save_checkpoint(f"phase_complete_{phase_before}")
+            if self.state.phase != phase_before:
+                self.publish_scenario(self.state.phase)
+        self.save_state()
+        self.publish_status()
+
+    def save_checkpoint(self, tag: str) -> None:
+        if self.checkpoint_client.service_is_ready():
+            self.checkpoint_client.call_async(SaveCheckpoint.Request(path="", tag=tag))
+        else:
+            self.diag.count("checkpoint_requests_unavailable")
+
+    # --- services -----------------------------------------------------------------------------------
+    def on_set_phase(self, request: SetPhase.Request, response: SetPhase.Response):
+        response.success, response.message = self.state.request_phase(int(request.phase))
+        if response.success and self.state.pending_phase:
+            self.publish_scenario(self.state.pending_phase)  # simulators apply it at their next reset
+        self.publish_status()
+        return response
+
+    def on_get_status(self, request: GetStatus.Request, response: GetStatus.Response):
+        response.status = self.status_msg()
+        return response
+
+    def on_evaluate_now(self, request: Trigger.Request, response: Trigger.Response):
+        if self.state.evaluating:
+            response.success, response.message = False, "an evaluation is already running"
+            return response
+        if not self.evaluate_client.service_is_ready():
+            response.success = False
+            response.message = f"{topics.EVALUATE_SERVICE} is not available (is reward_evaluator running?)"
+            return response
+        decision = self.state.begin_evaluation()
+        self.request_evaluation(decision)
+        self.publish_status()
+        response.success, response.message = True, decision.message
+        return response
+
+    def on_pause(self, paused: bool, response: Trigger.Response):
+        response.message = self.state.set_paused(paused)
+        if self.learning_client.service_is_ready():
+            self.learning_client.call_async(SetBool.Request(data=not paused))
+        self.publish_status()
+        self.save_state()
+        response.success = True
+        return response
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(CurriculumManagerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,359 @@
+"""dqn_policy: one Rainbow DQN agent acting for every env and learning in the background.
+
+Per env it pairs the Observation and the StepReward of the same tick (by step id), stores the
+transition in the replay, and either asks the simulator for a reset (episode over) or acts. Ready
+envs are acted on together: as soon as every running env is ready, or when the micro-batching
+window since the first ready env expires. Gradient steps run in a learner thread on the online
+network; acting uses an actor copy that the learner refreshes every ``actor_sync_updates`` updates,
+so acting never waits for a gradient step (only for that short copy).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from std_srvs.srv import SetBool
+
+from carla_rl import ros_conversions as conv
+from carla_rl import topics
+from carla_rl.actions import NUM_ACTIONS, ActionTable
+from carla_rl.config import param
+from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
+from carla_rl.learner.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
+from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
+from carla_rl.nodes import qos_profiles as qos
+from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.node_runner import run_node
+from carla_rl.nodes.ros_parameters import declare_config
+from carla_rl_interfaces.msg import Observation, StepReward, TrainingStats, VehicleCommand
+from carla_rl_interfaces.srv import SaveCheckpoint
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    num_envs: int = param(1, "Number of environments (namespaces /env_0 ...)", low=1, high=1024,
+                          read_only=True)
+    device: str = param("cpu", "torch device: cpu or cuda[:N]", read_only=True)
+    seed: int = param(0, "Seed of the agent (network init, exploration, replay sampling)", low=0,
+                      high=2**31 - 1, read_only=True)
+    training: bool = param(True, "Learn (False: act greedily, store nothing)", read_only=True)
+    start_learning: bool = param(True, "Start the learner thread's gradient steps at once (else wait for "
+                                 "/carla_rl/set_learning; transitions are stored either way)")
+    save_dir: str = param("runs/latest", "Run directory; checkpoints go to <save_dir>/checkpoints",
+                          read_only=True)
+    load_model_from: str = param("", "Checkpoint to resume from ('' = fresh agent)", read_only=True)
+    micro_batch_window_s: float = param(0.002, "Act on the envs ready so far after this long", low=0.0,
+                                        high=1.0)
+    actor_sync_updates: int = param(50, "Copy the online network to the actor every N updates", low=1,
+                                    high=1_000_000)
+    checkpoint_every_episodes: int = param(50, "Periodic checkpoint every N training episodes", low=1,
+                                           high=1_000_000)
+    keep_last_checkpoints: int = param(3, "Periodic checkpoints kept (best/phase/final are kept)", low=1,
+                                       high=1000)
+    checkpoint_replay: bool = param(False, "Include the replay buffer in periodic checkpoints")
+    final_checkpoint_replay: bool = param(True, "Include the replay buffer in the final checkpoint")
+    stats_period_s: float = param(1.0, "TrainingStats period", low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    max_pending_ticks: int = param(16, "Unmatched ticks kept per env before the oldest is dropped", low=1,
+                                   high=10_000)
+
+
+@dataclass(frozen=True)
+class _SharedActions:
+    actions: ActionTable = param(default_factory=ActionTable, description="Discrete action -> control")
+
+
+class EnvSlot:
+    """Observation and reward of the ticks of one env until they pair up."""
+
+    def __init__(self) -> None:
+        self.observations: dict[int, Observation] = {}
+        self.rewards: dict[int, StepReward] = {}
+        self.ready: tuple[Observation, StepReward] | None = None
+        self.first_ready_at = 0.0
+        # the replay stream of this env holds the current episode from its first tick; a policy that
+        # (re)starts mid-episode, or an evaluation episode, stores nothing until the next episode starts
+        self.streaming = False
+
+
+class DQNPolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("dqn_policy")
+        self.cfg = declare_config(self, PolicyNodeConfig)
+        self.agent_cfg = declare_config(self, AgentConfig, "agent.")
+        self.actions = declare_config(self, _SharedActions).actions
+        self.controls = [conv.control_msg(c) for c in self.actions.controls()]
+        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
+        self.checkpoint_dir = Path(self.cfg.save_dir) / "checkpoints"
+        self.agent: DQNAgent | None = None  # built on the first observation (its shape fixes the network)
+        self.actor: DQNPolicy | None = None
+        self.actor_lock = threading.Lock()
+        self.learn_lock = threading.Lock()
+        self.learning = threading.Event()
+        if self.cfg.training and self.cfg.start_learning:
+            self.learning.set()
+        self.stop_event = threading.Event()
+        self.new_data = threading.Event()
+        self.evaluation_mode = not self.cfg.training
+        self.envs = [EnvSlot() for _ in range(self.cfg.num_envs)]
+        self.training_episodes = 0
+        self.acted_steps = 0  # actions published (training and evaluation)
+        self.last_stats = None
+        self.act_batches: deque[int] = deque(maxlen=200)
+        self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
+        self.periodic: deque[Path] = deque()
+
+        self.cmd_pubs = []
+        for env_id in range(self.cfg.num_envs):
+            ns = topics.env_namespace(env_id)
+            self.create_subscription(Observation, f"{ns}/{topics.OBSERVATION}", self.on_observation, qos.SENSOR)
+            self.create_subscription(StepReward, f"{ns}/{topics.STEP_REWARD}", self.on_reward, qos.SENSOR)
+            self.cmd_pubs.append(self.create_publisher(VehicleCommand, f"{ns}/{topics.VEHICLE_COMMAND}",
+                                                       qos.SENSOR))
+        self.stats_pub = self.create_publisher(TrainingStats, topics.TRAINING_STATS, qos.EVENTS)
+        self.create_service(SaveCheckpoint, topics.SAVE_CHECKPOINT_SERVICE, self.on_save_checkpoint)
+        self.create_service(SetBool, topics.SET_EVALUATION_MODE_SERVICE, self.on_set_evaluation_mode)
+        self.create_service(SetBool, topics.SET_LEARNING_SERVICE, self.on_set_learning)
+        self.batch_timer = self.create_timer(max(self.cfg.micro_batch_window_s, 1e-4), self.on_batch_timer)
+        self.batch_timer.cancel()
+        self.create_timer(self.cfg.stats_period_s, self.publish_stats)
+        self.learner_thread = threading.Thread(target=self.learner_loop, name="learner", daemon=True)
+
+    # --- agent --------------------------------------------------------------------------------------
+    def build_agent(self, obs: Observation) -> None:
+        spec = ObservationSpec(obs.frame_stack, obs.height, obs.width, len(obs.vector))
+        self.agent = DQNAgent(spec, NUM_ACTIONS, self.agent_cfg, device=self.cfg.device, seed=self.cfg.seed)
+        if self.cfg.load_model_from:
+            try:
+                restore_checkpoint(self.agent, self.cfg.load_model_from)
+            except CheckpointError as exc:
+                raise RuntimeError(f"cannot resume from {self.cfg.load_model_from}: {exc}") from None
+            self.get_logger().info(f"resumed from {self.cfg.load_model_from}: {self.agent.updates} updates, "
+                                   f"{self.agent.env_steps} env steps, replay {len(self.agent.replay)}")
+        self.actor = DQNPolicy(copy.deepcopy(self.agent.online), self.agent_cfg, self.agent.device,
+                               self.agent.act_rng)
+        self.agent.policy = self.actor  # agent.act() (exploration schedule) now runs on the actor copy
+        self.learner_thread.start()
+        self.get_logger().info(f"agent on {self.cfg.device}: observation {spec}, {NUM_ACTIONS} actions")
+
+    def learner_loop(self) -> None:
+        agent = self.agent
+        while not self.stop_event.is_set():
+            if not self.learning.is_set() or agent.updates_due() <= 0:
+                self.new_data.wait(timeout=0.1)
+                self.new_data.clear()
+                continue
+            with self.learn_lock:
+                stats = agent.update()
+                if stats is not None and agent.updates % self.cfg.actor_sync_updates == 0:
+                    with self.actor_lock:
+                        self.actor.network.load_state_dict(agent.online.state_dict())
+            if stats is not None:
+                self.last_stats = stats
+
+    # --- pairing and micro-batching -------------------------------------------------------------------
+    def on_observation(self, msg: Observation) -> None:
+        if msg.env_id >= len(self.envs):
+            self.diag.count("unknown_env")
+            return
+        if self.agent is None:
+            self.build_agent(msg)
+        slot = self.envs[msg.env_id]
+        slot.observations[msg.step_id] = msg
+        self.try_pair(slot, msg.step_id)
+
+    def on_reward(self, msg: StepReward) -> None:
+        if msg.env_id >= len(self.envs):
+            self.diag.count("unknown_env")
+            return
+        slot = self.envs[msg.env_id]
+        slot.rewards[msg.step_id] = msg
+        self.try_pair(slot, msg.step_id)
+
+    def try_pair(self, slot: EnvSlot, step_id: int) -> None:
+        if step_id in slot.observations and step_id in slot.rewards:
+            slot.ready = (slot.observations.pop(step_id), slot.rewards.pop(step_id))
+            slot.first_ready_at = time.monotonic()
+            for pending in (slot.observations, slot.rewards):  # older unmatched ticks can never pair
+                for old in [k for k in pending if k < step_id]:
+                    del pending[old]
+                    self.diag.count("dropped_ticks")
+            if all(s.ready is not None for s in self.envs):
+                self.batch_timer.cancel()
+                self.act_on_ready()
+            elif self.batch_timer.is_canceled():
+                self.batch_timer.reset()
+        else:
+            for pending in (slot.observations, slot.rewards):
+                while len(pending) > self.cfg.max_pending_ticks:
+                    del pending[min(pending)]
+                    self.diag.count("dropped_ticks")
+
+    def on_batch_timer(self) -> None:
+        self.batch_timer.cancel()
+        self.act_on_ready()
+
+    # --- acting -----------------------------------------------------------------------------------------
+    def act_on_ready(self) -> None:
+        ready = [(i, s.ready) for i, s in enumerate(self.envs) if s.ready is not None]
+        if not ready or self.agent is None:
+            return
+        for slot in self.envs:
+            slot.ready = None
+        agent = self.agent
+        acting = []
+        for env_id, (obs, reward) in ready:
+            frames = np.frombuffer(obs.frames, dtype=np.uint8).reshape(obs.frame_stack, obs.height, obs.width)
+            vector = np.frombuffer(obs.vector, dtype=np.float32)
+            start = obs.episode_step == 0
+            done = reward.terminated or reward.truncated
+            slot = self.envs[env_id]
+            if start:
+                slot.streaming = self.cfg.training and not obs.evaluation
+            store = slot.streaming
+            if store:
+                agent.observe(env_id, frames[-1], vector, float(reward.reward), bool(reward.terminated),
+                              bool(reward.truncated), bool(start))
+            elif self.cfg.training and not obs.evaluation:
+                self.diag.count("ticks_not_stored_mid_episode")
+            if done:
+                slot.streaming = False
+                if not obs.evaluation:
+                    self.training_episodes += 1
+                    self.maybe_checkpoint_periodic()
+                self.publish_reset(env_id, obs.step_id)
+            else:
+                acting.append((env_id, obs, frames, vector, store))
+        if not acting:
+            return
+        frames = np.stack([a[2] for a in acting])                         # [B, S, H, W]
+        vectors = np.stack([a[3] for a in acting])                        # [B, V]
+        masks = np.stack([self.mask(a[1]) for a in acting])               # [B, A]
+        explore = self.cfg.training and not self.evaluation_mode
+        explore_rows = np.array([explore and not a[1].evaluation for a in acting])
+        with self.actor_lock:
+            result = agent.act(frames, vectors, explore=bool(explore_rows.any()), action_mask=masks)
+            if explore_rows.any() and not explore_rows.all():  # evaluation episodes act greedily
+                greedy = agent.act(frames[~explore_rows], vectors[~explore_rows], explore=False,
+                                   action_mask=masks[~explore_rows])
+                result.actions[~explore_rows] = greedy.actions
+                result.q_values[~explore_rows] = greedy.q_values
+        self.act_batches.append(len(acting))
+        self.acted_steps += len(acting)
+        for row, (env_id, obs, _, _, store) in enumerate(acting):
+            action = int(result.actions[row])
+            if store:
+                agent.record_action(env_id, action)
+            cmd = VehicleCommand(env_id=env_id, step_id=obs.step_id, action_index=action,
+                                 control=self.controls[action], q_value=float(result.q_values[row]))
+            cmd.header = obs.header
+            self.cmd_pubs[env_id].publish(cmd)
+        self.new_data.set()
+
+    @staticmethod
+    def mask(obs: Observation) -> np.ndarray:
+        if len(obs.action_mask) == NUM_ACTIONS:
+            return np.frombuffer(obs.action_mask, dtype=np.uint8).astype(bool)
+        return np.ones(NUM_ACTIONS, dtype=bool)
+
+    def publish_reset(self, env_id: int, step_id: int) -> None:
+        cmd = VehicleCommand(env_id=env_id, step_id=step_id, action_index=-1, reset_episode=True,
+                             evaluation=self.evaluation_mode, q_value=math.nan)
+        cmd.control.brake = 1.0
+        self.cmd_pubs[env_id].publish(cmd)
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+    def save(self, path: Path, include_replay: bool) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.learn_lock:  # a consistent state: no gradient step while writing
+            return save_checkpoint(self.agent, path, include_replay=include_replay)
+
+    def maybe_checkpoint_periodic(self) -> None:
+        if self.training_episodes % self.cfg.checkpoint_every_episodes:
+            return
+        path = self.save(self.checkpoint_dir / f"episode_{self.training_episodes:07d}.pt",
+                         self.cfg.checkpoint_replay)
+        self.periodic.append(path)
+        while len(self.periodic) > self.cfg.keep_last_checkpoints:
+            old = self.periodic.popleft()
+            old.unlink(missing_ok=True)
+        self.get_logger().info(f"checkpoint {path}")
+
+    def on_save_checkpoint(self, request: SaveCheckpoint.Request, response: SaveCheckpoint.Response):
+        if self.agent is None:
+            response.success, response.message = False, "no agent yet (no observation received)"
+            return response
+        tag = request.tag or "manual"
+        if not tag.replace("_", "").replace("-", "").isalnum():
+            response.success, response.message = False, f"invalid tag {tag!r}: letters, digits, _ and - only"
+            return response
+        path = Path(request.path) if request.path else self.checkpoint_dir / f"{tag}.pt"
+        try:
+            saved = self.save(path, include_replay=False)
+        except (OSError, CheckpointError) as exc:
+            response.success, response.message = False, f"saving {path} failed: {exc}"
+            return response
+        response.success, response.message, response.path = True, f"saved {saved}", str(saved)
+        return response
+
+    def on_shutdown(self) -> None:
+        self.stop_event.set()
+        if self.learner_thread.is_alive():
+            self.learner_thread.join(timeout=30.0)
+        if self.agent is not None and self.cfg.training:
+            path = self.save(self.checkpoint_dir / "final.pt", self.cfg.final_checkpoint_replay)
+            print(f"[dqn_policy] final checkpoint {path}", flush=True)
+
+    # --- modes and stats -------------------------------------------------------------------------------------
+    def on_set_evaluation_mode(self, request: SetBool.Request, response: SetBool.Response):
+        self.evaluation_mode = bool(request.data) or not self.cfg.training
+        response.success = True
+        response.message = f"evaluation mode {'on' if self.evaluation_mode else 'off'} (from each env's next episode)"
+        return response
+
+    def on_set_learning(self, request: SetBool.Request, response: SetBool.Response):
+        if request.data and self.cfg.training:
+            self.learning.set()
+        else:
+            self.learning.clear()
+        response.success = True
+        response.message = f"learning {'on' if self.learning.is_set() else 'off'}"
+        return response
+
+    def publish_stats(self) -> None:
+        if self.agent is None:
+            return
+        agent = self.agent
+        now = time.monotonic()
+        self.rate_window.append((now, agent.updates, self.acted_steps))
+        t0, u0, s0 = self.rate_window[0]
+        dt = max(now - t0, 1e-9)
+        msg = TrainingStats(updates=agent.updates, env_steps=agent.env_steps, replay_size=len(agent.replay),
+                            learning=self.learning.is_set(), evaluation_mode=self.evaluation_mode,
+                            epsilon=float(agent.epsilon) if not self.agent_cfg.noisy else 0.0,
+                            updates_per_s=(agent.updates - u0) / dt, env_steps_per_s=(self.acted_steps - s0) / dt,
+                            act_batch_mean=float(np.mean(self.act_batches)) if self.act_batches else 0.0)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        stats = self.last_stats
+        if stats is not None:
+            msg.loss, msg.mean_q, msg.td_error = stats.loss, stats.mean_q, stats.td_error
+            msg.beta, msg.grad_norm = stats.beta, stats.grad_norm
+        else:
+            msg.loss = msg.mean_q = msg.td_error = msg.grad_norm = math.nan
+        self.stats_pub.publish(msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(DQNPolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""``main()`` for every node: init, build, spin, clean shutdown (the ros2/demos pattern)."""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+
+from carla_rl.config import ConfigError
+
+PROFILE_DIR_ENV = "CARLA_RL_PROFILE_DIR"
+
+
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
+    """Spin the node built by ``make_node`` until shutdown; returns the process exit code."""
+    rclpy.init(args=args)
+    node = None
+    profile_dir = os.environ.get(PROFILE_DIR_ENV)  # set by `carla-rl train --enable-profiler`
+    profiler = cProfile.Profile() if profile_dir else None
+    try:
+        node = make_node()
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(threads)
+        executor.add_node(node)
+        if profiler is not None:
+            profiler.enable()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            if node is not None:
+                Path(profile_dir).mkdir(parents=True, exist_ok=True)
+                name = node.get_fully_qualified_name().strip("/").replace("/", "__")
+                profiler.dump_stats(str(Path(profile_dir) / f"{name}.prof"))
+        if node is not None:
+            shutdown = getattr(node, "on_shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

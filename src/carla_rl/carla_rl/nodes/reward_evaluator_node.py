@@ -1,0 +1,215 @@
+"""reward_evaluator: the reward of every tick of every env, episode statistics, evaluation runs.
+
+Per env it syncs odometry + situation + the tick's announced collision / lane-invasion events,
+computes the reward with :class:`carla_rl.reward.RewardCalculator` (weights: config/reward.yaml),
+publishes <env>/step_reward with the per-term breakdown and termination reason, and at episode end
+/carla_rl/episode_stats. ``/carla_rl/evaluate`` runs N evaluation episodes: it switches the policy to
+evaluation mode (no exploration), aggregates the evaluation episodes of that phase and publishes
+/carla_rl/evaluation_result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from builtin_interfaces.msg import Time
+from nav_msgs.msg import Odometry as OdometryMsg
+from rclpy.node import Node
+from std_srvs.srv import SetBool
+
+from carla_rl import ros_conversions as conv
+from carla_rl import topics
+from carla_rl.config import param
+from carla_rl.nodes import qos_profiles as qos
+from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.node_runner import run_node
+from carla_rl.nodes.ros_parameters import declare_config, declare_phases
+from carla_rl.preprocess import StepSynchronizer
+from carla_rl.reward import (EpisodeStats, EpisodeStatsAccumulator, EvaluationAggregator, EvaluationResult,
+                             RewardCalculator, RewardConfig)
+from carla_rl_interfaces.msg import CollisionEvent, EgoSituation
+from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
+from carla_rl_interfaces.msg import EvaluationResult as EvaluationResultMsg
+from carla_rl_interfaces.msg import LaneInvasionEvent, StepReward
+from carla_rl_interfaces.srv import Evaluate
+
+EVENT_COUNT_FIELDS = {"collision": "collision_events", "lane_invasion": "lane_invasion_events"}
+
+
+@dataclass(frozen=True)
+class RewardNodeConfig:
+    num_envs: int = param(1, "Number of environments (namespaces /env_0 ...)", low=1, high=1024,
+                          read_only=True)
+    role_name: str = param(topics.DEFAULT_ROLE_NAME, "Ego role name in the bridge topics", read_only=True)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    service_timeout_s: float = param(5.0, "Wait for the policy's mode service this long", low=0.1,
+                                     high=120.0)
+
+
+class EnvReward:
+    """Reward state of one env."""
+
+    def __init__(self, env_id: int, config: RewardConfig, max_pending: int) -> None:
+        self.env_id = env_id
+        self.calculator = RewardCalculator(config)
+        self.stats = EpisodeStatsAccumulator()
+        self.sync = StepSynchronizer(("odometry", "situation"), event_count_fields=EVENT_COUNT_FIELDS,
+                                     announcer="situation", max_pending_steps=max_pending)
+        self.episode_id: int | None = None
+        self.done = False
+        self.last_key = -1
+
+
+def stamp_key(stamp: Time) -> int:
+    return stamp.sec * conv.NANOSECONDS + stamp.nanosec
+
+
+def stats_msg(stats: EpisodeStats, stamp) -> EpisodeStatsMsg:
+    msg = EpisodeStatsMsg()
+    msg.header.stamp = stamp
+    for name in ("env_id", "episode_id", "phase", "evaluation", "steps", "total_reward", "termination_reason",
+                 "goal_reached", "collision", "sidewalk", "red_light_violation", "distance_m", "mean_speed_mps"):
+        value = getattr(stats, name)
+        setattr(msg, name, type(getattr(msg, name))(value))
+    msg.term_names = list(stats.term_names)
+    msg.term_totals = conv.float32_sequence(stats.term_totals)
+    return msg
+
+
+def evaluation_msg(result: EvaluationResult, stamp) -> EvaluationResultMsg:
+    return EvaluationResultMsg(stamp=stamp, phase=int(result.phase), episodes=int(result.episodes),
+                               goal_rate=float(result.goal_rate),
+                               collision_free_rate=float(result.collision_free_rate),
+                               sidewalk_free_rate=float(result.sidewalk_free_rate),
+                               mean_reward=float(result.mean_reward), passed=bool(result.passed))
+
+
+class RewardEvaluatorNode(Node):
+    def __init__(self) -> None:
+        super().__init__("reward_evaluator")
+        self.cfg = declare_config(self, RewardNodeConfig)
+        self.reward_cfg = declare_config(self, RewardConfig)
+        self.phases = declare_phases(self)
+        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
+        self.envs = [EnvReward(i, self.reward_cfg, self.reward_cfg.sync_max_pending_steps)
+                     for i in range(self.cfg.num_envs)]
+        self.reward_pubs = []
+        role = self.cfg.role_name
+        for env in self.envs:
+            ns = topics.env_namespace(env.env_id)
+            sub = self.create_subscription
+
+            def carla(name: str, ns: str = ns) -> str:
+                return f"{ns}/{topics.carla_topic(role, name)}"
+
+            sub(OdometryMsg, carla(topics.ODOMETRY), lambda m, e=env: self.on_sample(e, "odometry", m), qos.SENSOR)
+            sub(EgoSituation, carla(topics.SITUATION), lambda m, e=env: self.on_sample(e, "situation", m),
+                qos.SENSOR)
+            sub(CollisionEvent, carla(topics.COLLISION), lambda m, e=env: self.on_sample(e, "collision", m),
+                qos.EVENTS)
+            sub(LaneInvasionEvent, carla(topics.LANE_INVASION),
+                lambda m, e=env: self.on_sample(e, "lane_invasion", m), qos.EVENTS)
+            self.reward_pubs.append(self.create_publisher(StepReward, f"{ns}/{topics.STEP_REWARD}", qos.SENSOR))
+        self.stats_pub = self.create_publisher(EpisodeStatsMsg, topics.EPISODE_STATS, qos.EVENTS)
+        self.eval_pub = self.create_publisher(EvaluationResultMsg, topics.EVALUATION_RESULT, qos.EVENTS)
+        self.create_service(Evaluate, topics.EVALUATE_SERVICE, self.on_evaluate)
+        self.mode_client = self.create_client(SetBool, topics.SET_EVALUATION_MODE_SERVICE)
+        self.evaluation: EvaluationAggregator | None = None
+
+    # --- per tick -----------------------------------------------------------------------------------
+    def on_sample(self, env: EnvReward, kind: str, msg) -> None:
+        key = stamp_key(msg.header.stamp)
+        if kind == "situation" and key <= env.last_key:
+            env.sync.reset()  # the simulator restarted: its clock went back
+            self.diag.count("simulator_restarts")
+        bundle = env.sync.add(kind, key, msg)
+        if bundle is None:
+            return
+        env.last_key = key
+        self.on_tick(env, bundle.messages["situation"], bundle.messages["odometry"], bundle.events)
+
+    def on_tick(self, env: EnvReward, situation_msg: EgoSituation, odom_msg: OdometryMsg, events) -> None:
+        situation = conv.situation_from_msg(situation_msg)
+        odometry = conv.odometry_from_msg(odom_msg)
+        speed = float((odometry.vx ** 2 + odometry.vy ** 2) ** 0.5)
+        reward = StepReward(env_id=env.env_id, step_id=situation.step_id, episode_id=situation.episode_id,
+                            episode_step=situation.episode_step)
+        reward.header = situation_msg.header
+        if situation.episode_step == 0 or situation.episode_id != env.episode_id:
+            if not 1 <= situation.phase <= len(self.phases):
+                self.diag.count("unknown_phase")
+                return
+            env.calculator.reset(self.phases[situation.phase - 1].scenario)
+            env.stats.start(env.env_id, situation.episode_id, situation.phase, situation.evaluation)
+            env.episode_id, env.done = situation.episode_id, False
+            reward.term_names = list(env.calculator.term_names)
+            reward.term_values = conv.float32_sequence([0.0] * len(reward.term_names))
+            self.reward_pubs[env.env_id].publish(reward)  # the first tick of an episode earns nothing
+            return
+        if env.done:  # ticks after the end (the policy is resetting): nothing to score
+            self.diag.count("ticks_after_episode_end")
+            return
+        collisions = [conv.collision_from_msg(m) for m in events.get("collision", [])]
+        invasions = [conv.lane_invasion_from_msg(m) for m in events.get("lane_invasion", [])]
+        result = env.calculator.step(situation, odometry, speed, collisions, invasions)
+        env.stats.add(result, situation, odometry, speed)
+        reward.reward = float(result.reward)
+        reward.term_names = list(result.terms)
+        reward.term_values = conv.float32_sequence(list(result.terms.values()))
+        reward.terminated, reward.truncated = result.terminated, result.truncated
+        reward.termination_reason = result.reason
+        self.reward_pubs[env.env_id].publish(reward)
+        if result.done:
+            env.done = True
+            self.finish_episode(env, situation_msg.header.stamp)
+
+    def finish_episode(self, env: EnvReward, stamp) -> None:
+        stats = env.stats.finish()
+        self.stats_pub.publish(stats_msg(stats, stamp))
+        self.diag.count("episodes")
+        if self.evaluation is not None and stats.evaluation and self.evaluation.add(stats):
+            if self.evaluation.complete:
+                result = self.evaluation.result(stamp_s=conv.time_seconds(stamp))
+                self.evaluation = None
+                self.eval_pub.publish(evaluation_msg(result, self.get_clock().now().to_msg()))
+                self.set_policy_evaluation_mode(False)
+                self.get_logger().info(
+                    f"evaluation phase {result.phase}: goal {result.goal_rate:.2f}, collision-free "
+                    f"{result.collision_free_rate:.2f}, sidewalk-free {result.sidewalk_free_rate:.2f} -> "
+                    f"{'passed' if result.passed else 'not passed'}")
+
+    # --- evaluation --------------------------------------------------------------------------------
+    def on_evaluate(self, request: Evaluate.Request, response: Evaluate.Response):
+        phase = int(request.phase)
+        if not 1 <= phase <= len(self.phases):
+            response.accepted = False
+            response.message = f"phase {phase} does not exist: valid phases are 1..{len(self.phases)}"
+            return response
+        if self.evaluation is not None:
+            response.accepted = False
+            response.message = f"an evaluation of phase {self.evaluation.phase} is already running"
+            return response
+        if not self.mode_client.service_is_ready():
+            response.accepted = False
+            response.message = f"the policy's {topics.SET_EVALUATION_MODE_SERVICE} service is not available"
+            return response
+        phase_cfg = self.phases[phase - 1]
+        episodes = int(request.episodes) or phase_cfg.eval_episodes
+        self.evaluation = EvaluationAggregator(phase, phase_cfg.thresholds, episodes)
+        self.set_policy_evaluation_mode(True)
+        response.accepted = True
+        response.message = f"evaluating phase {phase} over {episodes} episodes"
+        return response
+
+    def set_policy_evaluation_mode(self, on: bool) -> None:
+        future = self.mode_client.call_async(SetBool.Request(data=on))
+        future.add_done_callback(lambda f: self.diag.count("mode_switches" if f.result() is not None
+                                                           else "mode_switch_failures"))
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(RewardEvaluatorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

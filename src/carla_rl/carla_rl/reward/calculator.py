@@ -1,0 +1,234 @@
+"""Per-tick reward as named, weighted terms plus the termination / truncation decision.
+
+Every term is ``weight x quantity`` of one cause (an event, a flag of EgoSituation, a measured
+quantity), so a term can always be traced back; ``reward == sum(terms.values())``. Termination
+(terminal state, no bootstrapping) and truncation (time limit / stuck: bootstrap) are separate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from carla_rl.reward.config import RewardConfig
+from carla_rl.scenario import ScenarioConfig
+from carla_rl.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEvent, Odometry,
+                                   TrafficLightState)
+
+
+class TerminationReason(StrEnum):
+    """StepReward.termination_reason values ('' while the episode runs)."""
+
+    NONE = ""
+    COLLISION = "collision"
+    SIDEWALK = "sidewalk"
+    OFF_ROAD = "off_road"
+    GOAL_REACHED = "goal_reached"
+    TIMEOUT = "timeout"
+    STUCK = "stuck"
+
+
+TERMINAL_REASONS = (TerminationReason.COLLISION, TerminationReason.SIDEWALK,
+                    TerminationReason.OFF_ROAD, TerminationReason.GOAL_REACHED)
+TRUNCATION_REASONS = (TerminationReason.TIMEOUT, TerminationReason.STUCK)
+
+# Fixed order of StepReward.term_names / EpisodeStats.term_names.
+TERM_NAMES = (
+    "collision",        # collision_penalty if any collision event (above the impulse floor)
+    "sidewalk",         # sidewalk_penalty if situation.on_sidewalk
+    "off_road",         # off_road_penalty if situation.off_road
+    "goal",             # goal_reward if situation.goal_reached
+    "progress",         # progress_reward_per_m x route progress of this tick [m]
+    "target_speed",     # target_speed_reward x closeness of speed to the target (0 at rest)
+    "overspeed",        # overspeed_penalty_per_mps x m/s above target + margin
+    "proximity",        # proximity_penalty if nearest actor < proximity_threshold_m
+    "traffic_light",    # traffic_light_compliance_reward once per light obeyed
+    "red_light",        # red_light_penalty if situation.ran_red_light
+    "lane_invasion",    # lane_invasion_penalty x penalised markings crossed
+    "lateral_offset",   # lateral_offset_penalty_per_m x |offset| beyond the deadband
+    "stuck",            # stuck_penalty on the tick truncated as stuck
+)
+
+_WAITING_STATES = (TrafficLightState.RED, TrafficLightState.YELLOW)
+
+
+@dataclass
+class StepRewardResult:
+    """Reward of one tick (mirrors StepReward: term_names/term_values = terms' keys/values)."""
+
+    reward: float
+    terms: dict[str, float]
+    terminated: bool = False
+    truncated: bool = False
+    reason: str = TerminationReason.NONE.value
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+
+@dataclass
+class _LightTracker:
+    """Traffic light of the current approach: last distance/state and whether it was rewarded."""
+
+    distance_m: float = math.inf
+    state: int = TrafficLightState.UNKNOWN
+    settled: bool = False          # compliance rewarded or red light run: nothing more to give
+
+
+@dataclass
+class _EpisodeState:
+    scenario: ScenarioConfig
+    previous_progress_m: float | None = None
+    best_progress_m: float = -math.inf
+    ticks_without_progress: int = 0
+    light: _LightTracker = field(default_factory=_LightTracker)
+    ended: bool = False
+
+
+class RewardCalculator:
+    """Stateful per-episode reward: call :meth:`reset` with the episode's scenario, then
+    :meth:`step` once per tick until the result is terminated or truncated."""
+
+    def __init__(self, config: RewardConfig) -> None:
+        self.config = config
+        self._penalised_markings = frozenset(config.penalised_markings)
+        self._episode: _EpisodeState | None = None
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return TERM_NAMES
+
+    @property
+    def ticks_without_progress(self) -> int:
+        return self._episode.ticks_without_progress if self._episode else 0
+
+    def reset(self, scenario: ScenarioConfig) -> None:
+        self._episode = _EpisodeState(scenario=scenario)
+
+    def step(self, situation: EgoSituation, odometry: Odometry, speed: float,
+             collisions: list[CollisionEvent],
+             lane_invasions: list[LaneInvasionEvent]) -> StepRewardResult:
+        episode = self._episode
+        if episode is None:
+            raise RuntimeError("RewardCalculator.step() before reset(scenario)")
+        if episode.ended:
+            raise RuntimeError("the episode already ended; call reset(scenario) first")
+        cfg = self.config
+        speed = abs(speed)
+        terms = dict.fromkeys(TERM_NAMES, 0.0)
+
+        collided = any(self._counts_as_collision(event) for event in collisions)
+        if collided:
+            terms["collision"] = cfg.collision_penalty
+        if situation.on_sidewalk:
+            terms["sidewalk"] = cfg.sidewalk_penalty
+        if situation.off_road:
+            terms["off_road"] = cfg.off_road_penalty
+        if situation.goal_reached:
+            terms["goal"] = cfg.goal_reward
+
+        terms["progress"] = cfg.progress_reward_per_m * self._progress_delta(situation)
+        target = episode.scenario.target_speed_mps
+        terms["target_speed"] = cfg.target_speed_reward * self._speed_closeness(speed, target)
+        overspeed = max(0.0, speed - target - cfg.overspeed_margin_mps)
+        terms["overspeed"] = cfg.overspeed_penalty_per_mps * overspeed
+        if situation.nearest_actor_distance_m < cfg.proximity_threshold_m:
+            terms["proximity"] = cfg.proximity_penalty
+
+        if situation.ran_red_light:
+            terms["red_light"] = cfg.red_light_penalty
+        if self._traffic_light_obeyed(situation, speed):
+            terms["traffic_light"] = cfg.traffic_light_compliance_reward
+
+        crossed = sum(1 for event in lane_invasions for marking in event.crossed_lane_markings
+                      if marking in self._penalised_markings)
+        terms["lane_invasion"] = cfg.lane_invasion_penalty * crossed
+        excess_offset = max(0.0, abs(situation.lateral_offset_m) - cfg.lateral_offset_deadband_m)
+        terms["lateral_offset"] = cfg.lateral_offset_penalty_per_m * excess_offset
+
+        stuck = self._update_stuck(situation, speed)
+        reason = self._reason(situation, collided, stuck)
+        if reason is TerminationReason.STUCK:
+            terms["stuck"] = cfg.stuck_penalty
+
+        terms = {name: value + 0.0 for name, value in terms.items()}    # -0.0 -> 0.0
+        terminated = reason in TERMINAL_REASONS
+        truncated = reason in TRUNCATION_REASONS
+        episode.ended = terminated or truncated
+        return StepRewardResult(reward=sum(terms.values()), terms=terms, terminated=terminated,
+                                truncated=truncated, reason=reason.value)
+
+    # -- causes ---------------------------------------------------------------------------------
+    def _counts_as_collision(self, event: CollisionEvent) -> bool:
+        return math.hypot(*event.normal_impulse) >= self.config.collision_min_impulse_ns
+
+    def _speed_closeness(self, speed: float, target: float) -> float:
+        """0 at standstill, rising linearly to 1 at the target speed, back to 0 at target +
+        speed_tolerance_mps (standing still never earns the speed reward)."""
+        if speed <= target:
+            return speed / target
+        return max(0.0, 1.0 - (speed - target) / self.config.speed_tolerance_mps)
+
+    def _progress_delta(self, situation: EgoSituation) -> float:
+        episode = self._episode
+        progress = situation.route_progress_m
+        previous = episode.previous_progress_m
+        episode.previous_progress_m = progress
+        if previous is None or not math.isfinite(progress):
+            return 0.0
+        limit = self.config.max_progress_per_tick_m
+        return min(max(progress - previous, -limit), limit)
+
+    def _traffic_light_obeyed(self, situation: EgoSituation, speed: float) -> bool:
+        """True once per light: stopped near it at red/yellow, or passed it on green."""
+        cfg = self.config
+        light = self._episode.light
+        distance = situation.traffic_light_distance_m
+        state = situation.traffic_light_state
+        obeyed = False
+        passed = math.isfinite(light.distance_m) and (
+            not math.isfinite(distance) or distance > light.distance_m + cfg.light_passed_jump_m)
+        if passed:
+            obeyed = (not light.settled and light.state == TrafficLightState.GREEN
+                      and not situation.ran_red_light)
+            light.settled = False                      # a new light (or none) lies ahead
+        elif situation.ran_red_light:
+            light.settled = True
+        elif (not light.settled and state in _WAITING_STATES and distance <= cfg.stop_zone_m
+              and speed < cfg.stopped_speed_mps):
+            obeyed = True
+            light.settled = True
+        light.distance_m = distance
+        light.state = state
+        return obeyed
+
+    def _update_stuck(self, situation: EgoSituation, speed: float) -> bool:
+        cfg = self.config
+        episode = self._episode
+        progress = situation.route_progress_m
+        waiting_at_light = (situation.traffic_light_state in _WAITING_STATES
+                            and situation.traffic_light_distance_m <= cfg.stuck_light_excuse_m
+                            and speed < cfg.stopped_speed_mps)
+        if progress > episode.best_progress_m + cfg.stuck_min_progress_m:
+            episode.best_progress_m = progress
+            episode.ticks_without_progress = 0
+        elif not waiting_at_light:
+            episode.ticks_without_progress += 1
+        return episode.ticks_without_progress >= cfg.stuck_ticks
+
+    def _reason(self, situation: EgoSituation, collided: bool, stuck: bool) -> TerminationReason:
+        if collided:
+            return TerminationReason.COLLISION
+        if situation.on_sidewalk:
+            return TerminationReason.SIDEWALK
+        if situation.off_road:
+            return TerminationReason.OFF_ROAD
+        if situation.goal_reached:
+            return TerminationReason.GOAL_REACHED
+        if situation.episode_step >= self._episode.scenario.max_episode_steps:
+            return TerminationReason.TIMEOUT
+        if stuck:
+            return TerminationReason.STUCK
+        return TerminationReason.NONE

@@ -1,0 +1,85 @@
+"""Reward weights and episode-end rules (``reward_evaluator`` block of config/reward.yaml).
+
+Signs are part of the weights: penalties are negative numbers, rewards positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from carla_rl.config import param
+from carla_rl.sensor_frame import LaneMarking
+
+DEFAULT_PENALISED_MARKINGS = [LaneMarking.SOLID.value, LaneMarking.SOLIDSOLID.value,
+                              LaneMarking.SOLIDBROKEN.value, LaneMarking.BROKENSOLID.value]
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Weights of the named reward terms and the rules that end an episode."""
+
+    # terminal events
+    collision_penalty: float = param(-1000.0, "Any collision this tick (terminal)",
+                                     low=-1e6, high=0.0)
+    collision_min_impulse_ns: float = param(0.0, "Collisions with a smaller |normal impulse| "
+                                            "[N*s] are ignored (sensor noise)", low=0.0, high=1e6)
+    sidewalk_penalty: float = param(-800.0, "Ego on the sidewalk (terminal)", low=-1e6, high=0.0)
+    off_road_penalty: float = param(-800.0, "Ego off the drivable road (terminal)",
+                                    low=-1e6, high=0.0)
+    goal_reward: float = param(300.0, "Goal reached (terminal success)", low=0.0, high=1e6)
+    # dense shaping
+    progress_reward_per_m: float = param(1.0, "Per metre of route progress this tick "
+                                         "(negative when driving back)", low=0.0, high=1e3)
+    max_progress_per_tick_m: float = param(5.0, "Progress per tick is clipped to +- this "
+                                           "(teleports, route switches)", low=0.0, high=100.0)
+    target_speed_reward: float = param(0.5, "Per tick at exactly the scenario's target speed; "
+                                       "rises linearly from 0 at standstill, falls back to 0 at "
+                                       "target + speed_tolerance_mps", low=0.0, high=1e3)
+    speed_tolerance_mps: float = param(4.0, "Speed above target where the target-speed reward "
+                                       "reaches 0", low=0.1, high=50.0)
+    overspeed_penalty_per_mps: float = param(-1.0, "Per tick and m/s above target + "
+                                             "overspeed_margin_mps", low=-1e3, high=0.0)
+    overspeed_margin_mps: float = param(1.0, "Speed above target that is not yet penalised",
+                                        low=0.0, high=50.0)
+    proximity_penalty: float = param(-15.0, "Per tick with another actor closer than "
+                                     "proximity_threshold_m", low=-1e6, high=0.0)
+    proximity_threshold_m: float = param(3.0, "Nearest-actor distance that counts as too close",
+                                         low=0.0, high=100.0)
+    # traffic lights
+    traffic_light_compliance_reward: float = param(
+        15.0, "Once per light: stopped in the stop zone at red/yellow, or passed it on green",
+        low=0.0, high=1e6)
+    red_light_penalty: float = param(-150.0, "Crossing a stop line on red (EgoSituation."
+                                     "ran_red_light)", low=-1e6, high=0.0)
+    stop_zone_m: float = param(10.0, "Distance to the stop line within which a stop counts as "
+                               "waiting at the light", low=0.0, high=100.0)
+    stopped_speed_mps: float = param(0.5, "Below this speed the ego counts as stopped",
+                                     low=0.0, high=10.0)
+    light_passed_jump_m: float = param(5.0, "The light is passed when its distance grows by more "
+                                       "than this in one tick (the next light, or none)",
+                                       low=0.1, high=1000.0)
+    # lane discipline
+    lane_invasion_penalty: float = param(-10.0, "Per penalised marking crossed", low=-1e6,
+                                         high=0.0)
+    penalised_markings: list[int] = param(
+        default_factory=lambda: list(DEFAULT_PENALISED_MARKINGS),
+        description="LaneMarking values whose crossing is penalised (default: the solid ones)",
+        low=0, high=max(LaneMarking))
+    lateral_offset_penalty_per_m: float = param(-0.5, "Per tick and metre of |lateral offset| "
+                                                "beyond lateral_offset_deadband_m",
+                                                low=-1e3, high=0.0)
+    lateral_offset_deadband_m: float = param(0.3, "Offset from the lane centre that is free",
+                                             low=0.0, high=10.0)
+    # truncation
+    stuck_ticks: int = param(150, "Truncate ('stuck') after this many ticks without route progress "
+                             "(ticks waiting at a red/yellow light do not count)",
+                             low=1, high=100000)
+    stuck_light_excuse_m: float = param(40.0, "Ticks stopped at a red/yellow light closer than "
+                                        "this (queueing included) do not count as stuck",
+                                        low=0.0, high=1000.0)
+    stuck_min_progress_m: float = param(0.5, "Progress beyond the best so far that resets the "
+                                        "stuck counter", low=0.0, high=100.0)
+    stuck_penalty: float = param(-100.0, "On the tick that truncates as stuck", low=-1e6,
+                                 high=0.0)
+    sync_max_pending_steps: int = param(8, "Ticks the step synchroniser keeps open at once",
+                                        low=1, high=1000)

@@ -1,0 +1,77 @@
+"""CARLA's semantic tags (carla.CityObjectLabel, 0.9.14+) and their CityScapes colours.
+
+The bird's-eye camera of the embedded simulator renders in this palette, like CARLA's semantic
+segmentation camera with the CityScapesPalette converter; the preprocessor maps colours back to tags.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+
+class SemanticTag(IntEnum):
+    UNLABELED = 0
+    ROAD = 1
+    SIDEWALK = 2
+    BUILDING = 3
+    WALL = 4
+    FENCE = 5
+    POLE = 6
+    TRAFFIC_LIGHT = 7
+    TRAFFIC_SIGN = 8
+    VEGETATION = 9
+    TERRAIN = 10
+    SKY = 11
+    PEDESTRIAN = 12
+    RIDER = 13
+    CAR = 14
+    TRUCK = 15
+    BUS = 16
+    TRAIN = 17
+    MOTORCYCLE = 18
+    BICYCLE = 19
+    STATIC = 20
+    DYNAMIC = 21
+    OTHER = 22
+    WATER = 23
+    ROAD_LINE = 24
+    GROUND = 25
+    BRIDGE = 26
+    RAIL_TRACK = 27
+    GUARD_RAIL = 28
+
+
+# [29, 3] uint8 RGB, row = tag
+PALETTE = np.array([
+    (0, 0, 0), (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180),
+    (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230),
+    (119, 11, 32), (110, 190, 160), (170, 120, 50), (55, 90, 80), (45, 60, 150), (157, 234, 50),
+    (81, 0, 81), (150, 100, 100), (230, 150, 140), (180, 165, 180),
+], dtype=np.uint8)
+
+
+def _colour_keys(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+_KEYS = _colour_keys(PALETTE)
+_SORT = np.argsort(_KEYS)
+_SORTED_KEYS = _KEYS[_SORT]
+
+
+def colours_to_tags(image_rgb: np.ndarray, unknown: int = SemanticTag.UNLABELED) -> np.ndarray:
+    """[H, W, 3] uint8 palette image -> [H, W] uint8 tags; colours not in the palette -> ``unknown``."""
+    keys = _colour_keys(image_rgb)
+    pos = np.searchsorted(_SORTED_KEYS, keys)
+    pos = np.clip(pos, 0, len(_SORTED_KEYS) - 1)
+    found = _SORTED_KEYS[pos] == keys
+    return np.where(found, _SORT[pos], unknown).astype(np.uint8)
+
+
+def tags_to_colours(tags: np.ndarray) -> np.ndarray:
+    """[H, W] tags -> [H, W, 3] uint8 palette image."""
+    return PALETTE[tags]

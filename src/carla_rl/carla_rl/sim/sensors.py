@@ -1,0 +1,276 @@
+"""Sensors of the embedded simulator: semantic BEV camera, ray-marched LiDAR, radar.
+
+All three work on arrays of actor boxes; the static map is rasterised once per map
+(:meth:`RoadNetwork.raster`) and warped into the ego frame with one ``cv2.warpAffine`` per tick.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from carla_rl.semantic_palette import PALETTE, SemanticTag as Tag
+from carla_rl.sim.road import RoadNetwork
+from carla_rl.sim.sim_config import CameraConfig, LidarConfig, RadarConfig
+
+SUBPIXEL_SHIFT = 2  # fillPoly fractional bits
+SUBPIXEL_SCALE = float(1 << SUBPIXEL_SHIFT)
+# Obstacle height per semantic tag [m] (what a LiDAR ray at height z hits); ground = 0.
+TAG_HEIGHT_M = np.zeros(len(PALETTE), dtype=np.float32)
+TAG_HEIGHT_M[[Tag.SIDEWALK, Tag.TERRAIN]] = 0.15
+TAG_HEIGHT_M[[Tag.BUILDING, Tag.WALL]] = 10.0
+TAG_HEIGHT_M[[Tag.FENCE, Tag.GUARD_RAIL]] = 1.2
+TAG_HEIGHT_M[[Tag.POLE, Tag.TRAFFIC_LIGHT, Tag.TRAFFIC_SIGN]] = 4.0
+TAG_HEIGHT_M[Tag.VEGETATION] = 3.0
+TAG_HEIGHT_M[Tag.CAR] = 1.5
+TAG_HEIGHT_M[Tag.PEDESTRIAN] = 1.8
+BORDER_TAG = int(Tag.TERRAIN)
+RAY_STEP_FRACTION = 0.8  # ray-march step as a fraction of the raster resolution
+
+
+def box_corners(
+    pos: np.ndarray, yaw: np.ndarray, length: np.ndarray, width: np.ndarray
+) -> np.ndarray:
+    """Corners [N, 4, 2] of boxes centred at ``pos`` [N, 2] with heading ``yaw`` [N]."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    hl, hw = length / 2.0, width / 2.0
+    fx, fy = c * hl, s * hl  # half-length along the heading
+    lx, ly = -s * hw, c * hw  # half-width to the left
+    x, y = pos[:, 0], pos[:, 1]
+    return np.stack(
+        [
+            np.stack([x + fx + lx, y + fy + ly], -1),
+            np.stack([x + fx - lx, y + fy - ly], -1),
+            np.stack([x - fx - lx, y - fy - ly], -1),
+            np.stack([x - fx + lx, y - fy + ly], -1),
+        ],
+        axis=1,
+    )
+
+
+def _ego_view_matrix(
+    net: RoadNetwork,
+    res: float,
+    ego_x: float,
+    ego_y: float,
+    yaw: float,
+    mpp: float,
+    u_e: float,
+    v_e: float,
+) -> np.ndarray:
+    """Affine [2, 3]: view pixel (u, v) -> raster pixel; view is heading-up, ego at (u_e, v_e)."""
+    x_min, _, _, y_max = net.bounds
+    k = mpp / res
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array(
+        [
+            [k * s, -k * c, (ego_x - x_min) / res + k * (v_e * c - u_e * s)],
+            [k * c, k * s, (y_max - ego_y) / res - k * (v_e * s + u_e * c)],
+        ]
+    )
+
+
+def _ego_to_view(corners: np.ndarray, mpp: float, u_e: float, v_e: float) -> np.ndarray:
+    """Ego-frame points [..., 2] (x forward, y left, metres) -> fixed-point view pixels (int32)."""
+    out = np.empty(corners.shape, dtype=np.int32)
+    k = SUBPIXEL_SCALE / mpp
+    out[..., 0] = u_e * SUBPIXEL_SCALE - corners[..., 1] * k
+    out[..., 1] = v_e * SUBPIXEL_SCALE - corners[..., 0] * k
+    return out
+
+
+class BevCamera:
+    """Semantic bird's-eye camera [H, W, 3] uint8 in the CityScapes palette, ego heading up."""
+
+    def __init__(self, cfg: CameraConfig, net: RoadNetwork):
+        self.cfg = cfg
+        self.net = net
+        self.res = cfg.metres_per_pixel / cfg.raster_oversample
+        self.tags, self.rgb = net.raster(self.res)
+        self.u_e = cfg.ego_col_fraction * cfg.width
+        self.v_e = cfg.ego_row_fraction * cfg.height
+        self.size = (cfg.width, cfg.height)
+        self.border = tuple(int(v) for v in PALETTE[BORDER_TAG])
+        # Radius [m] beyond which an actor cannot appear in the image.
+        self.view_radius = (
+            cfg.metres_per_pixel
+            * math.hypot(max(self.u_e, cfg.width - self.u_e), max(self.v_e, cfg.height - self.v_e))
+            + 5.0
+        )
+
+    def render(
+        self,
+        ego_x: float,
+        ego_y: float,
+        yaw: float,
+        layers: list[tuple[np.ndarray, tuple[int, int, int]]],
+    ) -> np.ndarray:
+        """``layers``: (ego-frame corners [N, 4, 2], RGB), drawn in order, one fillPoly each."""
+        cfg = self.cfg
+        m = _ego_view_matrix(
+            self.net, self.res, ego_x, ego_y, yaw, cfg.metres_per_pixel, self.u_e, self.v_e
+        )
+        img = cv2.warpAffine(
+            self.rgb,
+            m,
+            self.size,
+            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=self.border,
+        )
+        for corners, colour in layers:
+            if len(corners):
+                pts = _ego_to_view(corners, cfg.metres_per_pixel, self.u_e, self.v_e)
+                cv2.fillPoly(img, pts, colour, cv2.LINE_8, SUBPIXEL_SHIFT)
+        return img
+
+
+class Lidar:
+    """LiDAR by ray marching an ego-centred semantic occupancy raster (static map + actors)."""
+
+    def __init__(self, cfg: LidarConfig, net: RoadNetwork, map_res: float):
+        self.cfg = cfg
+        self.net = net
+        self.map_res = map_res
+        self.tags, _ = net.raster(map_res)
+        res = cfg.resolution_m
+        half = int(math.ceil(cfg.range_m / res)) + 1
+        self.n = 2 * half + 1
+        self.c = float(half)
+        step = res * RAY_STEP_FRACTION
+        self.dist = np.arange(step, cfg.range_m + 1e-9, step, dtype=np.float32)  # [S]
+        self.angles = (
+            np.arange(cfg.rays_per_channel) * (2.0 * math.pi / cfg.rays_per_channel)
+        ).astype(
+            np.float32
+        )  # [R]
+        ca, sa = np.cos(self.angles), np.sin(self.angles)
+        u = np.round(self.c - np.outer(sa, self.dist) / res).astype(np.int64)  # [R, S]
+        v = np.round(self.c - np.outer(ca, self.dist) / res).astype(np.int64)
+        self.flat_idx = v * self.n + u  # [R, S]
+        elev = np.radians(np.linspace(cfg.upper_fov_deg, cfg.lower_fov_deg, cfg.channels))
+        self.ray_z = (cfg.mount_height_m + np.tan(elev)[:, None] * self.dist[None, :]).astype(
+            np.float32
+        )  # [C, S]
+        self.cos, self.sin = ca, sa
+        self.row_idx = np.arange(cfg.channels * cfg.rays_per_channel)  # [C * R]
+        self.flat_lut = None
+        if np.all(elev == 0.0):
+            lut = np.zeros(256, dtype=np.uint8)
+            lut[: len(TAG_HEIGHT_M)] = TAG_HEIGHT_M >= cfg.mount_height_m
+            self.flat_lut = lut
+            self.ray_z = self.ray_z[:1]
+        self.view_radius = cfg.range_m * math.sqrt(2.0) + 5.0
+        self.empty = np.zeros((0, 4), dtype=np.float32)
+
+    def scan(
+        self,
+        ego_x: float,
+        ego_y: float,
+        yaw: float,
+        layers: list[tuple[np.ndarray, int]],
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Points [N, 4] float32 (x fwd, y left, z up, intensity), one per ray that hit.
+
+        ``layers``: (ego-frame corners [N, 4, 2], SemanticTag) drawn into the occupancy raster.
+        """
+        cfg = self.cfg
+        m = _ego_view_matrix(
+            self.net, self.map_res, ego_x, ego_y, yaw, cfg.resolution_m, self.c, self.c
+        )
+        occ = cv2.warpAffine(
+            self.tags,
+            m,
+            (self.n, self.n),
+            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=BORDER_TAG,
+        )
+        for corners, tag in layers:
+            if len(corners):
+                pts = _ego_to_view(corners, cfg.resolution_m, self.c, self.c)
+                cv2.fillPoly(occ, pts, int(tag), cv2.LINE_8, SUBPIXEL_SHIFT)
+        if self.flat_lut is not None:
+            # All channels horizontal: one "is an obstacle at the ray height" lookup per pixel.
+            hit = cv2.LUT(occ, self.flat_lut).ravel()[self.flat_idx][None]  # [1, R, S]
+        else:
+            height = TAG_HEIGHT_M[occ.ravel()[self.flat_idx]]  # [R, S]
+            hit = height[None, :, :] >= self.ray_z[:, None, :]  # [C, R, S]
+        first = hit.argmax(axis=2)  # [C, R]
+        has = hit.reshape(-1, hit.shape[2])[self.row_idx[: first.size], first.ravel()].reshape(
+            first.shape
+        )
+        if not has.any():
+            return self.empty
+        ch, ray = np.nonzero(has)
+        k = first[ch, ray]
+        d = self.dist[k]
+        if cfg.noise_std_m > 0.0:
+            d = d + rng.normal(0.0, cfg.noise_std_m, len(d)).astype(np.float32)
+        z = np.maximum(self.ray_z[ch, k], 0.0)
+        out = np.empty((len(d), 4), dtype=np.float32)
+        out[:, 0] = d * self.cos[ray]
+        out[:, 1] = d * self.sin[ray]
+        out[:, 2] = z
+        out[:, 3] = np.exp(-cfg.atmosphere_attenuation * d)
+        return out
+
+
+class Radar:
+    """Front radar: [M, 4] float32 (depth m, azimuth rad + left, altitude rad, velocity m/s).
+
+    One detection per actor in the field of view, nearest first; velocity is the radial
+    relative velocity (negative = approaching), as carla.RadarDetection.
+    """
+
+    def __init__(self, cfg: RadarConfig, front_offset_m: float):
+        self.cfg = cfg
+        self.front = front_offset_m
+        self.half_h = math.radians(cfg.horizontal_fov_deg) / 2.0
+        self.half_v = math.radians(cfg.vertical_fov_deg) / 2.0
+        self.empty = np.zeros((0, 4), dtype=np.float32)
+
+    def detect(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        vx: np.ndarray,
+        vy: np.ndarray,
+        radius: np.ndarray,
+        height: np.ndarray,
+        ego_speed: float,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Actors in the ego frame: centres ``x``, ``y`` [A], velocities ``vx``, ``vy`` [A] (world
+        velocity rotated into the ego frame), footprint radius and height [A]."""
+        cfg = self.cfg
+        if len(x) == 0:
+            return self.empty
+        x = x - self.front
+        dist = np.hypot(x, y)
+        az = np.arctan2(y, x)
+        depth = dist - radius
+        keep = (x > 0.0) & (np.abs(az) < self.half_h) & (depth < cfg.range_m)
+        if not keep.any():
+            return self.empty
+        idx = np.nonzero(keep)[0]
+        alt = np.arctan2(height[idx] * 0.5 - cfg.mount_height_m, dist[idx])
+        inside = np.abs(alt) < self.half_v
+        idx, alt = idx[inside], alt[inside]
+        if len(idx) == 0:
+            return self.empty
+        d_all = np.maximum(dist[idx], 1e-6)
+        radial = ((vx[idx] - ego_speed) * x[idx] + vy[idx] * y[idx]) / d_all
+        d = np.maximum(depth[idx], 0.0)
+        if cfg.noise_std_m > 0.0:
+            d = d + rng.normal(0.0, cfg.noise_std_m, len(d))
+        order = np.argsort(d, kind="stable")[: cfg.max_detections]
+        out = np.empty((len(order), 4), dtype=np.float32)
+        out[:, 0] = d[order]
+        out[:, 1] = az[idx][order]
+        out[:, 2] = alt[order]
+        out[:, 3] = radial[order]
+        return out

@@ -1,0 +1,685 @@
+"""The embedded driving world: ego (kinematic bicycle), NPC traffic, pedestrians, lights, sensors.
+
+``World.step(control)`` applies one carla.VehicleControl, advances everything by
+``fixed_delta_seconds`` and returns the :class:`~carla_rl.sensor_frame.SensorFrame` of the new
+tick. Deterministic: the same seed and the same controls give bit-identical frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from carla_rl.scenario import ScenarioConfig
+from carla_rl.semantic_palette import PALETTE, SemanticTag as Tag
+from carla_rl.sensor_frame import (
+    CollisionEvent,
+    EgoSituation,
+    LaneInvasionEvent,
+    Odometry,
+    SensorFrame,
+    TrafficLightState,
+    VehicleControl,
+)
+from carla_rl.sim.maps import Route, build_map, plan_parking_route, plan_route
+from carla_rl.sim.road import STOP_LINE, RoadNetwork
+from carla_rl.sim.sensors import BevCamera, Lidar, Radar, box_corners
+from carla_rl.sim.sim_config import SimConfig
+from carla_rl.sim.traffic import Pedestrians, TrafficLights, Vehicles
+
+STATIC_ACTOR_ID = 0  # collisions with buildings / map geometry
+EGO_ACTOR_ID = 1
+VEHICLE_ID_BASE = 100  # NPC vehicle i has id VEHICLE_ID_BASE + i
+PEDESTRIAN_ID_BASE = 1000  # pedestrian i has id PEDESTRIAN_ID_BASE + i
+KIND_EGO, KIND_VEHICLE, KIND_PEDESTRIAN = 0, 1, 2
+PEDESTRIAN_HEIGHT_M = 1.8
+NPC_HEIGHT_M = 1.5
+REVERSE_ACCEL_FACTOR = 0.6  # reverse gear gives this fraction of the forward acceleration
+EGO_PREDICT_S = 1.0  # NPC vehicles also avoid the ego's position this far ahead [s]
+MIN_IMPULSE_SPEED_MPS = 0.5  # relative speed floor for collision impulses [m/s]
+ROUTE_WINDOW_BACK = 0  # route projection window, segments behind / ahead of the last match
+ROUTE_WINDOW_AHEAD = 4
+ROUTE_LOST_M = 5.0  # beyond this distance the whole route is searched [m]
+SPAWN_END_MARGIN_M = 20.0  # linear maps: keep the route this far from the road end [m]
+ROUTE_ATTEMPTS = 20  # route planner retries for a goal away from the start
+ROUTE_MIN_GOAL_FRACTION = 0.3  # straight-line start-goal distance / route length, at least
+CORNER_F = np.array([1.0, 1.0, -1.0, -1.0])  # corner order: front-left, front-right, rear-right,
+CORNER_L = np.array([1.0, -1.0, -1.0, 1.0])  # rear-left (signs along the heading / to the left)
+CAR_RGB = tuple(int(v) for v in PALETTE[Tag.CAR])
+PEDESTRIAN_RGB = tuple(int(v) for v in PALETTE[Tag.PEDESTRIAN])
+DRIVABLE_TAGS = np.zeros(len(PALETTE), dtype=bool)
+DRIVABLE_TAGS[[Tag.ROAD, Tag.ROAD_LINE]] = True
+# Plain ints of the enums used per tick (enum attribute access is slow in the hot path).
+_BUILDING, _SIDEWALK = int(Tag.BUILDING), int(Tag.SIDEWALK)
+_CAR, _PEDESTRIAN = int(Tag.CAR), int(Tag.PEDESTRIAN)
+_RED = int(TrafficLightState.RED)
+_LIGHT_UNKNOWN = TrafficLightState.UNKNOWN
+
+
+@dataclass
+class ActorsSnapshot:
+    """All actors, ego first: positions [A, 2], yaws [A], sizes [A, 2] (length, width), kinds [A]
+    (0 ego, 1 vehicle, 2 pedestrian), ids [A], speeds [A] (m/s, signed for the ego)."""
+
+    positions: np.ndarray
+    yaws: np.ndarray
+    sizes: np.ndarray
+    kinds: np.ndarray
+    ids: np.ndarray
+    speeds: np.ndarray
+
+
+def wrap_angle(a: float) -> float:
+    return (a + math.pi) % (2.0 * math.pi) - math.pi
+
+
+class World:
+    """Deterministic numpy driving world with CARLA's semantics (see module docstring)."""
+
+    def __init__(self, sim_config: SimConfig, scenario: ScenarioConfig, seed: int = 0):
+        self.cfg = sim_config
+        self.scenario = scenario
+        self.dt = sim_config.fixed_delta_seconds
+        self.step_id = 0
+        self.episode_id = 0
+        self.episode_step = 0
+        self.phase = 1
+        self.evaluation = False
+        self.invalid_controls = 0
+        self.route_version = 0
+        self._seed_rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
+        self.sensor_rng = np.random.default_rng(seed)
+        self._maps: dict[str, tuple] = {}
+        veh = sim_config.vehicle
+        self.ego_length, self.ego_width = veh.length_m, veh.width_m
+        self.ego_radius = 0.5 * math.hypot(veh.length_m, veh.width_m)
+        self.max_steer = math.radians(veh.max_steer_deg)
+        self.min_turn_radius = veh.wheelbase_m / math.tan(self.max_steer)
+        # Wheels in the body frame [4, 2]: front-left, front-right, rear-left, rear-right.
+        hx, hy = veh.wheelbase_m / 2.0, veh.track_m / 2.0
+        self._wheels = np.array([[hx, hy], [hx, -hy], [-hx, hy], [-hx, -hy]])
+        self._ego_corners = (
+            np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * [veh.length_m / 2, veh.width_m / 2]
+        )[
+            None
+        ]  # [1, 4, 2]
+        self._body = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * [
+            veh.length_m / 2,
+            veh.width_m / 2,
+        ]
+        self._probe_body = np.concatenate([self._body, self._wheels, [[0.0, 0.0]]])  # [9, 2]
+        self._use_map(scenario.map_name)
+        self.x = self.y = self.yaw = self.speed = self.yaw_rate = 0.0
+        self.route: Route | None = None
+        self._route32 = np.zeros((0, 2), dtype=np.float32)
+        self._route_idx = 0
+        # Evaluation loops that only need the situation may switch the sensors off (blank frames).
+        self.sensors_enabled = True
+        self._blank_camera = np.zeros(
+            (sim_config.camera.height, sim_config.camera.width, 3), np.uint8
+        )
+
+    # ------------------------------------------------------------------ map and sensors
+    def _use_map(self, name: str) -> None:
+        if name not in self._maps:
+            net = build_map(name, self.cfg.map)
+            camera = BevCamera(self.cfg.camera, net)
+            lidar = Lidar(self.cfg.lidar, net, camera.res)
+            radar = Radar(self.cfg.radar, self.cfg.vehicle.length_m / 2.0)
+            lights = TrafficLights(net, self.cfg.traffic_lights)
+            vehicles = Vehicles(net, self.cfg.idm)
+            peds = Pedestrians(net, self.cfg.pedestrians, self.cfg.map.waypoint_spacing_m)
+            self._maps[name] = (net, camera, lidar, radar, lights, vehicles, peds)
+        (
+            self.net,
+            self.camera,
+            self.lidar,
+            self.radar,
+            self.lights,
+            self.vehicles,
+            self.pedestrians,
+        ) = self._maps[name]
+        self.map_tags, _ = self.net.raster(self.camera.res)
+
+    @property
+    def road_network(self) -> RoadNetwork:
+        """Lanes (``lanes[i].points``), markings, crosswalks, ``light_pos``, ``parking_bays``."""
+        return self.net
+
+    @property
+    def light_states(self) -> np.ndarray:
+        """[NL] TrafficLightState of every light of ``road_network`` (OFF when signals are off)."""
+        return self.lights.state.copy()
+
+    # ------------------------------------------------------------------ episode
+    def reset(
+        self,
+        seed: int | None = None,
+        scenario: ScenarioConfig | None = None,
+        evaluation: bool = False,
+        phase: int | None = None,
+    ) -> SensorFrame:
+        if scenario is not None:
+            self.scenario = scenario
+        if phase is not None:
+            self.phase = phase
+        self.evaluation = evaluation
+        sc = self.scenario
+        episode_seed = seed if seed is not None else int(self._seed_rng.integers(2**63))
+        world_seq, sensor_seq = np.random.SeedSequence(episode_seed).spawn(2)
+        self.rng = rng = np.random.default_rng(world_seq)
+        # Sensor noise has its own stream, so switching sensors off does not change the world.
+        self.sensor_rng = np.random.default_rng(sensor_seq)
+        self._use_map(sc.map_name)
+        net = self.net
+        self.episode_id += 1
+        self.episode_step = 0
+        spacing = self.cfg.map.waypoint_spacing_m
+        goal_bay = -1
+        if sc.map_name == "parking":
+            north = [i for i, yaw in enumerate(net.bay_yaws) if yaw > 0]
+            goal_bay = int(north[rng.integers(len(north) // 3, len(north))])
+            radius = max(self.cfg.map.aisle_width_m / 2.0, self.min_turn_radius * 1.1)
+            self.route = plan_parking_route(net, goal_bay, radius, sc.route_length_m, spacing)
+        else:
+            lane = int(net.spawn_lanes[rng.integers(len(net.spawn_lanes))])
+            if sc.map_name == "town":
+                s0 = float(rng.uniform(2.0, max(3.0, net.lane_len[lane] - 10.0)))
+            else:
+                hi = max(10.0, net.lane_len[lane] - sc.route_length_m - SPAWN_END_MARGIN_M)
+                s0 = float(rng.uniform(10.0, hi)) if hi > 10.0 else 0.0
+            for _ in range(ROUTE_ATTEMPTS):
+                self.route = plan_route(net, rng, lane, s0, sc.route_length_m, spacing)
+                # Reject routes that loop back near their start (the goal would be trivial).
+                if (
+                    np.linalg.norm(self.route.goal - self.route.points[0])
+                    >= ROUTE_MIN_GOAL_FRACTION * self.route.length
+                ):
+                    break
+        pts = self.route.points
+        self.x, self.y = float(pts[0, 0]), float(pts[0, 1])
+        self.yaw = math.atan2(pts[1, 1] - pts[0, 1], pts[1, 0] - pts[0, 0])
+        self.speed = self.yaw_rate = 0.0
+        self._route_idx = 0
+        self.route_version += 1
+        self._route32 = pts.astype(np.float32)
+        self.lights.reset(rng, sc.traffic_lights)
+        if sc.map_name == "parking":
+            free = [i for i in range(len(net.parking_bays)) if i != goal_bay]
+            n = min(sc.num_vehicles, len(free))
+            bays = np.sort(rng.permutation(free)[:n]) if n else np.zeros(0, dtype=np.int64)
+            yaws = np.array(net.bay_yaws)[bays] + np.where(rng.random(n) < 0.5, 0.0, math.pi)
+            self.vehicles.park(net.bay_centres[bays].reshape(-1, 2), yaws)
+        else:
+            self.vehicles.spawn(
+                rng,
+                sc.num_vehicles,
+                sc.target_speed_mps,
+                np.array([self.x, self.y]),
+                self.cfg.idm.ego_clearance_m,
+            )
+        self.pedestrians.spawn(rng, sc.num_pedestrians, sc.jaywalk_probability)
+        size = self.cfg.pedestrians.size_m
+        nv, npd = self.vehicles.n, self.pedestrians.n
+        self._a_len = np.concatenate([self.vehicles.length, np.full(npd, size)])  # [A]
+        self._a_wid = np.concatenate([self.vehicles.width, np.full(npd, size)])  # [A]
+        self._a_height = np.concatenate(
+            [np.full(nv, NPC_HEIGHT_M), np.full(npd, PEDESTRIAN_HEIGHT_M)]
+        )
+        self._a_reach = 0.5 * np.hypot(self._a_len, self._a_wid) + self.ego_radius  # [A]
+        self._a_radius = 0.5 * np.minimum(self._a_len, self._a_wid)
+        self._gather_actors()
+        self.step_id += 1
+        self._probe_tags = self._tags_at(
+            self._probe_points(self.x, self.y, math.cos(self.yaw), math.sin(self.yaw))
+        )
+        return self._frame([], [], False)
+
+    # ------------------------------------------------------------------ stepping
+    def apply_action(self, index: int) -> SensorFrame:
+        """Step with discrete action ``index`` (0 fast_forward ... 5 reverse)."""
+        return self.step(self.cfg.action_control(index))
+
+    def step(self, control: VehicleControl) -> SensorFrame:
+        if self.route is None:
+            raise RuntimeError("World.step() before World.reset()")
+        ctrl, invalid = control.sanitized()
+        if invalid:
+            self.invalid_controls += 1
+        self.step_id += 1
+        self.episode_step += 1
+        dt = self.dt
+        self.lights.update(self.episode_step * dt)
+        prev = (self.x, self.y, self.yaw)
+        self._integrate_ego(ctrl, dt)
+        ego_pos = np.array([[self.x, self.y]])
+        veh, peds = self.vehicles, self.pedestrians
+        if veh.n and not veh.static.all():
+            c, s = math.cos(self.yaw), math.sin(self.yaw)
+            # NPCs also keep clear of where the ego will be in EGO_PREDICT_S.
+            ego_ahead = np.array([[c, s]]) * (max(self.speed, 0.0) * EGO_PREDICT_S)
+            half = self.cfg.pedestrians.size_m / 2.0
+            veh.step(
+                dt,
+                self.rng,
+                self.lights,
+                np.concatenate([veh.pos, ego_pos, ego_pos + ego_ahead, peds.pos]),
+                np.concatenate([veh.yaw, [self.yaw, self.yaw], peds.yaw]),
+                np.concatenate(
+                    [veh.speed, [self.speed, self.speed], peds.speed * (peds.state != 1)]
+                ),
+                np.concatenate(
+                    [veh.length / 2.0, [self.ego_length / 2.0] * 2, np.full(peds.n, half)]
+                ),
+                np.concatenate(
+                    [veh.width / 2.0, [self.ego_width / 2.0] * 2, np.full(peds.n, half)]
+                ),
+                np.zeros(0),
+            )
+            del c, s
+        peds.step(dt, self.rng, self.lights)
+        self._gather_actors()
+        collisions = self._collisions()
+        if collisions:
+            self.x, self.y, self.yaw = prev
+            self.speed = 0.0
+            self._gather_actors()
+            self._probe_tags = self._tags_at(
+                self._probe_points(self.x, self.y, math.cos(self.yaw), math.sin(self.yaw))
+            )
+        invasions, ran_red = self._line_crossings(prev)
+        return self._frame(collisions, invasions, ran_red)
+
+    def _integrate_ego(self, ctrl: VehicleControl, dt: float) -> None:
+        """Kinematic bicycle on the rear axle (exact arc for constant steer), CARLA pedal rules."""
+        veh = self.cfg.vehicle
+        v = self.speed
+        if ctrl.reverse:
+            v += -ctrl.throttle * veh.max_accel_mps2 * REVERSE_ACCEL_FACTOR * dt
+        else:
+            v += ctrl.throttle * veh.max_accel_mps2 * dt
+        resist = (
+            ctrl.brake * veh.max_brake_mps2
+            + (veh.hand_brake_mps2 if ctrl.hand_brake else 0.0)
+            + veh.rolling_resistance_mps2
+            + veh.drag_coefficient * v * v
+        )
+        if v > 0.0:
+            v = max(0.0, v - resist * dt)
+        elif v < 0.0:
+            v = min(0.0, v + resist * dt)
+        v = min(max(v, -veh.reverse_max_speed_mps), veh.max_speed_mps)
+        delta = -ctrl.steer * self.max_steer  # + steer = right = clockwise
+        half_wb = veh.wheelbase_m / 2.0
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        rx, ry = self.x - half_wb * c, self.y - half_wb * s
+        dist = v * dt
+        tan_d = math.tan(delta)
+        dyaw = dist * tan_d / veh.wheelbase_m
+        if abs(dyaw) > 1e-9:
+            radius = veh.wheelbase_m / tan_d
+            yaw1 = self.yaw + dyaw
+            rx += radius * (math.sin(yaw1) - s)
+            ry -= radius * (math.cos(yaw1) - c)
+        else:
+            yaw1 = self.yaw
+            rx += dist * c
+            ry += dist * s
+        self.yaw = wrap_angle(yaw1)
+        self.x = rx + half_wb * math.cos(self.yaw)
+        self.y = ry + half_wb * math.sin(self.yaw)
+        self.speed = v
+        self.yaw_rate = dyaw / dt
+
+    # ------------------------------------------------------------------ events
+    def _gather_actors(self) -> None:
+        """Actor arrays of this tick (vehicles then pedestrians), world and ego frame."""
+        veh, peds = self.vehicles, self.pedestrians
+        self._a_pos = np.concatenate([veh.pos, peds.pos])  # [A, 2]
+        self._a_yaw = np.concatenate([veh.yaw, peds.yaw])  # [A]
+        self._a_speed = np.concatenate([veh.speed, peds.speed * (peds.state != 1)])  # [A]
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        dx = self._a_pos[:, 0] - self.x
+        dy = self._a_pos[:, 1] - self.y
+        self._a_ex = dx * c + dy * s  # [A] ahead
+        self._a_ey = dy * c - dx * s  # [A] left
+        self._a_dist2 = dx * dx + dy * dy
+        rel = self._a_yaw - self.yaw
+        self._a_cr, self._a_sr = np.cos(rel), np.sin(rel)  # [A]
+
+    def _ego_frame_corners(self) -> np.ndarray:
+        """Corners [A, 4, 2] of all actors in the ego frame (x forward, y left)."""
+        hl, hw = self._a_len * 0.5, self._a_wid * 0.5
+        cr, sr = self._a_cr, self._a_sr
+        out = np.empty((len(cr), 4, 2))
+        out[..., 0] = (
+            self._a_ex[:, None] + CORNER_F * (hl * cr)[:, None] - CORNER_L * (hw * sr)[:, None]
+        )
+        out[..., 1] = (
+            self._a_ey[:, None] + CORNER_F * (hl * sr)[:, None] + CORNER_L * (hw * cr)[:, None]
+        )
+        return out
+
+    def _collisions(self) -> list[CollisionEvent]:
+        events = []
+        veh = self.vehicles
+        mass = self.cfg.vehicle.mass_kg
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        if len(self._a_dist2):
+            near = np.nonzero(self._a_dist2 < self._a_reach * self._a_reach)[0]
+            if len(near):
+                hit = self._sat_overlap(near)
+                for k in near[hit]:
+                    if k < veh.n:
+                        other_id = VEHICLE_ID_BASE + int(k)
+                    else:
+                        other_id = PEDESTRIAN_ID_BASE + int(k - veh.n)
+                    other_v = self._a_speed[k] * np.array(
+                        [math.cos(self._a_yaw[k]), math.sin(self._a_yaw[k])]
+                    )
+                    d = self._a_pos[k] - (self.x, self.y)
+                    normal = -d / max(float(np.linalg.norm(d)), 1e-6)
+                    ego_v = np.array([self.speed * c, self.speed * s])
+                    rel = max(abs(float(np.dot(ego_v - other_v, normal))), MIN_IMPULSE_SPEED_MPS)
+                    j = mass * rel * normal
+                    events.append(CollisionEvent(other_id, (float(j[0]), float(j[1]), 0.0)))
+        self._probe_tags = tags = self._tags_at(self._probe_points(self.x, self.y, c, s))
+        if np.any(tags[:4] == _BUILDING):
+            j = (
+                -mass
+                * max(abs(self.speed), MIN_IMPULSE_SPEED_MPS)
+                * (1.0 if self.speed >= 0.0 else -1.0)
+            )
+            events.append(CollisionEvent(STATIC_ACTOR_ID, (j * c, j * s, 0.0)))
+        return events
+
+    def _sat_overlap(self, idx: np.ndarray) -> np.ndarray:
+        """Separating-axis test (ego frame) of the ego box against actors ``idx`` -> [n] bool."""
+        x, y = self._a_ex[idx], self._a_ey[idx]
+        cr, sr = self._a_cr[idx], self._a_sr[idx]
+        hl, hw = self._a_len[idx] * 0.5, self._a_wid[idx] * 0.5
+        el, ew = self.ego_length / 2.0, self.ego_width / 2.0
+        acr, asr = np.abs(cr), np.abs(sr)
+        sep_ego_x = np.abs(x) > el + hl * acr + hw * asr
+        sep_ego_y = np.abs(y) > ew + hl * asr + hw * acr
+        along = np.abs(x * cr + y * sr)
+        across = np.abs(-x * sr + y * cr)
+        sep_oth_x = along > hl + el * acr + ew * asr
+        sep_oth_y = across > hw + el * asr + ew * acr
+        return ~(sep_ego_x | sep_ego_y | sep_oth_x | sep_oth_y)
+
+    def _probe_points(self, x: float, y: float, c: float, s: float) -> np.ndarray:
+        """Body corners [0:4], wheels [4:8] and centre [8] in the map frame -> [9, 2]."""
+        return self._probe_body @ np.array([[c, s], [-s, c]]) + (x, y)
+
+    def _tags_at(self, xy: np.ndarray) -> np.ndarray:
+        x_min, _, _, y_max = self.net.bounds
+        res = self.camera.res
+        h, w = self.map_tags.shape
+        col = np.minimum(np.maximum(((xy[:, 0] - x_min) / res).astype(np.int64), 0), w - 1)
+        row = np.minimum(np.maximum(((y_max - xy[:, 1]) / res).astype(np.int64), 0), h - 1)
+        return self.map_tags[row, col]
+
+    def _wheel_positions(self, x: float, y: float, yaw: float) -> np.ndarray:
+        c, s = math.cos(yaw), math.sin(yaw)
+        return self._wheels @ np.array([[c, s], [-s, c]]) + (x, y)  # [4, 2]
+
+    def _line_crossings(self, prev) -> tuple[list[LaneInvasionEvent], bool]:
+        """Markings crossed by the front wheels and red stop lines crossed by the centre."""
+        idx = self.net.lines_near(self.x, self.y)
+        if len(idx) == 0 or prev == (self.x, self.y, self.yaw):
+            return [], False
+        old = self._wheel_positions(*prev)[:2]
+        new = self._probe_points(self.x, self.y, math.cos(self.yaw), math.sin(self.yaw))[4:6]
+        p = np.concatenate([old, [[prev[0], prev[1]]]])  # [3, 2]
+        q = np.concatenate([new, [[self.x, self.y]]])
+        a, b = self.net.line_a[idx], self.net.line_b[idx]  # [m, 2]
+        r = (q - p)[:, None, :]  # [3, 1, 2]
+        sv = (b - a)[None, :, :]  # [1, m, 2]
+        ap = a[None, :, :] - p[:, None, :]  # [3, m, 2]
+        denom = r[..., 0] * sv[..., 1] - r[..., 1] * sv[..., 0]
+        ok = np.abs(denom) > 1e-12
+        denom = np.where(ok, denom, 1.0)
+        t = (ap[..., 0] * sv[..., 1] - ap[..., 1] * sv[..., 0]) / denom
+        u = (ap[..., 0] * r[..., 1] - ap[..., 1] * r[..., 0]) / denom
+        cross = ok & (t >= 0.0) & (t <= 1.0) & (u >= 0.0) & (u <= 1.0)  # [3, m]
+        if not cross.any():
+            return [], False
+        kind = self.net.line_kind[idx]
+        marks = sorted({int(k) for k in kind[cross[:2].any(axis=0)] if k != STOP_LINE})
+        invasions = [LaneInvasionEvent(tuple(marks))] if marks else []
+        ran_red = False
+        if self.lights.enabled:
+            stop = cross[2] & (kind == STOP_LINE)
+            if stop.any():
+                light = self.net.line_light[idx][stop]
+                ran_red = bool(np.any(self.lights.state[light] == _RED))
+        return invasions, ran_red
+
+    # ------------------------------------------------------------------ frame
+    def _project_route(self) -> tuple[float, float, float]:
+        """Progress [m], lateral offset [m] (+ left) and heading error [rad] w.r.t. the route.
+
+        Searches a few segments around the last match (scalar math: a fixed small window, not
+        a per-actor loop); the whole route (vectorised) when the ego is far from that window.
+        """
+        pts, rs = self.route.points, self.route.s
+        x, y = self.x, self.y
+        last = len(pts) - 2
+        best = (math.inf, 0, 0.0)
+        for k in range(
+            max(0, self._route_idx - ROUTE_WINDOW_BACK),
+            min(last, self._route_idx + ROUTE_WINDOW_AHEAD) + 1,
+        ):
+            ax, ay = pts[k]
+            bx, by = pts[k + 1]
+            abx, aby = bx - ax, by - ay
+            seg2 = abx * abx + aby * aby
+            t = min(max(((x - ax) * abx + (y - ay) * aby) / seg2, 0.0), 1.0) if seg2 > 0.0 else 0.0
+            dx, dy = x - ax - t * abx, y - ay - t * aby
+            d2 = dx * dx + dy * dy
+            if d2 < best[0]:
+                best = (d2, k, t)
+        d2, k, t = best
+        if d2 > ROUTE_LOST_M**2:
+            a, b = pts[:-1], pts[1:]
+            ab = b - a
+            seg2s = np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12)
+            ap = (x, y) - a
+            ts = np.minimum(np.maximum(np.einsum("ij,ij->i", ap, ab) / seg2s, 0.0), 1.0)
+            diff = (x, y) - (a + ts[:, None] * ab)
+            k = int(np.argmin(np.einsum("ij,ij->i", diff, diff)))
+            t = float(ts[k])
+        self._route_idx = k
+        ax, ay = pts[k]
+        abx, aby = pts[k + 1][0] - ax, pts[k + 1][1] - ay
+        length = max(math.hypot(abx, aby), 1e-9)
+        dx, dy = x - ax - t * abx, y - ay - t * aby
+        progress = float(rs[k] + t * length)
+        lateral = float((abx * dy - aby * dx) / length)
+        heading_err = wrap_angle(self.yaw - math.atan2(aby, abx))
+        return progress, lateral, heading_err
+
+    def _goal_reached(self) -> bool:
+        route = self.route
+        dist = math.hypot(self.x - route.goal[0], self.y - route.goal[1])
+        if route.goal_yaw is None:
+            return dist < self.cfg.goal_radius_m
+        err = abs(((self.yaw - route.goal_yaw + math.pi / 2.0) % math.pi) - math.pi / 2.0)
+        return dist < self.cfg.parking_goal_radius_m and err < math.radians(
+            self.cfg.parking_heading_tolerance_deg
+        )
+
+    def _sensors(self, x: float, y: float, yaw: float, nv: int, dist2: np.ndarray):
+        """Camera [H, W, 3] uint8, LiDAR [N, 4] float32 and radar [M, 4] float32 of this tick."""
+        radius = max(self.camera.view_radius, self.lidar.view_radius)
+        near = dist2 < radius * radius  # [A]
+        corners = self._ego_frame_corners()  # [A, 4, 2]
+        veh_corners = corners[:nv][near[:nv]]
+        ped_corners = corners[nv:][near[nv:]]
+        camera = self.camera.render(
+            x,
+            y,
+            yaw,
+            [(veh_corners, CAR_RGB), (ped_corners, PEDESTRIAN_RGB), (self._ego_corners, CAR_RGB)],
+        )
+        lidar = self.lidar.scan(
+            x, y, yaw, [(veh_corners, _CAR), (ped_corners, _PEDESTRIAN)], self.sensor_rng
+        )
+        speed = self._a_speed[near]
+        radar = self.radar.detect(
+            self._a_ex[near],
+            self._a_ey[near],
+            speed * self._a_cr[near],
+            speed * self._a_sr[near],
+            self._a_radius[near],
+            self._a_height[near],
+            self.speed,
+            self.sensor_rng,
+        )
+        return camera, lidar, radar
+
+    def _frame(
+        self, collisions: list[CollisionEvent], invasions: list[LaneInvasionEvent], ran_red: bool
+    ) -> SensorFrame:
+        veh = self.vehicles
+        x, y, yaw = self.x, self.y, self.yaw
+        nv = veh.n
+        dist2 = self._a_dist2
+        nearest = float(math.sqrt(dist2.min())) if len(dist2) else math.inf
+        if self.sensors_enabled:
+            camera, lidar, radar = self._sensors(x, y, yaw, nv, dist2)
+        else:
+            camera, lidar, radar = self._blank_camera, self.lidar.empty, self.radar.empty
+        # Situation.
+        progress, lateral, heading_err = self._project_route()
+        tags = self._probe_tags
+        on_sidewalk = bool(np.any(tags[4:8] == _SIDEWALK))
+        off_road = not bool(DRIVABLE_TAGS[tags[8]])
+        light_state, light_dist = _LIGHT_UNKNOWN, math.inf
+        route = self.route
+        if self.lights.enabled and len(route.stop_s):
+            j = int(np.searchsorted(route.stop_s, progress))
+            if j < len(route.stop_s):
+                light_state = int(self.lights.state[route.stop_light[j]])
+                light_dist = float(route.stop_s[j] - progress - self.ego_length / 2.0)
+        situation = EgoSituation(
+            step_id=self.step_id,
+            episode_id=self.episode_id,
+            episode_step=self.episode_step,
+            phase=self.phase,
+            evaluation=self.evaluation,
+            on_sidewalk=on_sidewalk,
+            off_road=off_road,
+            lateral_offset_m=lateral,
+            heading_error_rad=heading_err,
+            lane_width_m=self.cfg.map.lane_width_m,
+            traffic_light_state=light_state,
+            traffic_light_distance_m=light_dist,
+            ran_red_light=ran_red,
+            nearest_actor_distance_m=nearest,
+            route_remaining_m=max(0.0, route.length - progress),
+            route_progress_m=progress,
+            goal_reached=self._goal_reached(),
+            collision_events=len(collisions),
+            lane_invasion_events=len(invasions),
+        )
+        odom = Odometry(
+            x=x, y=y, z=0.0, yaw=yaw, vx=self.speed, vy=self.yaw_rate * 0.0, yaw_rate=self.yaw_rate
+        )
+        return SensorFrame(
+            step_id=self.step_id,
+            sim_time=self.step_id * self.dt,
+            camera=camera,
+            lidar=lidar,
+            radar=radar,
+            odometry=odom,
+            speed=abs(self.speed),
+            situation=situation,
+            route=self._route32,
+            route_version=self.route_version,
+            collisions=collisions,
+            lane_invasions=invasions,
+        )
+
+    # ------------------------------------------------------------------ views
+    def actors_snapshot(self) -> ActorsSnapshot:
+        veh, peds = self.vehicles, self.pedestrians
+        size = self.cfg.pedestrians.size_m
+        return ActorsSnapshot(
+            positions=np.concatenate([[[self.x, self.y]], veh.pos, peds.pos]),
+            yaws=np.concatenate([[self.yaw], veh.yaw, peds.yaw]),
+            sizes=np.concatenate(
+                [
+                    [[self.ego_length, self.ego_width]],
+                    np.stack([veh.length, veh.width], 1),
+                    np.full((peds.n, 2), size),
+                ]
+            ),
+            kinds=np.concatenate(
+                [[KIND_EGO], np.full(veh.n, KIND_VEHICLE), np.full(peds.n, KIND_PEDESTRIAN)]
+            ).astype(np.int64),
+            ids=np.concatenate(
+                [
+                    [EGO_ACTOR_ID],
+                    VEHICLE_ID_BASE + np.arange(veh.n),
+                    PEDESTRIAN_ID_BASE + np.arange(peds.n),
+                ]
+            ).astype(np.int64),
+            speeds=np.concatenate([[self.speed], veh.speed, peds.speed * (peds.state != 1)]),
+        )
+
+    def render_topdown(self, size_px: int = 800) -> np.ndarray:
+        """Whole-map RGB uint8 picture: map, route, goal, lights, actors (ego in white)."""
+        _, rgb = self.net.raster(self.camera.res)
+        scale = size_px / max(rgb.shape[:2])
+        img = cv2.resize(
+            rgb,
+            (max(1, int(rgb.shape[1] * scale)), max(1, int(rgb.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
+        res = self.camera.res / scale
+
+        def px(xy: np.ndarray) -> np.ndarray:
+            return np.round(self.net.world_to_raster(np.asarray(xy), res) * 4).astype(np.int32)
+
+        if self.route is not None:
+            cv2.polylines(img, [px(self.route.points)], False, (0, 200, 255), 2, cv2.LINE_AA, 2)
+            g = px(self.route.goal)
+            cv2.circle(img, (int(g[0]), int(g[1])), int(4 * 4), (255, 215, 0), 2, cv2.LINE_AA, 2)
+        colours = {
+            TrafficLightState.RED: (255, 0, 0),
+            TrafficLightState.YELLOW: (255, 255, 0),
+            TrafficLightState.GREEN: (0, 255, 0),
+        }
+        for pos, state in zip(self.net.light_pos, self.lights.state):
+            p = px(pos)
+            cv2.circle(
+                img,
+                (int(p[0]), int(p[1])),
+                12,
+                colours.get(int(state), (128, 128, 128)),
+                -1,
+                cv2.LINE_AA,
+                2,
+            )
+        snap = self.actors_snapshot()
+        corners = box_corners(
+            snap.positions,
+            snap.yaws,
+            np.maximum(snap.sizes[:, 0], 1.5 / scale * res),
+            np.maximum(snap.sizes[:, 1], 1.5 / scale * res),
+        )
+        for kind, colour in (
+            (KIND_VEHICLE, PALETTE[Tag.CAR]),
+            (KIND_PEDESTRIAN, PALETTE[Tag.PEDESTRIAN]),
+            (KIND_EGO, (255, 255, 255)),
+        ):
+            sel = corners[snap.kinds == kind]
+            if len(sel):
+                cv2.fillPoly(img, px(sel), tuple(int(v) for v in colour), cv2.LINE_AA, 2)
+        return img

@@ -1,0 +1,170 @@
+"""Runs the graph's nodes as child processes and keeps them alive.
+
+- Every :class:`~carla_rl.graph.NodeSpec` becomes one process (``python -m carla_rl.nodes.<exe>_node
+  --ros-args ...``), in its own process group, bound to die with the supervisor (PR_SET_PDEATHSIG).
+- A node that exits, or whose /diagnostics heartbeat stops for ``heartbeat_timeout_s``, is restarted
+  with exponential backoff; the policy comes back from the latest checkpoint in the save directory.
+- ``stop()``: SIGINT to every node (the policy writes its final checkpoint), wait, then SIGKILL what is
+  left: no orphan process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from carla_rl.graph import NodeSpec, ros_arguments
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    os.setpgrp()
+
+
+@dataclass
+class SupervisorConfig:
+    restart_backoff_s: float = 1.0        # first restart delay; doubles per consecutive crash
+    max_backoff_s: float = 30.0
+    max_restarts: int = 20                # per node, then the run fails
+    heartbeat_timeout_s: float = 30.0     # no /diagnostics from a node for this long -> restart
+    stop_timeout_s: float = 20.0          # SIGINT -> wait this long -> SIGKILL
+
+
+@dataclass
+class ManagedNode:
+    spec: NodeSpec
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+    last_heartbeat: float = 0.0
+    log_path: Path | None = None
+    history: list[str] = field(default_factory=list)
+
+
+def node_command(spec: NodeSpec, config_dir: Path, log_level: str) -> list[str]:
+    return [sys.executable, "-m", f"carla_rl.nodes.{spec.executable}_node",
+            *ros_arguments(spec, config_dir, log_level)]
+
+
+class Supervisor:
+    def __init__(self, specs: list[NodeSpec], config_dir: Path, log_dir: Path, log_level: str = "info",
+                 config: SupervisorConfig | None = None,
+                 resume_checkpoint: Callable[[], str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.config = config or SupervisorConfig()
+        self.config_dir = Path(config_dir)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_level = log_level
+        self.resume_checkpoint = resume_checkpoint
+        self.env = dict(os.environ if env is None else env)
+        self.nodes = {spec.fqn: ManagedNode(spec) for spec in specs}
+        self.failed: str | None = None
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        for managed in self.nodes.values():
+            self._spawn(managed)
+
+    def _spawn(self, managed: ManagedNode) -> None:
+        spec = managed.spec
+        if managed.restarts and spec.role == "policy" and self.resume_checkpoint is not None:
+            checkpoint = self.resume_checkpoint()
+            if checkpoint:
+                spec = replace(spec, parameters={**spec.parameters, "load_model_from": checkpoint})
+                managed.history.append(f"resuming from {checkpoint}")
+        safe = spec.fqn.strip("/").replace("/", "__")
+        managed.log_path = self.log_dir / f"{safe}.log"
+        log = open(managed.log_path, "ab")
+        managed.process = subprocess.Popen(node_command(spec, self.config_dir, self.log_level),
+                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           env=self.env, preexec_fn=_die_with_parent)
+        log.close()
+        managed.started_at = managed.last_heartbeat = time.monotonic()
+
+    def heartbeat(self, fqn: str) -> None:
+        managed = self.nodes.get(fqn)
+        if managed is not None:
+            managed.last_heartbeat = time.monotonic()
+
+    def poll(self) -> list[str]:
+        """Check every node once; restart the dead or silent. Returns what happened (for logging)."""
+        events = []
+        now = time.monotonic()
+        for fqn, managed in self.nodes.items():
+            proc = managed.process
+            if proc is None:
+                if now >= managed.next_start:
+                    self._spawn(managed)
+                    events.append(f"{fqn}: restarted (#{managed.restarts})")
+                continue
+            code = proc.poll()
+            silent = now - managed.last_heartbeat > self.config.heartbeat_timeout_s
+            if code is None and not silent:
+                continue
+            if code is None:  # hung: no heartbeat
+                events.append(f"{fqn}: no heartbeat for {self.config.heartbeat_timeout_s:.0f} s, killing")
+                self._kill(proc)
+                code = proc.wait()
+            managed.process = None
+            managed.restarts += 1
+            if managed.restarts > self.config.max_restarts:
+                self.failed = f"{fqn} crashed {managed.restarts} times (log: {managed.log_path})"
+                events.append(self.failed)
+                continue
+            backoff = min(self.config.restart_backoff_s * 2 ** (managed.restarts - 1), self.config.max_backoff_s)
+            managed.next_start = now + backoff
+            events.append(f"{fqn}: exited with {code}; restarting in {backoff:.1f} s")
+        return events
+
+    def alive(self) -> dict[str, bool]:
+        return {fqn: m.process is not None and m.process.poll() is None for fqn, m in self.nodes.items()}
+
+    def pids(self) -> list[int]:
+        return [m.process.pid for m in self.nodes.values() if m.process is not None]
+
+    def stop(self) -> None:
+        procs = [m.process for m in self.nodes.values() if m.process is not None and m.process.poll() is None]
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._kill(proc)
+                proc.wait()
+        for managed in self.nodes.values():
+            managed.process = None
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def latest_checkpoint(save_dir: Path) -> str:
+    """The newest complete checkpoint under ``save_dir/checkpoints`` ('' if none)."""
+    directory = Path(save_dir) / "checkpoints"
+    if not directory.is_dir():
+        return ""
+    candidates = sorted(directory.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    return str(candidates[-1]) if candidates else ""

@@ -1,0 +1,73 @@
+"""The curriculum manager's services, over DDS from another process: SetPhase 3 succeeds (applied at
+the next episode boundary), 0 and 11 fail with a message naming the valid range, a phase whose
+config is broken fails and says why; GetStatus and the latched status/scenario topics agree."""
+
+import shutil
+
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
+
+from carla_rl import topics  # noqa: E402
+from carla_rl_interfaces.msg import CurriculumStatus, ScenarioConfig  # noqa: E402
+from carla_rl_interfaces.srv import GetStatus, SetPhase  # noqa: E402
+from ros_testing import CONFIG_DIR, NodeProcess, call, spin_until, wait_for_service  # noqa: E402
+from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+
+TIMEOUT_S = 60.0
+
+
+def start_curriculum(tmp_path, config_file):
+    return NodeProcess.node("curriculum_manager",
+                            ["--params-file", str(config_file), "-p", f"save_dir:={tmp_path}"], tmp_path)
+
+
+@pytest.fixture
+def ros_node():
+    rclpy.init()
+    node = rclpy.create_node("curriculum_test_client")
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+@pytest.mark.ros
+def test_set_phase_service(tmp_path, ros_node):
+    statuses, scenarios = [], []
+    ros_node.create_subscription(CurriculumStatus, topics.CURRICULUM_STATUS, statuses.append, qos.LATCHED)
+    ros_node.create_subscription(ScenarioConfig, topics.SCENARIO, scenarios.append, qos.LATCHED)
+    with start_curriculum(tmp_path, CONFIG_DIR / "curriculum.yaml") as proc:
+        client = wait_for_service(ros_node, SetPhase, topics.SET_PHASE_SERVICE, TIMEOUT_S)
+        ok = call(ros_node, client, SetPhase.Request(phase=3), TIMEOUT_S)
+        assert ok.success, ok.message
+        assert "phase 3" in ok.message and "next episode" in ok.message
+        for bad in (0, 11):
+            response = call(ros_node, client, SetPhase.Request(phase=bad), TIMEOUT_S)
+            assert not response.success
+            assert "1..10" in response.message, response.message
+        status_client = wait_for_service(ros_node, GetStatus, topics.GET_STATUS_SERVICE, TIMEOUT_S)
+        status = call(ros_node, status_client, GetStatus.Request(), TIMEOUT_S).status
+        assert (status.phase, status.pending_phase, status.num_phases) == (1, 3, 10)
+        # latched: the scenario of phase 1 at start, then phase 3's (applied by simulators at their reset)
+        assert spin_until(ros_node, lambda: any(s.phase == 3 for s in scenarios), TIMEOUT_S), proc.output()
+        assert next(s for s in scenarios if s.phase == 3).name == "simple_turns"
+        assert spin_until(ros_node, lambda: statuses and statuses[-1].pending_phase == 3, TIMEOUT_S)
+        assert proc.alive(), proc.output()
+    assert proc.proc.returncode == 0, proc.output()
+
+
+@pytest.mark.ros
+def test_set_phase_refuses_a_broken_phase(tmp_path, ros_node):
+    data = yaml.safe_load((CONFIG_DIR / "curriculum.yaml").read_text())
+    data["/**"]["ros__parameters"]["phases"]["phase_4"]["scenario"]["num_vehicles"] = -5
+    broken = tmp_path / "curriculum.yaml"
+    broken.write_text(yaml.safe_dump(data))
+    with start_curriculum(tmp_path, broken) as proc:
+        client = wait_for_service(ros_node, SetPhase, topics.SET_PHASE_SERVICE, TIMEOUT_S)
+        response = call(ros_node, client, SetPhase.Request(phase=4), TIMEOUT_S)
+        assert not response.success
+        assert "num_vehicles" in response.message, response.message
+        assert call(ros_node, client, SetPhase.Request(phase=5), TIMEOUT_S).success
+        assert proc.alive(), proc.output()
+    shutil.rmtree(tmp_path, ignore_errors=True)

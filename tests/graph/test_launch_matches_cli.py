@@ -1,0 +1,115 @@
+"""The launch files and the `carla-rl` CLI build the same graph from carla_rl.graph: same nodes,
+namespaces, parameter files and parameter overrides; and every executable exists in the package."""
+
+import dataclasses
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import launch_stubs
+from carla_rl import cli, commands
+from carla_rl.graph import OPTION_FLAGS, GraphOptions, build_graph, ros_arguments
+from carla_rl.supervisor import node_command
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_DIR = ROOT / "launch"
+CONFIG_DIR = ROOT / "config"
+
+
+def load_launch(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), LAUNCH_DIR / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description()
+
+
+def resolve(description, overrides: dict[str, str]):
+    """Launch-argument defaults + command-line overrides -> the Node actions, as ros2 launch does."""
+    configs = {e.name: e.default_value for e in description.entities
+               if isinstance(e, launch_stubs.DeclareLaunchArgument)}
+    configs.update(overrides)
+    nodes = []
+    for entity in description.entities:
+        if isinstance(entity, launch_stubs.OpaqueFunction):
+            nodes += entity.run(configs)
+    return nodes
+
+
+def cli_specs(argv: list[str]):
+    args = cli.build_parser().parse_args(["train", *argv])
+    return build_graph(commands._graph_options(args, training=True))
+
+
+@pytest.mark.parametrize("cli_argv,launch_args", [
+    ([], {}),
+    (["--parallel-envs", "3", "--seed", "7", "--phase", "2", "--batch-size", "64", "--num-episodes", "40"],
+     {"num_envs": "3", "seed": "7", "phase": "2", "batch_size": "64", "num_episodes": "40"}),
+])
+def test_train_launch_builds_the_cli_graph(tmp_path, cli_argv, launch_args):
+    save_dir = str(tmp_path / "run")
+    expected = cli_specs(cli_argv + ["--save-dir", save_dir])
+    with launch_stubs.installed():
+        nodes = resolve(load_launch("train.launch.py"),
+                        {**launch_args, "save_dir": save_dir, "config_dir": str(CONFIG_DIR)})
+    assert [(n.kwargs["name"], n.kwargs["namespace"], n.kwargs["executable"]) for n in nodes] == \
+        [(s.name, s.namespace, s.executable) for s in expected]
+    for node, spec in zip(nodes, expected):
+        files, overrides = node.kwargs["parameters"][:-1], node.kwargs["parameters"][-1]
+        assert files == [str(CONFIG_DIR / f) for f in spec.params_files]
+        assert overrides == spec.parameters
+        assert node.kwargs["package"] == "carla_rl"
+        assert node.kwargs["remappings"] == list(spec.remappings)
+        # and the CLI's process gets exactly these as --ros-args
+        argv = node_command(spec, CONFIG_DIR, "info")
+        assert argv[argv.index("--ros-args"):] == ros_arguments(spec, CONFIG_DIR, "info")
+        for f in files:
+            assert f"--params-file" in argv and f in argv
+
+
+def test_eval_launch_is_the_graph_without_training(tmp_path):
+    with launch_stubs.installed():
+        nodes = resolve(load_launch("eval.launch.py"), {"save_dir": str(tmp_path), "config_dir": str(CONFIG_DIR)})
+    policy = next(n for n in nodes if n.kwargs["name"] == "dqn_policy")
+    assert policy.kwargs["parameters"][-1]["training"] is False
+
+
+def test_sim_and_carla_launch_files_resolve(tmp_path):
+    with launch_stubs.installed():
+        sim_nodes = resolve(load_launch("sim.launch.py"), {"config_dir": str(CONFIG_DIR)})
+        carla_nodes = resolve(load_launch("carla.launch.py"), {"config_dir": str(CONFIG_DIR),
+                                                                "save_dir": str(tmp_path)})
+    assert [n.kwargs["executable"] for n in sim_nodes] == ["embedded_simulator"]
+    assert sim_nodes[0].kwargs["parameters"][-1]["shell.autopilot"] is True
+    assert "carla_bridge_adapter" in [n.kwargs["executable"] for n in carla_nodes]
+    assert "embedded_simulator" not in [n.kwargs["executable"] for n in carla_nodes]
+
+
+def test_every_option_is_a_cli_flag_and_a_launch_argument():
+    parser = cli.build_parser()
+    train_flags = {opt for a in parser._subparsers._group_actions[0].choices["train"]._actions
+                   for opt in a.option_strings} | {opt for a in parser._actions for opt in a.option_strings}
+    with launch_stubs.installed():
+        declared = {e.name for e in load_launch("train.launch.py").entities
+                    if isinstance(e, launch_stubs.DeclareLaunchArgument)}
+    for f in dataclasses.fields(GraphOptions):
+        flag, description = OPTION_FLAGS[f.name]
+        assert description
+        assert f.name in declared, f"launch argument {f.name} missing"
+        if flag:
+            assert flag in train_flags, f"CLI flag {flag} missing"
+
+
+def test_every_executable_exists_in_the_installed_package():
+    options = GraphOptions(num_envs=2)
+    executables = {s.executable for s in build_graph(options)}
+    executables |= {s.executable for s in build_graph(dataclasses.replace(options, simulator="carla"))}
+    executables |= {s.executable for s in build_graph(dataclasses.replace(options, simulator="bridge"))}
+    prefix = Path(os.environ.get("COLCON_PREFIX_PATH", str(ROOT / "install")).split(os.pathsep)[0])
+    for exe in sorted(executables):
+        assert importlib.util.find_spec(f"carla_rl.nodes.{exe}_node") is not None, exe
+        installed = prefix / "lib" / "carla_rl" / exe
+        assert installed.exists(), f"{installed} missing (launch_ros looks there)"
+        assert shutil.which(exe), f"{exe} not on PATH after sourcing install/setup.bash"

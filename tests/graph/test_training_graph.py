@@ -1,0 +1,69 @@
+"""The real training graph in processes (2 envs, embedded simulators, preprocessors, policy, reward
+evaluator, curriculum) for several episodes: the replay fills, losses are finite, every reward term
+agrees with the event or quantity that caused it, and shutdown leaves no process behind."""
+
+import math
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
+
+from graph_harness import GraphRun  # noqa: E402
+
+TIMEOUT_S = 300.0
+NUM_ENVS = 2
+PHASE = 5  # static traffic + pedestrians: random driving meets collisions, sidewalks and proximity
+
+
+def stamp_ns(stamp):
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_training_graph_end_to_end(tmp_path):
+    run = GraphRun(tmp_path, NUM_ENVS, PHASE, sim_params={"shell.required_subscribers": 3})
+    rclpy.init()
+    node = rclpy.create_node("graph_test_observer")
+    run.attach(node, NUM_ENVS)
+    try:
+        run.supervisor.start()
+        ok = run.spin_until(node, lambda: len(run.episodes) >= 6 and run.learning_ok()
+                            and max(t.replay_size for t in run.training) >= 64, TIMEOUT_S)
+        assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}\n{run.logs()}"
+        assert all(run.supervisor.alive().values()), run.logs()
+    finally:
+        run.stop_and_check_no_orphans()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+    losses = [t.loss for t in run.training if t.updates > 0]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert {e.env_id for e in run.episodes} == set(range(NUM_ENVS))
+
+    checked = {"collision": 0, "sidewalk": 0, "proximity": 0, "ticks": 0}
+    for reward in run.rewards:
+        situation = run.situations.get((reward.env_id, reward.step_id))
+        if situation is None or reward.episode_step == 0:
+            continue
+        terms = dict(zip(reward.term_names, reward.term_values))
+        assert sum(terms.values()) == pytest.approx(reward.reward, abs=1e-3)
+        events = run.collisions.get((reward.env_id, stamp_ns(reward.header.stamp)), [])
+        assert len(events) == situation.collision_events
+        assert (terms["collision"] == pytest.approx(-1000.0)) == (len(events) > 0), (reward, events)
+        assert (terms["sidewalk"] == pytest.approx(-800.0)) == situation.on_sidewalk
+        assert (terms["goal"] == pytest.approx(300.0)) == situation.goal_reached
+        assert (terms["proximity"] == pytest.approx(-15.0)) == (situation.nearest_actor_distance_m < 3.0)
+        assert (terms["red_light"] != 0.0) == situation.ran_red_light
+        if reward.terminated:
+            assert reward.termination_reason in ("collision", "sidewalk", "off_road", "goal_reached")
+        if reward.truncated:
+            assert reward.termination_reason in ("timeout", "stuck")
+        checked["ticks"] += 1
+        checked["collision"] += len(events) > 0
+        checked["sidewalk"] += situation.on_sidewalk
+        checked["proximity"] += terms["proximity"] != 0.0
+    assert checked["ticks"] > 200, checked
+    assert checked["collision"] + checked["sidewalk"] > 0, f"no terminal event was exercised: {checked}"
+    reasons = {e.termination_reason for e in run.episodes}
+    assert reasons <= {"collision", "sidewalk", "off_road", "goal_reached", "timeout", "stuck"}, reasons

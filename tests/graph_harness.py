@@ -1,0 +1,103 @@
+"""Run the real training graph (carla_rl.graph + supervisor) inside a test and watch its topics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+from ros_testing import CONFIG_DIR, pid_alive
+
+# small learner settings so a few episodes exercise learning on 2 CPU cores
+FAST_LEARNER = {"agent.learning_starts": 64, "agent.batch_size": 16, "agent.replay.capacity": 20000}
+
+
+class GraphRun:
+    def __init__(self, tmp_path: Path, num_envs: int, phase: int, policy_params: dict | None = None,
+                 sim_params: dict | None = None, seed: int = 3) -> None:
+        from carla_rl.graph import GraphOptions, build_graph
+        from carla_rl.supervisor import Supervisor, SupervisorConfig, latest_checkpoint
+
+        self.save_dir = tmp_path / "run"
+        options = GraphOptions(num_envs=num_envs, phase=phase, save_dir=str(self.save_dir), monitor=False,
+                               seed=seed)
+        specs = []
+        for spec in build_graph(options):
+            if spec.role == "policy":
+                spec = replace(spec, parameters={**spec.parameters, **FAST_LEARNER, **(policy_params or {})})
+            if spec.role == "simulator":
+                spec = replace(spec, parameters={**spec.parameters, **(sim_params or {})})
+            specs.append(spec)
+        self.specs = specs
+        self.supervisor = Supervisor(specs, CONFIG_DIR, self.save_dir / "logs", "info",
+                                     config=SupervisorConfig(restart_backoff_s=0.5, heartbeat_timeout_s=60.0),
+                                     resume_checkpoint=lambda: latest_checkpoint(self.save_dir))
+        self.rewards = []
+        self.situations = {}
+        self.collisions = defaultdict(list)
+        self.episodes = []
+        self.training = []
+
+    def attach(self, node, num_envs: int) -> None:
+        from carla_rl import topics
+        from carla_rl.nodes import qos_profiles as qos
+        from carla_rl_interfaces.msg import (CollisionEvent, EgoSituation, EpisodeStats, StepReward,
+                                             TrainingStats)
+
+        for env in range(num_envs):
+            ns = topics.env_namespace(env)
+            node.create_subscription(StepReward, f"{ns}/{topics.STEP_REWARD}", self.rewards.append, qos.SENSOR)
+            node.create_subscription(
+                EgoSituation, f"{ns}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.SITUATION)}",
+                lambda m, e=env: self.situations.__setitem__((e, m.step_id), m), qos.SENSOR)
+            node.create_subscription(
+                CollisionEvent, f"{ns}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.COLLISION)}",
+                lambda m, e=env: self.collisions[(e, _stamp_ns(m.header.stamp))].append(m), qos.EVENTS)
+        node.create_subscription(EpisodeStats, topics.EPISODE_STATS, self.episodes.append, qos.EVENTS)
+        node.create_subscription(TrainingStats, topics.TRAINING_STATS, self.training.append, qos.EVENTS)
+
+    def spin_until(self, node, predicate, timeout: float) -> bool:
+        import rclpy
+
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            rclpy.spin_once(node, timeout_sec=0.05)
+            self.supervisor.poll()
+        return True
+
+    def learning_ok(self) -> bool:
+        return any(t.updates >= 5 and math.isfinite(t.loss) for t in self.training)
+
+    def pid_of(self, role: str, env: int | None = None) -> int:
+        for managed in self.supervisor.nodes.values():
+            if managed.spec.role == role and (env is None or managed.spec.namespace == f"/env_{env}"):
+                return managed.process.pid
+        raise KeyError(role)
+
+
+    def pid_of_safe(self, role: str, env: int | None = None):
+        for managed in self.supervisor.nodes.values():
+            if managed.spec.role == role and (env is None or managed.spec.namespace == f"/env_{env}"):
+                proc = managed.process
+                return proc.pid if proc is not None and proc.poll() is None else None
+        return None
+
+    def logs(self) -> str:
+        out = []
+        for path in sorted((self.save_dir / "logs").glob("*.log")):
+            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(out)
+
+    def stop_and_check_no_orphans(self) -> None:
+        pids = self.supervisor.pids()
+        self.supervisor.stop()
+        alive = [pid for pid in pids if pid_alive(pid)]
+        assert not alive, f"processes left behind: {alive}"
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec

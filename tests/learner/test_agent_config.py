@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from carla_rl.config import ConfigError, load_section, to_mapping
+from carla_rl.learner.agent_config import (AgentConfig, load_agent_config, network_preset)
+
+AGENT_YAML = Path(__file__).resolve().parents[2] / "config" / "agent.yaml"
+
+
+def test_agent_yaml_loads_and_matches_defaults():
+    cfg = load_agent_config(AGENT_YAML)
+    assert to_mapping(cfg) == to_mapping(AgentConfig())
+    assert cfg.replay.alpha == 0.6 and cfg.replay.beta_start == 0.4 and cfg.n_atoms == 51
+
+
+def test_agent_yaml_loads_through_load_section_wrapper():
+    from dataclasses import dataclass
+
+    from carla_rl.config import param
+
+    @dataclass
+    class PolicyParams:
+        agent: AgentConfig = param(default_factory=AgentConfig, description="learner")
+
+    assert isinstance(load_section(AGENT_YAML, "dqn_policy", PolicyParams).agent, AgentConfig)
+
+
+def test_bad_values_name_the_key(tmp_path):
+    bad = tmp_path / "agent.yaml"
+    bad.write_text("dqn_policy:\n  ros__parameters:\n    agent:\n      replay: {alpha: 2.0}\n")
+    with pytest.raises(ConfigError, match="agent.replay.alpha"):
+        load_agent_config(bad)
+    bad.write_text("dqn_policy:\n  ros__parameters:\n    agent:\n      v_min: 5.0\n"
+                   "      v_max: 1.0\n")
+    with pytest.raises(ConfigError, match="v_max"):
+        load_agent_config(bad)
+    bad.write_text("dqn_policy:\n  ros__parameters:\n    agent:\n      no_such_key: 1\n")
+    with pytest.raises(ConfigError, match="no_such_key"):
+        load_agent_config(bad)
+
+
+def test_presets():
+    nature = network_preset("nature")
+    assert nature.conv_channels == [32, 64, 64] and nature.hidden_size == 512
+    assert AgentConfig().with_network_preset("nature").network == nature
+    with pytest.raises(ConfigError):
+        network_preset("huge")

@@ -1,0 +1,143 @@
+"""The device replay / fast update path, run eagerly on CPU (graphs are tested on CUDA)."""
+
+import numpy as np
+import pytest
+import torch
+
+from carla_rl.learner.dqn_agent import DQNAgent
+from carla_rl.learner.fast_update import DeviceReplay, FastUpdater
+from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer
+
+from helpers import TINY_SPEC, tiny_config
+from test_replay_buffer import GAMMA, SPEC, drive
+
+
+@pytest.mark.parametrize("capacity", [10_000, 97])
+def test_device_replay_matches_host_replay(capacity):
+    buffer = ReplayBuffer(capacity, SPEC, n_step=3, gamma=GAMMA)
+    drive(buffer, ticks=150, num_envs=3, seed=1)
+    mirror = DeviceReplay(buffer, torch.device("cpu"), prioritized=False, alpha=0.6,
+                          priority_eps=1e-6)
+    mirror.sync()
+    alive = np.arange(buffer.oldest_seq, buffer.total)
+    host_valid = buffer.is_valid(alive)
+    dev_valid = (mirror.leaves.view(-1)[torch.from_numpy(alive % capacity)] > 0).numpy()
+    np.testing.assert_array_equal(dev_valid, host_valid)
+    seqs = alive[host_valid]
+    host = buffer._gather(seqs, np.ones(len(seqs)))
+    dev = mirror.gather(torch.from_numpy(seqs % capacity), torch.ones(len(seqs)))
+    np.testing.assert_array_equal(dev.frames.numpy(), host.frames)
+    np.testing.assert_array_equal(dev.next_frames.numpy(), host.next_frames)
+    np.testing.assert_array_equal(dev.actions.numpy(), host.actions)
+    np.testing.assert_array_equal(dev.returns.numpy(), host.returns)
+    np.testing.assert_array_equal(dev.discounts.numpy(), host.discounts)
+    np.testing.assert_array_equal(dev.vectors.numpy(), host.vectors)
+    np.testing.assert_array_equal(dev.next_vectors.numpy(), host.next_vectors)
+    np.testing.assert_array_equal(dev.next_masks.numpy(), host.next_masks)
+
+
+def _valid_tables(replay: DeviceReplay) -> dict[str, torch.Tensor]:
+    valid = replay.leaves.view(-1)[:replay.capacity] > 0
+    names = ("frames", "vectors", "actions", "stack_slots", "returns", "discounts",
+             "boot_slots", "masks")
+    return {"leaves": replay.leaves, **{n: getattr(replay, n)[valid] for n in names}}
+
+
+def test_incremental_sync_equals_full_sync_and_sampling_is_proportional():
+    buffer = PrioritizedReplayBuffer(61, SPEC, n_step=3, gamma=GAMMA)
+    drive(buffer, ticks=40, num_envs=3, seed=2)
+    incremental = DeviceReplay(buffer, torch.device("cpu"), True, 0.6, 1e-6)
+    buffer.take_dirty()
+    incremental.sync()
+    rng = np.random.default_rng(0)
+    for round_ in range(30):  # wraps the ring several times, syncing at odd moments
+        drive(buffer, ticks=int(rng.integers(1, 4)), num_envs=3, seed=100 + round_)
+        incremental.sync(buffer.take_dirty())
+    full = DeviceReplay(buffer, torch.device("cpu"), True, 0.6, 1e-6)
+    full.sync()
+    inc, ref = _valid_tables(incremental), _valid_tables(full)
+    for name in ref:
+        assert torch.equal(inc[name], ref[name]), name
+    torch.manual_seed(0)
+    prio = torch.rand(61) * (full.leaves.view(-1)[:61] > 0)
+    full.update_priorities(torch.arange(61), prio, prio > 0)
+    counts = torch.zeros(61)
+    for _ in range(500):
+        slots, batch, valid = full.sample(32, torch.tensor(0.4))
+        assert valid.all()
+        counts += torch.bincount(slots, minlength=61)
+    leaves = full.leaves.view(-1)[:61].double()
+    expected = leaves / leaves.sum() * counts.sum()
+    keep = expected > 0
+    assert counts[~keep].sum() == 0
+    chi2 = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    assert chi2 < 100.0, chi2  # dof <= 60; 99.9% quantile ~ 99.6
+
+
+def test_fast_updater_runs_eagerly_on_cpu_and_tracks_new_data():
+    cfg = tiny_config(learning_starts=32, target_update="soft", tau=0.1)
+    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
+    rng = np.random.default_rng(0)
+
+    def feed(steps):
+        for t in range(steps):
+            agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
+                          rng.random(3, dtype=np.float32), float(rng.normal()), False, False,
+                          agent.replay.total == 0)
+            agent.record_action(0, int(rng.integers(0, 3)))
+
+    feed(100)
+    fast = FastUpdater(agent, use_graph=True)  # no CUDA here: falls back to eager steps
+    assert not fast.use_graph
+    before = [p.clone() for p in agent.online.parameters()]
+    for _ in range(5):
+        stats = fast.update()
+        assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.online.parameters()))
+    feed(20)
+    fast.sync()
+    assert int(fast.replay.size) == len(agent.replay)
+    assert torch.equal(fast.replay.frames, torch.from_numpy(agent.replay.frames))
+
+
+@pytest.mark.parametrize("distributional,prioritized", [(True, True), (False, False)])
+def test_update_step_has_no_host_syncs(distributional, prioritized):
+    """What the CUDA graph captures must not read device values on the host (item(), nonzero,
+    boolean masks). Checked on CPU with a dispatch mode; the optimizer step is excluded here
+    (on CUDA it is Adam(capturable=True, fused=True))."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncing = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2",
+               "index_select_backward"}
+
+    class SyncSpy(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.hits = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.__name__.split(".")[0]
+            if name in syncing:
+                self.hits.append(func.__name__)
+            if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
+                indices = args[1] if len(args) > 1 else []
+                if any(t is not None and t.dtype == torch.bool for t in indices):
+                    self.hits.append(f"{func.__name__} with a boolean mask")
+            return func(*args, **(kwargs or {}))
+
+    cfg = tiny_config(learning_starts=32, target_update="soft", distributional=distributional,
+                      noisy=distributional)
+    cfg.replay.prioritized = prioritized
+    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
+                      rng.random(3, dtype=np.float32), 1.0, False, False, t == 0)
+        agent.record_action(0, 1)
+    fast = FastUpdater(agent, use_graph=False)
+    fast.update()  # initialises the optimizer state
+    agent.algorithm.optimizer.step = lambda *a, **k: None
+    spy = SyncSpy()
+    with spy:
+        fast._step()
+    assert spy.hits == []

@@ -1,0 +1,20 @@
+"""Shared fixtures of the simulator tests: the real config files."""
+
+from __future__ import annotations
+
+import pytest
+from sim_helpers import CONFIG_DIR
+
+from carla_rl.config import load_section
+from carla_rl.scenario import load_phases
+from carla_rl.sim.sim_config import SimConfig
+
+
+@pytest.fixture(scope="session")
+def sim_config() -> SimConfig:
+    return load_section(CONFIG_DIR / "sim.yaml", "embedded_simulator", SimConfig)
+
+
+@pytest.fixture(scope="session")
+def phases():
+    return load_phases(CONFIG_DIR / "curriculum.yaml")
