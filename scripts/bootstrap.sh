@@ -31,6 +31,23 @@ for tool in cmake:cmake g++:g++ make:make; do
   command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is missing; it builds the interfaces package (Debian: apt-get install $pkg)"
 done
 
+# pip can hide a refused connection behind "ResolutionImpossible": ask the index directly.
+# Prints "<url>: <reason>" when the package index cannot be reached, nothing otherwise.
+registry_unreachable() {
+  "$VENV/bin/python" - <<'PY' 2>/dev/null
+import os, subprocess, sys, urllib.request
+url = os.environ.get("PIP_INDEX_URL")
+if not url:
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    urls = [line.split("=", 1)[1].strip("'\"") for line in out.splitlines() if line.split("=", 1)[0].rsplit(".", 1)[-1] == "index-url"]
+    url = urls[0] if urls else "https://pypi.org/simple"
+try:
+    urllib.request.urlopen(url.rstrip("/") + "/ros-rclpy/", timeout=15).read(1)
+except Exception as exc:
+    print(f"{url}: {getattr(exc, 'reason', exc)}")
+PY
+}
+
 free_gb() { df -Pk "$ROOT" | awk 'NR==2 {print int($4 / 1048576)}'; }
 
 # --- the venv -----------------------------------------------------------------------------------
@@ -47,10 +64,11 @@ if [ "$(cat "$STAMPS/requirements" 2>/dev/null)" != "$REQ_HASH" ]; then
   log=$VENV/pip-install.log
   if ! "$VENV/bin/python" -m pip install --upgrade pip >"$log" 2>&1 \
      || ! "$VENV/bin/python" -m pip install -r requirements.txt -c requirements-lock.txt >>"$log" 2>&1; then
+    unreachable=$(registry_unreachable)
     if grep -qiE "No space left on device" "$log"; then
       die "the disk is full (No space left on device); free space and run again. Log: $log"
-    elif grep -qiE "Failed to establish a new connection|Temporary failure in name resolution|Could not fetch URL|Max retries exceeded|Network is unreachable|ConnectTimeout" "$log"; then
-      die "a package registry could not be reached (PyPI); check the network or proxy settings. Log: $log"
+    elif [ -n "$unreachable" ] || grep -qiE "Failed to establish a new connection|Temporary failure in name resolution|Network is unreachable|ConnectTimeout" "$log"; then
+      die "a package registry could not be reached (${unreachable:-see log}); check the network or proxy settings. Log: $log"
     elif grep -qiE "No matching distribution found|Could not find a version" "$log"; then
       die "$(grep -iE 'No matching distribution found|Could not find a version' "$log" | head -n1) (ROS wheels exist for x86_64/aarch64 manylinux_2_28, CPython 3.10-3.14). Log: $log"
     fi

@@ -71,3 +71,27 @@ def test_set_phase_refuses_a_broken_phase(tmp_path, ros_node):
         assert call(ros_node, client, SetPhase.Request(phase=5), TIMEOUT_S).success
         assert proc.alive(), proc.output()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.ros
+def test_cli_set_phase_and_status(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from ros_testing import ros_env
+
+    with start_curriculum(tmp_path, CONFIG_DIR / "curriculum.yaml") as proc:
+        def cli(*argv):
+            return subprocess.run([sys.executable, "-m", "carla_rl.cli", *argv], capture_output=True, text=True,
+                                  timeout=120, env=ros_env())
+
+        ok = cli("set-phase", "4", "--timeout", "60")
+        assert ok.returncode == 0, ok.stderr + proc.output()
+        assert "phase 4" in ok.stdout
+        bad = cli("set-phase", "11", "--timeout", "60")
+        assert bad.returncode == 1 and "1..10" in bad.stdout
+        status = cli("status", "--json", "--timeout", "60")
+        assert status.returncode == 0, status.stderr
+        data = json.loads(status.stdout)
+        assert (data["phase"], data["pending_phase"], data["num_phases"]) == (1, 4, 10)

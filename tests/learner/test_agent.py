@@ -166,3 +166,19 @@ def test_agent_learns_chain_mdp(rainbow, seed, device_replay):
     run_chain(agent, env_steps=2000, update=update)
     assert agent.updates > 1000
     assert greedy_actions(agent) == [1] * (ChainMDP.LENGTH - 2)  # always move right
+
+
+def test_categorical_projection_stays_in_bounds_when_rounding_overshoots():
+    """linspace(-4.1, 4.1, 51) puts (v_max - v_min) / delta_z at 50.0000038 in float32: before the
+    clamp, ceil() gave atom 51 and scatter_add_ went out of bounds (first seen on CUDA)."""
+    import torch
+
+    from carla_rl.learner.dqn_agent import categorical_projection
+
+    support = torch.linspace(-4.1, 4.1, 51)
+    next_probs = torch.full((3, 51), 1.0 / 51)
+    returns = torch.tensor([4.1, 0.0, 100.0])
+    discounts = torch.tensor([1.0, 1.0, 0.0])
+    projected = categorical_projection(next_probs, returns, discounts, support)
+    assert torch.allclose(projected.sum(1), torch.ones(3))
+    assert projected[2, -1] == pytest.approx(1.0)  # a return above v_max lands on the top atom

@@ -162,3 +162,29 @@ def test_wrong_image_shape_is_rejected():
 def test_action_mask():
     assert action_mask([0, 3, 4], 6).tolist() == [1, 0, 0, 1, 1, 0]
     assert action_mask([], 6).tolist() == [1] * 6
+
+
+def test_route_lookahead_points_are_in_the_ego_frame():
+    from carla_rl.preprocess import ObservationBuilder, PreprocessConfig
+    from carla_rl.sensor_frame import EgoSituation, Odometry
+
+    builder = ObservationBuilder(PreprocessConfig())
+    names = builder.vector_names
+    camera = np.zeros((84, 84, 3), np.uint8)
+    lidar = np.zeros((0, 4), np.float32)
+    # no route yet: the look-ahead features are zero
+    _, vector = builder.build(camera, lidar, Odometry(), 0.0, EgoSituation())
+    assert vector[names.index("route_ahead_10m_x")] == 0.0
+    # a route along +x then turning left (+y) at x = 20
+    builder.set_route(np.array([[0.0, 0.0], [20.0, 0.0], [20.0, 40.0]]))
+    scale = builder.config.vector.route_lookahead_scale_m
+    _, vector = builder.build(camera, lidar, Odometry(x=0.0, y=0.0, yaw=0.0), 0.0,
+                              EgoSituation(route_progress_m=0.0))
+    assert vector[names.index("route_ahead_10m_x")] == pytest.approx(10.0 / scale)
+    assert vector[names.index("route_ahead_10m_y")] == pytest.approx(0.0)
+    assert vector[names.index("route_ahead_40m_x")] == pytest.approx(20.0 / scale)   # the turn ...
+    assert vector[names.index("route_ahead_40m_y")] == pytest.approx(20.0 / scale)   # ... is to the left
+    # the same route seen by an ego facing +y (yaw 90 deg): straight ahead becomes its right
+    _, vector = builder.build(camera, lidar, Odometry(yaw=np.pi / 2), 0.0, EgoSituation())
+    assert vector[names.index("route_ahead_10m_x")] == pytest.approx(0.0, abs=1e-6)
+    assert vector[names.index("route_ahead_10m_y")] == pytest.approx(-10.0 / scale)

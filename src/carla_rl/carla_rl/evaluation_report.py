@@ -120,6 +120,7 @@ def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Pa
                                 phase=phase)
             driver.start(world, scenario.allowed_actions)
             builder.reset()
+            builder.set_route(frame.route)
             calculator.reset(scenario)
             stats.start(0, k, phase, True)
             while True:
@@ -127,7 +128,10 @@ def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Pa
                 if driver.needs_observation:
                     speed = float(np.hypot(frame.odometry.vx, frame.odometry.vy))
                     observation = builder.build(frame.camera, frame.lidar, frame.odometry, speed, frame.situation)
+                route_version = frame.route_version
                 frame = world.step(driver.control(frame, observation))
+                if frame.route_version != route_version:
+                    builder.set_route(frame.route)
                 speed = float(np.hypot(frame.odometry.vx, frame.odometry.vy))
                 result = calculator.step(frame.situation, frame.odometry, speed, frame.collisions,
                                          frame.lane_invasions)

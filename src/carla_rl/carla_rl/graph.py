@@ -146,7 +146,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         specs.append(NodeSpec(name=sim_exec, executable=sim_exec, namespace=ns, params_files=sim_files,
                               parameters=sim_params, role="simulator"))
         specs.append(NodeSpec(name="sensor_preprocessor", executable="sensor_preprocessor", namespace=ns,
-                              params_files=("sim.yaml", "preprocess.yaml"),
+                              params_files=("sim.yaml", "preprocess.yaml", "curriculum.yaml"),
                               parameters={"env_id": env_id}, role="preprocessor"))
     policy_params: dict[str, Any] = {"num_envs": options.num_envs, "device": options.device,
                                      "save_dir": options.save_dir, "seed": options.seed,

@@ -130,6 +130,9 @@ class AgentConfig:
     v_min: float = param(-10.0, "lowest return of the C51 support", low=-1e6, high=1e6)
     v_max: float = param(10.0, "highest return of the C51 support", low=-1e6, high=1e6)
     gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
+    reward_scale: float = param(1.0, "rewards are multiplied by this before they are stored, so that "
+                                "returns fit the C51 support [v_min, v_max] (the seed's rewards reach "
+                                "-1000 / +300)", low=1e-6, high=1e6)
     lr: float = param(6.25e-5, "Adam learning rate", low=0.0, high=1.0)
     adam_eps: float = param(1.5e-4, "Adam epsilon", low=0.0, high=1.0)
     batch_size: int = param(32, "transitions per gradient step", low=1, high=65536)

@@ -84,7 +84,9 @@ def categorical_projection(next_probs: torch.Tensor, returns: torch.Tensor,
     delta_z = (v_max - v_min) / (n_atoms - 1)
     tz = (returns[:, None] + discounts[:, None] * support[None, :])  # [B, N]
     tz = torch.minimum(torch.maximum(tz, v_min), v_max)
-    b = (tz - v_min) / delta_z                                       # [B, N] in [0, N-1]
+    # [B, N] in [0, N-1]; clamped again because rounding can land a hair outside (seen on CUDA:
+    # b = N-1 + ulp gave upper = N and an out-of-bounds scatter)
+    b = ((tz - v_min) / delta_z).clamp(0.0, n_atoms - 1)
     lower = b.floor().long()
     upper = b.ceil().long()
     # When b is an integer, lower == upper: give the whole mass to that atom.
@@ -300,6 +302,7 @@ class DQNAgent:
                 action_mask: np.ndarray | None = None) -> int:
         """Store one env tick (see :meth:`ReplayBuffer.observe`); pass the ``action_mask``
         given to ``act`` so bootstrap targets only consider allowed actions."""
+        reward = reward * self.config.reward_scale
         with self.replay_lock:
             return self.replay.observe(env_id, frame, vector, reward, terminated, truncated,
                                        episode_start, action_mask)
@@ -311,6 +314,7 @@ class DQNAgent:
 
     def observe_many(self, env_ids, frames, vectors, rewards, terminated, truncated,
                      episode_start, action_masks=None) -> np.ndarray:
+        rewards = np.asarray(rewards, dtype=np.float32) * self.config.reward_scale
         with self.replay_lock:
             return self.replay.observe_many(env_ids, frames, vectors, rewards, terminated,
                                             truncated, episode_start, action_masks)

@@ -221,7 +221,7 @@ class DQNPolicyNode(Node):
             store = slot.streaming
             if store:
                 agent.observe(env_id, frames[-1], vector, float(reward.reward), bool(reward.terminated),
-                              bool(reward.truncated), bool(start))
+                              bool(reward.truncated), bool(start), action_mask=self.mask(obs))
             elif self.cfg.training and not obs.evaluation:
                 self.diag.count("ticks_not_stored_mid_episode")
             if done:

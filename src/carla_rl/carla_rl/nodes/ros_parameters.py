@@ -114,10 +114,13 @@ def declare_phases(node: Node, tolerant: bool = False) -> list:
     from carla_rl.scenario import PhaseConfig
 
     num = node.declare_parameter(
-        "num_phases", 10, ParameterDescriptor(description="Number of curriculum phases",
-                                              read_only=True,
-                                              integer_range=[IntegerRange(from_value=1, to_value=100,
-                                                                          step=0)])).value
+        "num_phases", 0, ParameterDescriptor(description="Number of curriculum phases (from "
+                                             "config/curriculum.yaml)", read_only=True,
+                                             integer_range=[IntegerRange(from_value=0, to_value=100,
+                                                                         step=0)])).value
+    if num == 0:  # no phase table given: defaults would silently drop every phase's settings
+        raise ConfigError(f"node '{node.get_name()}' needs the phase table: pass --params-file "
+                          f"config/curriculum.yaml (num_phases and phases.phase_<i>)")
     phases: list = []
     for i in range(1, num + 1):
         try:

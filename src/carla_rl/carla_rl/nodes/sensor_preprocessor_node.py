@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from nav_msgs.msg import Odometry as OdometryMsg
+from nav_msgs.msg import Path
 from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
 
@@ -58,8 +59,13 @@ class SensorPreprocessorNode(Node):
             qos.SENSOR)
         sub(EgoSituation, topics.carla_topic(role, topics.SITUATION), lambda m: self.on_sample("situation", m),
             qos.SENSOR)
+        sub(Path, topics.carla_topic(role, topics.ROUTE), self.on_route, qos.LATCHED)
         self.pub = self.create_publisher(Observation, topics.OBSERVATION, qos.SENSOR)
         self.vector_names = list(self.builder.vector_names)
+
+    def on_route(self, msg: Path) -> None:
+        self.builder.set_route(conv.path_array(msg))
+        self.diag.count("routes")
 
     def on_sample(self, kind: str, msg) -> None:
         key = stamp_key(msg.header.stamp)

@@ -102,6 +102,12 @@ class VectorFeatureConfig:
     route_remaining_scale_m: float = param(400.0, "Route remaining / this", low=1.0,
                                            high=100000.0)
     clip: float = param(5.0, "Every feature is clipped to [-clip, clip]", low=1.0, high=1000.0)
+    route_lookahead_m: list[float] = param(default_factory=lambda: [5.0, 10.0, 20.0, 40.0],
+                                           description="Route points this far ahead of the ego's "
+                                           "progress become (x, y) features in the ego frame (x forward, "
+                                           "y left): where the route turns", low=0.0, high=1000.0)
+    route_lookahead_scale_m: float = param(20.0, "Route look-ahead coordinates / this", low=1.0,
+                                           high=1000.0)
 
 
 @dataclass(frozen=True)

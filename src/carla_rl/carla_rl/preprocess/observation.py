@@ -91,7 +91,10 @@ class ObservationBuilder:
         self._frames = np.zeros((config.frame_stack, config.image_height, config.image_width),
                                 dtype=np.uint8)                                     # [S, H, W]
         self._episode_started = False
+        self._route = np.zeros((0, 2), dtype=np.float64)      # [K, 2] map frame
+        self._route_s = np.zeros(0, dtype=np.float64)          # [K] arc length at each point
         self.vector_names: tuple[str, ...] = (SCALAR_FEATURE_NAMES
+                                              + route_lookahead_names(config.vector.route_lookahead_m)
                                               + lidar_bin_names(config.lidar.count))
 
     @property
@@ -104,6 +107,14 @@ class ObservationBuilder:
 
     def reset(self) -> None:
         self._episode_started = False
+
+    def set_route(self, route: np.ndarray) -> None:
+        """The ego's route [K, 2] (map frame; nav_msgs/Path of the simulator). Its arc length is the
+        situation's ``route_progress_m``; look-ahead features are zero until a route is set."""
+        route = np.asarray(route, dtype=np.float64).reshape(-1, 2)
+        self._route = route
+        seg = np.linalg.norm(np.diff(route, axis=0), axis=1)
+        self._route_s = np.concatenate([[0.0], np.cumsum(seg)]) if len(route) else np.zeros(0)
 
     # -- validation (explicit step; raises SensorDataError) ------------------------------------
     def validate_image(self, data, height: int, width: int, encoding: str,
@@ -140,6 +151,7 @@ class ObservationBuilder:
             self._frames[:-1] = self._frames[1:]
             self._frames[-1] = frame
         vector = np.concatenate([self._scalar_features(odometry, speed, situation),
+                                 self._route_lookahead(odometry, situation),
                                  lidar_range_bins(lidar, self.config.lidar)])
         return self._frames.copy(), vector.astype(np.float32)
 
@@ -170,6 +182,26 @@ class ObservationBuilder:
         ]
         features = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
         return np.clip(features, -scales.clip, scales.clip).astype(np.float32)
+
+
+    def _route_lookahead(self, odometry: Odometry, situation: EgoSituation) -> np.ndarray:
+        """[2 * L]: (x, y) in the ego frame of the route points ``route_lookahead_m`` ahead."""
+        scales = self.config.vector
+        ahead = np.asarray(scales.route_lookahead_m, dtype=np.float64)               # [L]
+        if len(self._route) < 2:
+            return np.zeros(2 * len(ahead), dtype=np.float32)
+        s = np.clip(situation.route_progress_m + ahead, 0.0, self._route_s[-1])        # [L]
+        px = np.interp(s, self._route_s, self._route[:, 0]) - odometry.x               # [L]
+        py = np.interp(s, self._route_s, self._route[:, 1]) - odometry.y               # [L]
+        cos_yaw, sin_yaw = math.cos(odometry.yaw), math.sin(odometry.yaw)
+        forward = cos_yaw * px + sin_yaw * py                                         # [L]
+        left = -sin_yaw * px + cos_yaw * py                                           # [L]
+        features = np.stack([forward, left], axis=1).reshape(-1) / scales.route_lookahead_scale_m
+        return np.clip(features, -scales.clip, scales.clip).astype(np.float32)
+
+
+def route_lookahead_names(distances: list[float]) -> tuple[str, ...]:
+    return tuple(f"route_ahead_{d:g}m_{axis}" for d in distances for axis in ("x", "y"))
 
 
 def _wrap_angle(angle: float) -> float:

@@ -55,16 +55,21 @@ class DrivingEnv(gym.Env):
         stack, height, width = self.builder.frame_shape
         self.observation_space = spaces.Dict({
             "frames": spaces.Box(0, 255, (stack, height, width), np.uint8),
-            "vector": spaces.Box(-np.inf, np.inf, (self.builder.vector_size,), np.float32),
+            "vector": spaces.Box(-self.pre_config.vector.clip, self.pre_config.vector.clip,
+                                 (self.builder.vector_size,), np.float32),  # features are clipped
         })
         self.action_space = spaces.Discrete(NUM_ACTIONS)
         self._mask = action_mask(self.scenario.allowed_actions)
+        self._route_version = None
 
     @property
     def scenario(self):
         return self.phases[self.phase - 1].scenario
 
     def _observe(self, frame) -> dict[str, np.ndarray]:
+        if frame.route_version != self._route_version:
+            self._route_version = frame.route_version
+            self.builder.set_route(frame.route)
         speed = float(np.hypot(frame.odometry.vx, frame.odometry.vy))
         frames, vector = self.builder.build(frame.camera, frame.lidar, frame.odometry, speed, frame.situation)
         return {"frames": frames.copy(), "vector": vector.astype(np.float32, copy=True)}

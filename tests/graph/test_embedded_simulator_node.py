@@ -1,0 +1,81 @@
+"""embedded_simulator over DDS: lockstep with wait-for-control (a stalled controller never
+deadlocks it: it brakes on timeout and counts it), the command of the awaited tick advances it, NaN
+controls are rejected and counted, the reset service starts a new episode, map markers are latched."""
+
+import math
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from carla_rl import topics  # noqa: E402
+from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+from carla_rl_interfaces.msg import EgoSituation, VehicleCommand  # noqa: E402
+from carla_rl_interfaces.srv import ResetEpisode  # noqa: E402
+from ros_testing import CONFIG_DIR, NodeProcess, call, spin_until, wait_for_service  # noqa: E402
+
+NS = "/env_3"
+TIMEOUT_S = 60.0
+
+
+@pytest.mark.ros
+def test_lockstep_timeouts_commands_and_reset(tmp_path):
+    rclpy.init()
+    node = rclpy.create_node("simulator_test")
+    situations, counters, map_markers = [], {}, []
+    situation_topic = f"{NS}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.SITUATION)}"
+    node.create_subscription(EgoSituation, situation_topic, situations.append, qos.SENSOR)
+    node.create_subscription(MarkerArray, f"{NS}/{topics.MAP_MARKERS}", map_markers.append, qos.LATCHED)
+
+    def on_diag(msg):
+        for status in msg.status:
+            if status.name == f"{NS}/embedded_simulator":
+                counters.update({kv.key: kv.value for kv in status.values})
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    commands = node.create_publisher(VehicleCommand, f"{NS}/{topics.VEHICLE_COMMAND}", qos.SENSOR)
+    proc = NodeProcess.node("embedded_simulator",
+                            ["-r", f"__ns:={NS}", "--params-file", str(CONFIG_DIR / "sim.yaml"),
+                             "--params-file", str(CONFIG_DIR / "curriculum.yaml"),
+                             "-p", "shell.env_id:=3", "-p", "shell.required_subscribers:=1",
+                             "-p", "shell.control_timeout_s:=0.05", "-p", "shell.diagnostics_period_s:=0.2",
+                             "-p", "shell.initial_phase:=2"], tmp_path)
+    try:
+        # nobody answers: the simulator keeps ticking on timeouts (full brake), and says so
+        assert spin_until(node, lambda: len(situations) >= 5 and int(counters.get("control_timeouts", 0)) >= 3,
+                          TIMEOUT_S), proc.output()
+        assert situations[-1].phase == 2 and situations[0].episode_step == 0
+        assert spin_until(node, lambda: len(map_markers) >= 1, TIMEOUT_S), "map markers are latched"
+        assert any(m.ns == "lanes" for m in map_markers[-1].markers)
+        # restart the simulator's clock to lockstep: answer every tick quickly from now on
+        answered = []
+
+        def answer(msg, throttle=1.0, nan=False):
+            cmd = VehicleCommand(env_id=3, step_id=msg.step_id, action_index=0)
+            cmd.control.throttle = math.nan if nan else throttle
+            commands.publish(cmd)
+            answered.append(msg.step_id)
+
+        assert spin_until(node, lambda: commands.get_subscription_count() > 0, TIMEOUT_S)
+        node.create_subscription(EgoSituation, situation_topic, answer, qos.SENSOR)
+        assert spin_until(node, lambda: len(answered) >= 40, TIMEOUT_S), proc.output()
+        steps = [s.episode_step for s in situations[-20:]]
+        assert steps == sorted(steps), "ticks advance one by one"
+        # a NaN control is rejected (CARLA rule: brake) and counted, the simulator lives on
+        node.create_subscription(EgoSituation, situation_topic, lambda m: answer(m, nan=True), qos.SENSOR)
+        assert spin_until(node, lambda: int(counters.get("invalid_controls", 0)) > 0, TIMEOUT_S), counters
+        client = wait_for_service(node, ResetEpisode, f"{NS}/{topics.RESET_SERVICE}", TIMEOUT_S)
+        episode = situations[-1].episode_id
+        response = call(node, client, ResetEpisode.Request(seed=7), TIMEOUT_S)
+        assert response.success, response.message
+        assert spin_until(node, lambda: any(s.episode_id > episode and s.episode_step == 0 for s in situations),
+                          TIMEOUT_S)
+        assert proc.alive(), proc.output()
+    finally:
+        code = proc.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert code == 0, proc.output()
