@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 ACTIVATE := . .venv/bin/activate && . install/setup.bash
 ARGS ?=
+TRAIN_ARGS ?= --parallel-envs 2 --save-dir runs/latest
 
 .PHONY: bootstrap train test test-fast bench clean help
 
 help:
-	@echo "make train   - bootstrap if needed, then train on the embedded simulator (ARGS='--parallel-envs 2 ...')"
+	@echo "make train   - bootstrap if needed, then train on the embedded simulator (ARGS='--device cuda ...')"
 	@echo "make test    - bootstrap if needed, then run the whole test suite"
 	@echo "make bench   - run the benchmarks and print JSON"
 	@echo "make clean   - remove build/ install/ log/ (keeps .venv)"
@@ -15,7 +16,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 train: bootstrap
-	@$(ACTIVATE) && carla-rl train $(ARGS)
+	@$(ACTIVATE) && carla-rl train $(TRAIN_ARGS) $(ARGS)
 
 test: bootstrap
 	@$(ACTIVATE) && bash scripts/run_tests.sh $(ARGS)

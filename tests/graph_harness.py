@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+from carla_rl.ros_conversions import stamp_nanoseconds  # noqa: E402
 from ros_testing import CONFIG_DIR, pid_alive
 
 # small learner settings so a few episodes exercise learning on 2 CPU cores
@@ -16,7 +17,7 @@ FAST_LEARNER = {"agent.learning_starts": 64, "agent.batch_size": 16, "agent.repl
 
 class GraphRun:
     def __init__(self, tmp_path: Path, num_envs: int, phase: int, policy_params: dict | None = None,
-                 sim_params: dict | None = None, seed: int = 3) -> None:
+                 sim_params: dict | None = None, seed: int = 3, heartbeat_timeout_s: float = 60.0) -> None:
         from carla_rl.graph import GraphOptions, build_graph
         from carla_rl.supervisor import Supervisor, SupervisorConfig, latest_checkpoint
 
@@ -32,7 +33,8 @@ class GraphRun:
             specs.append(spec)
         self.specs = specs
         self.supervisor = Supervisor(specs, CONFIG_DIR, self.save_dir / "logs", "info",
-                                     config=SupervisorConfig(restart_backoff_s=0.5, heartbeat_timeout_s=60.0),
+                                     config=SupervisorConfig(restart_backoff_s=0.5,
+                                                             heartbeat_timeout_s=heartbeat_timeout_s),
                                      resume_checkpoint=lambda: latest_checkpoint(self.save_dir))
         self.rewards = []
         self.situations = {}
@@ -41,8 +43,11 @@ class GraphRun:
         self.training = []
 
     def attach(self, node, num_envs: int) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
         from carla_rl import topics
         from carla_rl.nodes import qos_profiles as qos
+        from carla_rl.nodes.diagnostics import DIAGNOSTICS_TOPIC
         from carla_rl_interfaces.msg import (CollisionEvent, EgoSituation, EpisodeStats, StepReward,
                                              TrainingStats)
 
@@ -54,9 +59,14 @@ class GraphRun:
                 lambda m, e=env: self.situations.__setitem__((e, m.step_id), m), qos.SENSOR)
             node.create_subscription(
                 CollisionEvent, f"{ns}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.COLLISION)}",
-                lambda m, e=env: self.collisions[(e, _stamp_ns(m.header.stamp))].append(m), qos.EVENTS)
+                lambda m, e=env: self.collisions[(e, stamp_nanoseconds(m.header.stamp))].append(m), qos.EVENTS)
         node.create_subscription(EpisodeStats, topics.EPISODE_STATS, self.episodes.append, qos.EVENTS)
+        node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self.on_diagnostics, qos.EVENTS)
         node.create_subscription(TrainingStats, topics.TRAINING_STATS, self.training.append, qos.EVENTS)
+
+    def on_diagnostics(self, msg) -> None:  # the heartbeats the supervisor watches, as the CLI feeds them
+        for status in msg.status:
+            self.supervisor.heartbeat(status.name)
 
     def spin_until(self, node, predicate, timeout: float) -> bool:
         import rclpy
@@ -97,7 +107,3 @@ class GraphRun:
         self.supervisor.stop()
         alive = [pid for pid in pids if pid_alive(pid)]
         assert not alive, f"processes left behind: {alive}"
-
-
-def _stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec

@@ -66,7 +66,7 @@ def test_train_launch_builds_the_cli_graph(tmp_path, cli_argv, launch_args):
         argv = node_command(spec, CONFIG_DIR, "info")
         assert argv[argv.index("--ros-args"):] == ros_arguments(spec, CONFIG_DIR, "info")
         for f in files:
-            assert f"--params-file" in argv and f in argv
+            assert "--params-file" in argv and f in argv
 
 
 def test_eval_launch_is_the_graph_without_training(tmp_path):

@@ -1,5 +1,6 @@
 """Supervisor: nodes killed with SIGKILL mid-training come back; the policy resumes from the latest
 checkpoint and training goes on; a killed simulator restarts and its env keeps producing episodes;
+a stalled (SIGSTOP) simulator is detected by its missing heartbeat, killed and restarted;
 nothing saved is lost; Ctrl-C-equivalent stop leaves no process behind."""
 
 import os
@@ -13,6 +14,7 @@ from graph_harness import GraphRun  # noqa: E402
 from ros_testing import pid_alive  # noqa: E402
 
 TIMEOUT_S = 300.0
+HEARTBEAT_TIMEOUT_S = 10.0  # nodes report every second on /diagnostics
 
 
 @pytest.mark.ros
@@ -21,7 +23,7 @@ def test_sigkill_policy_and_simulator(tmp_path):
     from carla_rl.learner.checkpoint import read_checkpoint
 
     run = GraphRun(tmp_path, num_envs=2, phase=2, policy_params={"checkpoint_every_episodes": 2},
-                   sim_params={"shell.control_timeout_s": 0.2})
+                   sim_params={"shell.control_timeout_s": 0.2}, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
     rclpy.init()
     node = rclpy.create_node("supervisor_test_observer")
     run.attach(node, 2)
@@ -47,6 +49,15 @@ def test_sigkill_policy_and_simulator(tmp_path):
         os.kill(sim_pid, signal.SIGKILL)
         assert run.spin_until(node, lambda: run.pid_of_safe("simulator", 1) not in (None, sim_pid), 60.0)
         assert run.spin_until(node, lambda: sum(1 for e in run.episodes if e.env_id == 1) >= episodes_before + 2,
+                              TIMEOUT_S), run.logs()
+        # a stalled (SIGSTOP) simulator: no heartbeat -> the supervisor kills and restarts it
+        stalled_pid = run.pid_of("simulator", env=0)
+        episodes_before = sum(1 for e in run.episodes if e.env_id == 0)
+        os.kill(stalled_pid, signal.SIGSTOP)
+        assert run.spin_until(node, lambda: run.pid_of_safe("simulator", 0) not in (None, stalled_pid),
+                              HEARTBEAT_TIMEOUT_S + 60.0), run.logs()
+        assert not pid_alive(stalled_pid)
+        assert run.spin_until(node, lambda: sum(1 for e in run.episodes if e.env_id == 0) >= episodes_before + 2,
                               TIMEOUT_S), run.logs()
         assert all(run.supervisor.alive().values()), run.logs()
         read_checkpoint(saved)  # still intact

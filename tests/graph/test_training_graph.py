@@ -8,15 +8,12 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
+from carla_rl.ros_conversions import stamp_nanoseconds  # noqa: E402
 from graph_harness import GraphRun  # noqa: E402
 
 TIMEOUT_S = 300.0
 NUM_ENVS = 2
 PHASE = 5  # static traffic + pedestrians: random driving meets collisions, sidewalks and proximity
-
-
-def stamp_ns(stamp):
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 @pytest.mark.ros
@@ -48,7 +45,7 @@ def test_training_graph_end_to_end(tmp_path):
             continue
         terms = dict(zip(reward.term_names, reward.term_values))
         assert sum(terms.values()) == pytest.approx(reward.reward, abs=1e-3)
-        events = run.collisions.get((reward.env_id, stamp_ns(reward.header.stamp)), [])
+        events = run.collisions.get((reward.env_id, stamp_nanoseconds(reward.header.stamp)), [])
         assert len(events) == situation.collision_events
         assert (terms["collision"] == pytest.approx(-1000.0)) == (len(events) > 0), (reward, events)
         assert (terms["sidewalk"] == pytest.approx(-800.0)) == situation.on_sidewalk

@@ -13,10 +13,10 @@ rclpy = pytest.importorskip("rclpy")
 
 from mcap.reader import make_reader  # noqa: E402
 from mcap_ros2.decoder import DecoderFactory  # noqa: E402
-from nav_msgs.msg import Odometry, Path  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, String  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 

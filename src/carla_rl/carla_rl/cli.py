@@ -7,7 +7,6 @@ the launch files read) and runs it under :class:`carla_rl.supervisor.Supervisor`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

@@ -39,6 +39,23 @@ def _graph_options(args: Namespace, training: bool):
     return options
 
 
+def catch_stop_signals() -> tuple[dict, dict]:
+    """SIGINT / SIGTERM set ``stop["signal"]`` (the command's loop ends cleanly) instead of raising;
+    returns (stop, previous handlers) for :func:`restore_signals`."""
+    stop = {"signal": None}
+
+    def _on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    return stop, previous
+
+
+def restore_signals(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 def run_train(args: Namespace, config_dir: Path) -> int:
     options = _graph_options(args, training=True)
     return run_graph(options, config_dir, progress=not args.no_progress,
@@ -81,12 +98,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
         from carla_rl.nodes.live_display import LiveDisplay
 
         display_window = LiveDisplay(monitor, num_envs=options.num_envs)
-    stop = {"signal": None}
-
-    def _on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop, previous = catch_stop_signals()
     print(f"carla-rl: {len(specs)} nodes, {options.num_envs} env(s), simulator={options.simulator}, "
           f"device={options.device}; logs in {save_dir / 'logs'}, TensorBoard: "
           f"tensorboard --logdir {save_dir / 'tensorboard'}", file=sys.stderr)
@@ -114,8 +126,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     finally:
         supervisor.stop()
         bar.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore_signals(previous)
         monitor.destroy_node()
         rclpy.try_shutdown()
     print(f"carla-rl: {reason}; {monitor.state.training_episodes} training episodes, "
@@ -288,12 +299,7 @@ def run_record(args: Namespace, config_dir: Path) -> int:
         recorder = mcap_io.McapRecorder(output, config.compression, config.chunk_size_bytes)
     except mcap_io.McapIoError as exc:
         raise CommandError(str(exc)) from None
-    stop = {"signal": None}
-
-    def _on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop, previous = catch_stop_signals()
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # our handlers stop the loop
     node = None
     try:
@@ -306,8 +312,7 @@ def run_record(args: Namespace, config_dir: Path) -> int:
         while stop["signal"] is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=min(0.1, max(0.0, deadline - time.monotonic())))
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore_signals(previous)
         recorder.close()
         missing = sorted(node.missing()) if node is not None else []
         if node is not None:
@@ -339,12 +344,7 @@ def run_replay(args: Namespace, config_dir: Path) -> int:
     params = node_parameters(config_dir / "monitor.yaml", "mcap_replay")
     params.update(file=str(Path(args.file).resolve()), rate=float(args.rate), loop=bool(args.loop),
                   exit_when_done=False)
-    stop = {"signal": None}
-
-    def _on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop, previous = catch_stop_signals()
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # our handlers stop the loop
     node = None
     try:
@@ -366,8 +366,7 @@ def run_replay(args: Namespace, config_dir: Path) -> int:
                 break
         published, error = node.published, node.error
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        restore_signals(previous)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -149,21 +149,6 @@ def to_mapping(obj: Any) -> Any:
     return obj
 
 
-def replace_path(obj: Any, dotted: str, value: Any) -> Any:
-    """Return a copy of config ``obj`` with ``dotted`` key set to ``value`` (validated)."""
-    data = to_mapping(obj)
-    node = data
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"{dotted}: unknown key '{part}'")
-        node = node[part]
-    if not isinstance(node, dict) or parts[-1] not in node:
-        raise ConfigError(f"{dotted}: unknown key '{parts[-1]}'")
-    node[parts[-1]] = value
-    return from_mapping(type(obj), data)
-
-
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{'a': {'b': 1}}`` -> ``{'a.b': 1}`` (the ROS 2 parameter naming of nested YAML)."""
     out: dict[str, Any] = {}

@@ -19,7 +19,6 @@ from carla_rl.reward import (EpisodeStatsAccumulator, EvaluationAggregator, Eval
                              RewardCalculator, RewardConfig)
 from carla_rl.scenario import load_phases
 from carla_rl.seeds import evaluation_seed
-from carla_rl.sensor_frame import SensorFrame, VehicleControl
 from carla_rl.sim.autopilot import Autopilot
 from carla_rl.sim.sim_config import load_sim_config
 from carla_rl.sim.world import World

@@ -41,6 +41,11 @@ def time_seconds(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec / NANOSECONDS
 
 
+def stamp_nanoseconds(stamp: Time) -> int:
+    """An integer key for a stamp (ticks of one simulator have distinct, increasing stamps)."""
+    return stamp.sec * NANOSECONDS + stamp.nanosec
+
+
 def step_id_from_stamp(stamp: Time, fixed_delta_seconds: float) -> int:
     """The simulator tick of a message: its stamp is ``step_id * fixed_delta_seconds``."""
     ns = stamp.sec * NANOSECONDS + stamp.nanosec

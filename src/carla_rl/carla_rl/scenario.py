@@ -63,8 +63,13 @@ class PhaseConfig:
     thresholds: PhaseThresholds = param(default_factory=PhaseThresholds, description="Pass thresholds")
 
 
-def load_phases(path: Path) -> list[PhaseConfig]:
-    """Read and validate all phases from ``curriculum.yaml``; phase i is ``result[i - 1]``."""
+def load_phases(path: Path, tolerant: bool = False) -> list:
+    """Read and validate all phases from ``curriculum.yaml``; phase i is ``result[i - 1]``.
+
+    ``tolerant``: a broken phase does not fail the whole table; its entry is the ConfigError
+    (naming file and key), so the curriculum manager can refuse to enter it and run the others.
+    A broken table layout (num_phases, missing or extra phases) always raises.
+    """
     params = node_parameters(path, "curriculum_manager")
     num = params.get("num_phases")
     phases = params.get("phases")
@@ -72,20 +77,22 @@ def load_phases(path: Path) -> list[PhaseConfig]:
         raise ConfigError(f"{path}: num_phases: expected a positive integer, got {num!r}")
     if not isinstance(phases, dict):
         raise ConfigError(f"{path}: phases: expected a mapping phase_1 ... phase_{num}")
-    expected = {f"phase_{i}" for i in range(1, num + 1)}
-    unknown = sorted(set(phases) - expected)
-    missing = sorted(expected - set(phases), key=lambda k: int(k.split("_")[1]))
+    expected = [f"phase_{i}" for i in range(1, num + 1)]
+    unknown = sorted(set(phases) - set(expected))
+    missing = [key for key in expected if key not in phases]
     if unknown:
         raise ConfigError(f"{path}: phases: unknown key(s) {', '.join(unknown)} (num_phases is {num})")
     if missing:
         raise ConfigError(f"{path}: phases: missing {', '.join(missing)}")
-    out = []
-    for i in range(1, num + 1):
-        block = phases[f"phase_{i}"]
-        if not isinstance(block, dict):
-            raise ConfigError(f"{path}: phases.phase_{i}: expected a mapping")
+    out: list = []
+    for key in expected:
+        block = phases[key]
         try:
-            out.append(from_mapping(PhaseConfig, block, f"phases.phase_{i}"))
+            if not isinstance(block, dict):
+                raise ConfigError(f"phases.{key}: expected a mapping")
+            out.append(from_mapping(PhaseConfig, block, f"phases.{key}"))
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            if not tolerant:
+                raise ConfigError(f"{path}: {exc}") from None
+            out.append(ConfigError(f"{path}: {exc}"))
     return out

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from carla_rl.config import ConfigError, from_mapping, node_parameters, param
-from carla_rl.scenario import PhaseConfig
+from carla_rl.scenario import PhaseConfig, load_phases
 
 NODE_NAME = "curriculum_manager"
 # Keys of the shared /** block that belong to the phase table, not to CurriculumConfig.
@@ -72,28 +72,4 @@ def load_phase_table(path: Path) -> list[PhaseConfig | ConfigError]:
     it and still run the others. A broken table layout (num_phases, missing or extra phases)
     raises.
     """
-    params = node_parameters(path, NODE_NAME)
-    num = params.get("num_phases")
-    phases = params.get("phases")
-    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
-        raise ConfigError(f"{path}: num_phases: expected a positive integer, got {num!r}")
-    if not isinstance(phases, dict):
-        raise ConfigError(f"{path}: phases: expected a mapping phase_1 ... phase_{num}")
-    expected = [f"phase_{i}" for i in range(1, num + 1)]
-    unknown = sorted(set(phases) - set(expected))
-    missing = [key for key in expected if key not in phases]
-    if unknown:
-        raise ConfigError(f"{path}: phases: unknown key(s) {', '.join(unknown)} "
-                          f"(num_phases is {num})")
-    if missing:
-        raise ConfigError(f"{path}: phases: missing {', '.join(missing)}")
-    table: list[PhaseConfig | ConfigError] = []
-    for key in expected:
-        block = phases[key]
-        try:
-            if not isinstance(block, dict):
-                raise ConfigError(f"phases.{key}: expected a mapping")
-            table.append(from_mapping(PhaseConfig, block, f"phases.{key}"))
-        except ConfigError as exc:
-            table.append(ConfigError(f"{path}: {exc}"))
-    return table
+    return load_phases(path, tolerant=True)

@@ -11,13 +11,12 @@ run continues in the same phase with the same counters.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from carla_rl.atomic_file import atomic_write_bytes
 from carla_rl.config import ConfigError
 from carla_rl.curriculum.config import BudgetExhaustedPolicy, CurriculumConfig
 from carla_rl.reward.evaluation import EvaluationResult
@@ -312,25 +311,7 @@ class CurriculumState:
 
     def save(self, path: Path) -> None:
         """Write the state atomically: temp file in the same folder, fsync, rename, fsync folder."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-        try:
-            with os.fdopen(handle, "w") as temp:
-                temp.write(text)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2, sort_keys=True).encode())
 
     @classmethod
     def load(cls, path: Path, phases: Sequence[PhaseConfig | ConfigError],

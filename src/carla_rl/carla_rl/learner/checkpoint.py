@@ -18,17 +18,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import secrets
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from carla_rl.atomic_file import atomic_write_bytes
 from carla_rl.config import ConfigError
 from carla_rl.learner.agent_config import (AgentConfig, ObservationSpec,
                                            agent_config_from_mapping, agent_config_to_mapping)
@@ -48,33 +47,6 @@ class CheckpointError(RuntimeError):
 
 
 # --------------------------------------------------------------------- files
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _encode(obj: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -86,7 +58,7 @@ def write_file(path: str | Path, obj: Any) -> str:
     """Atomically write ``obj`` (plain types and tensors) with a verified header; returns the
     payload digest (hex)."""
     data = _encode(obj)
-    _atomic_write(Path(path), data)
+    atomic_write_bytes(Path(path), data)
     return data[16:48].hex()
 
 

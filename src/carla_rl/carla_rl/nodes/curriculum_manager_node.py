@@ -17,7 +17,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from carla_rl import ros_conversions as conv
 from carla_rl import topics
-from carla_rl.config import param
+from carla_rl.config import ConfigError, param
 from carla_rl.curriculum import (CurriculumConfig, CurriculumState, CurriculumStateError, Decision,
                                  DecisionKind)
 from carla_rl.nodes import qos_profiles as qos
@@ -78,7 +78,10 @@ class CurriculumManagerNode(Node):
         if self.cfg.load_from:
             resume_path = self._state_path(Path(self.cfg.load_from).resolve().parent.parent)
         if self.cur_cfg.resume and resume_path is not None and resume_path.is_file():
-            self.state = CurriculumState.load(resume_path, self.phases, self.cur_cfg)
+            try:
+                self.state = CurriculumState.load(resume_path, self.phases, self.cur_cfg)
+            except CurriculumStateError as exc:  # one line, the file is left as it is
+                raise ConfigError(f"cannot resume the curriculum: {exc}") from None
             self.get_logger().info(f"resumed curriculum from {resume_path}: phase {self.state.phase}, "
                                    f"{self.state.total_episodes} episodes")
         else:

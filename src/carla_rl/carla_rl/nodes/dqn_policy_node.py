@@ -78,7 +78,6 @@ class EnvSlot:
         self.observations: dict[int, Observation] = {}
         self.rewards: dict[int, StepReward] = {}
         self.ready: tuple[Observation, StepReward] | None = None
-        self.first_ready_at = 0.0
         # the replay stream of this env holds the current episode from its first tick; a policy that
         # (re)starts mid-episode, or an evaluation episode, stores nothing until the next episode starts
         self.streaming = False
@@ -181,7 +180,6 @@ class DQNPolicyNode(Node):
     def try_pair(self, slot: EnvSlot, step_id: int) -> None:
         if step_id in slot.observations and step_id in slot.rewards:
             slot.ready = (slot.observations.pop(step_id), slot.rewards.pop(step_id))
-            slot.first_ready_at = time.monotonic()
             for pending in (slot.observations, slot.rewards):  # older unmatched ticks can never pair
                 for old in [k for k in pending if k < step_id]:
                     del pending[old]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builtin_interfaces.msg import Time
 from nav_msgs.msg import Odometry as OdometryMsg
 from rclpy.node import Node
 from std_srvs.srv import SetBool
@@ -59,9 +58,6 @@ class EnvReward:
         self.done = False
         self.last_key = -1
 
-
-def stamp_key(stamp: Time) -> int:
-    return stamp.sec * conv.NANOSECONDS + stamp.nanosec
 
 
 def stats_msg(stats: EpisodeStats, stamp) -> EpisodeStatsMsg:
@@ -118,7 +114,7 @@ class RewardEvaluatorNode(Node):
 
     # --- per tick -----------------------------------------------------------------------------------
     def on_sample(self, env: EnvReward, kind: str, msg) -> None:
-        key = stamp_key(msg.header.stamp)
+        key = conv.stamp_nanoseconds(msg.header.stamp)
         if kind == "situation" and key <= env.last_key:
             env.sync.reset()  # the simulator restarted: its clock went back
             self.diag.count("simulator_restarts")

@@ -17,7 +17,7 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from carla_rl.config import ConfigError, from_mapping, to_mapping, unflatten
+from carla_rl.config import ConfigError, from_mapping, to_mapping
 
 _SCALAR_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
                  float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
@@ -100,10 +100,6 @@ def _declare(node: Node, cls: type, prefix: str, defaults: Any) -> dict[str, Any
         out[f.name] = value
     return out
 
-
-def flat_overrides(values: dict[str, Any]) -> dict[str, Any]:
-    """Nested mapping of dotted parameter values (for logging and tests)."""
-    return unflatten(values)
 
 
 def declare_phases(node: Node, tolerant: bool = False) -> list:

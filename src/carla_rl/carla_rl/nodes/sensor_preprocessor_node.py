@@ -36,9 +36,6 @@ class PreprocessorNodeConfig:
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
 
 
-def stamp_key(stamp) -> int:
-    return stamp.sec * conv.NANOSECONDS + stamp.nanosec
-
 
 class SensorPreprocessorNode(Node):
     def __init__(self) -> None:
@@ -68,7 +65,7 @@ class SensorPreprocessorNode(Node):
         self.diag.count("routes")
 
     def on_sample(self, kind: str, msg) -> None:
-        key = stamp_key(msg.header.stamp)
+        key = conv.stamp_nanoseconds(msg.header.stamp)
         if kind == "situation" and key <= self.last_key:  # the simulator restarted (time went back)
             self.sync.reset()
             self.diag.count("simulator_restarts")

@@ -15,7 +15,7 @@ import numpy as np
 from carla_rl.sensor_frame import SensorFrame, TrafficLightState, VehicleControl
 from carla_rl.sim.sim_config import IdmConfig, SimConfig
 from carla_rl.sim.traffic import idm_accel
-from carla_rl.sim.world import KIND_PEDESTRIAN, World
+from carla_rl.sim.world import World
 
 FAR_M = 1.0e6
 _RED, _YELLOW = int(TrafficLightState.RED), int(TrafficLightState.YELLOW)
