@@ -34,8 +34,18 @@ class NodeProcess:
                                      env=env or ros_env(), start_new_session=True)
 
     @classmethod
-    def node(cls, executable: str, ros_args: list[str], log_dir: Path, **env: str) -> "NodeProcess":
+    def node(cls, executable: str, ros_args: list[str], log_dir: Path, overrides: dict | None = None,
+             namespace: str = "", **env: str) -> "NodeProcess":
+        """``overrides`` (dotted names) go into a node-keyed params file after ``ros_args``' own files,
+        as the supervisor passes them (a plain ``-p`` loses to node-specific entries of a config file)."""
+        from carla_rl.graph import NodeSpec, write_overrides_file
+
         argv = [sys.executable, "-m", f"carla_rl.nodes.{executable}_node", "--ros-args", *ros_args]
+        if namespace:
+            argv += ["-r", f"__ns:={namespace}"]
+        if overrides:
+            spec = NodeSpec(name=executable, executable=executable, namespace=namespace, parameters=overrides)
+            argv += ["--params-file", str(write_overrides_file(spec, Path(log_dir) / "params"))]
         return cls(argv, Path(log_dir) / f"{executable}-{time.monotonic_ns()}.log", ros_env(**env))
 
     def output(self) -> str:

@@ -18,9 +18,9 @@ from carla_rl.nodes import qos_profiles as qos  # noqa: E402
 TIMEOUT_S = 60.0
 
 
-def start_curriculum(tmp_path, config_file):
-    return NodeProcess.node("curriculum_manager",
-                            ["--params-file", str(config_file), "-p", f"save_dir:={tmp_path}"], tmp_path)
+def start_curriculum(tmp_path, config_file, overrides=None):
+    return NodeProcess.node("curriculum_manager", ["--params-file", str(config_file)], tmp_path,
+                            overrides={"save_dir": str(tmp_path), **(overrides or {})})
 
 
 @pytest.fixture
@@ -95,3 +95,12 @@ def test_cli_set_phase_and_status(tmp_path):
         assert status.returncode == 0, status.stderr
         data = json.loads(status.stdout)
         assert (data["phase"], data["pending_phase"], data["num_phases"]) == (1, 4, 10)
+
+
+@pytest.mark.ros
+def test_graph_overrides_beat_the_config_files(tmp_path, ros_node):
+    """curriculum.yaml's curriculum_manager block sets initial_phase: 1; the graph's override (a
+    node-keyed params file, as the supervisor and launch_ros pass it) must win."""
+    with start_curriculum(tmp_path, CONFIG_DIR / "curriculum.yaml", overrides={"initial_phase": 4}) as proc:
+        client = wait_for_service(ros_node, GetStatus, topics.GET_STATUS_SERVICE, TIMEOUT_S)
+        assert call(ros_node, client, GetStatus.Request(), TIMEOUT_S).status.phase == 4, proc.output()

@@ -38,11 +38,11 @@ def test_lockstep_timeouts_commands_and_reset(tmp_path):
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     commands = node.create_publisher(VehicleCommand, f"{NS}/{topics.VEHICLE_COMMAND}", qos.SENSOR)
     proc = NodeProcess.node("embedded_simulator",
-                            ["-r", f"__ns:={NS}", "--params-file", str(CONFIG_DIR / "sim.yaml"),
-                             "--params-file", str(CONFIG_DIR / "curriculum.yaml"),
-                             "-p", "shell.env_id:=3", "-p", "shell.required_subscribers:=1",
-                             "-p", "shell.control_timeout_s:=0.05", "-p", "shell.diagnostics_period_s:=0.2",
-                             "-p", "shell.initial_phase:=2"], tmp_path)
+                            ["--params-file", str(CONFIG_DIR / "sim.yaml"),
+                             "--params-file", str(CONFIG_DIR / "curriculum.yaml")], tmp_path, namespace=NS,
+                            overrides={"shell.env_id": 3, "shell.required_subscribers": 1,
+                                       "shell.control_timeout_s": 0.05, "shell.diagnostics_period_s": 0.2,
+                                       "shell.initial_phase": 2})
     try:
         # nobody answers: the simulator keeps ticking on timeouts (full brake), and says so
         assert spin_until(node, lambda: len(situations) >= 5 and int(counters.get("control_timeouts", 0)) >= 3,

@@ -11,7 +11,10 @@ import pytest
 
 import launch_stubs
 from carla_rl import cli, commands
-from carla_rl.graph import OPTION_FLAGS, GraphOptions, build_graph, ros_arguments
+import yaml
+
+from carla_rl.config import flatten, unflatten
+from carla_rl.graph import OPTION_FLAGS, GraphOptions, build_graph
 from carla_rl.supervisor import node_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,11 +65,14 @@ def test_train_launch_builds_the_cli_graph(tmp_path, cli_argv, launch_args):
         assert overrides == spec.parameters
         assert node.kwargs["package"] == "carla_rl"
         assert node.kwargs["remappings"] == list(spec.remappings)
-        # and the CLI's process gets exactly these as --ros-args
-        argv = node_command(spec, CONFIG_DIR, "info")
-        assert argv[argv.index("--ros-args"):] == ros_arguments(spec, CONFIG_DIR, "info")
-        for f in files:
-            assert "--params-file" in argv and f in argv
+        # and the CLI's process gets the same files, then its overrides in a node-keyed params file
+        argv = node_command(spec, CONFIG_DIR, "info", tmp_path / "params")
+        ros_args = argv[argv.index("--ros-args"):]
+        given = [ros_args[i + 1] for i, a in enumerate(ros_args) if a == "--params-file"]
+        assert given[:len(files)] == files
+        overrides = yaml.safe_load(Path(given[-1]).read_text())
+        assert overrides == {spec.fqn: {"ros__parameters": unflatten(spec.parameters)}}
+        assert flatten(overrides[spec.fqn]["ros__parameters"]) == spec.parameters
 
 
 def test_eval_launch_is_the_graph_without_training(tmp_path):

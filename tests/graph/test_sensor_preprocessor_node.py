@@ -65,9 +65,9 @@ def test_observations_and_bad_input(tmp_path):
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     pub = Publisher(node)
     proc = NodeProcess.node("sensor_preprocessor",
-                            ["-r", f"__ns:={NS}", "--params-file", str(CONFIG_DIR / "preprocess.yaml"),
-                             "--params-file", str(CONFIG_DIR / "curriculum.yaml"), "-p", "env_id:=2",
-                             "-p", "diagnostics_period_s:=0.2"], tmp_path)
+                            ["--params-file", str(CONFIG_DIR / "preprocess.yaml"),
+                             "--params-file", str(CONFIG_DIR / "curriculum.yaml")], tmp_path, namespace=NS,
+                            overrides={"env_id": 2, "diagnostics_period_s": 0.2})
     try:
         assert spin_until(node, lambda: pub.situation.get_subscription_count() > 0
                           and pub.camera.get_subscription_count() > 0, TIMEOUT_S), proc.output()

@@ -190,29 +190,44 @@ def build_sim_graph(options: GraphOptions, autopilot: bool = True) -> list[NodeS
                      role="simulator")]
 
 
-def ros_arguments(spec: NodeSpec, config_dir: Path, log_level: str = "info") -> list[str]:
-    """``--ros-args`` of a spec, exactly what launch_ros passes for the same Node action."""
+def overrides_params_file(spec: NodeSpec) -> dict[str, Any]:
+    """The spec's parameter overrides as a params file keyed by the node's full name.
+
+    Not ``-p name:=value``: rcl treats command-line parameters like a ``/**`` entry, and a
+    node-specific entry in the config files (``<node>: ros__parameters: ...``) would win over it.
+    launch_ros does the same for a Node's parameter dicts: a node-keyed file after the others.
+    """
+    from carla_rl.config import unflatten
+
+    return {spec.fqn: {"ros__parameters": unflatten(spec.parameters)}}
+
+
+def ros_arguments(spec: NodeSpec, config_dir: Path, log_level: str = "info",
+                  overrides_file: Path | None = None) -> list[str]:
+    """``--ros-args`` of a spec: its config files, then ``overrides_file`` (written by the caller from
+    :func:`overrides_params_file`), remaps and log level."""
     args = ["--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
         args += ["-r", f"__ns:={spec.namespace}"]
     for path in spec.params_files:
         args += ["--params-file", str(Path(config_dir) / path)]
-    for key, value in spec.parameters.items():
-        args += ["-p", f"{key}:={parameter_literal(value)}"]
+    if spec.parameters:
+        if overrides_file is None:
+            raise ValueError(f"{spec.fqn}: parameter overrides need an overrides file")
+        args += ["--params-file", str(overrides_file)]
     for src, dst in spec.remappings:
         args += ["-r", f"{src}:={dst}"]
     args += ["--log-level", log_level]
     return args
 
 
-def parameter_literal(value: Any) -> str:
-    """A value as a ``-p name:=value`` YAML literal (strings quoted so '' and 'true' stay strings)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(parameter_literal(v) for v in value) + "]"
-    raise TypeError(f"unsupported parameter value {value!r}")
+def write_overrides_file(spec: NodeSpec, directory: Path) -> Path | None:
+    """Write the spec's overrides params file into ``directory``; None when it has no overrides."""
+    import yaml
+
+    if not spec.parameters:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (spec.fqn.strip("/").replace("/", "__") + ".params.yaml")
+    path.write_text(yaml.safe_dump(overrides_params_file(spec), sort_keys=False))
+    return path

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from carla_rl.graph import NodeSpec, ros_arguments
+from carla_rl.graph import NodeSpec, ros_arguments, write_overrides_file
 
 PR_SET_PDEATHSIG = 1
 
@@ -54,9 +54,11 @@ class ManagedNode:
     history: list[str] = field(default_factory=list)
 
 
-def node_command(spec: NodeSpec, config_dir: Path, log_level: str) -> list[str]:
+def node_command(spec: NodeSpec, config_dir: Path, log_level: str, params_dir: Path) -> list[str]:
+    """The process of a spec; its parameter overrides go to a node-keyed params file in ``params_dir``."""
+    overrides = write_overrides_file(spec, params_dir)
     return [sys.executable, "-m", f"carla_rl.nodes.{spec.executable}_node",
-            *ros_arguments(spec, config_dir, log_level)]
+            *ros_arguments(spec, config_dir, log_level, overrides)]
 
 
 class Supervisor:
@@ -89,7 +91,8 @@ class Supervisor:
         safe = spec.fqn.strip("/").replace("/", "__")
         managed.log_path = self.log_dir / f"{safe}.log"
         log = open(managed.log_path, "ab")
-        managed.process = subprocess.Popen(node_command(spec, self.config_dir, self.log_level),
+        managed.process = subprocess.Popen(node_command(spec, self.config_dir, self.log_level,
+                                                        self.log_dir / "params"),
                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env=self.env, preexec_fn=_die_with_parent)
         log.close()

@@ -81,6 +81,7 @@ class EnvSlot:
         # the replay stream of this env holds the current episode from its first tick; a policy that
         # (re)starts mid-episode, or an evaluation episode, stores nothing until the next episode starts
         self.streaming = False
+        self.finished_episode: int | None = None  # the end of an episode is announced until the reset
 
 
 class DQNPolicyNode(Node):
@@ -101,6 +102,7 @@ class DQNPolicyNode(Node):
             self.learning.set()
         self.stop_event = threading.Event()
         self.new_data = threading.Event()
+        self.checkpoint_due = threading.Event()
         self.evaluation_mode = not self.cfg.training
         self.envs = [EnvSlot() for _ in range(self.cfg.num_envs)]
         self.training_episodes = 0
@@ -146,6 +148,9 @@ class DQNPolicyNode(Node):
     def learner_loop(self) -> None:
         agent = self.agent
         while not self.stop_event.is_set():
+            if self.checkpoint_due.is_set():
+                self.checkpoint_due.clear()
+                self.write_periodic_checkpoint()
             if not self.learning.is_set() or agent.updates_due() <= 0:
                 self.new_data.wait(timeout=0.1)
                 self.new_data.clear()
@@ -224,9 +229,10 @@ class DQNPolicyNode(Node):
                 self.diag.count("ticks_not_stored_mid_episode")
             if done:
                 slot.streaming = False
-                if not obs.evaluation:
+                if not obs.evaluation and obs.episode_id != slot.finished_episode:
                     self.training_episodes += 1
-                    self.maybe_checkpoint_periodic()
+                    self.request_periodic_checkpoint()
+                slot.finished_episode = obs.episode_id
                 self.publish_reset(env_id, obs.step_id)
             else:
                 acting.append((env_id, obs, frames, vector, store))
@@ -274,15 +280,18 @@ class DQNPolicyNode(Node):
         with self.learn_lock:  # a consistent state: no gradient step while writing
             return save_checkpoint(self.agent, path, include_replay=include_replay)
 
-    def maybe_checkpoint_periodic(self) -> None:
-        if self.training_episodes % self.cfg.checkpoint_every_episodes:
-            return
+    def request_periodic_checkpoint(self) -> None:
+        """Every N training episodes; written by the learner thread, so acting never waits on disk."""
+        if self.training_episodes % self.cfg.checkpoint_every_episodes == 0:
+            self.checkpoint_due.set()
+            self.new_data.set()
+
+    def write_periodic_checkpoint(self) -> None:  # learner thread
         path = self.save(self.checkpoint_dir / f"episode_{self.training_episodes:07d}.pt",
                          self.cfg.checkpoint_replay)
         self.periodic.append(path)
         while len(self.periodic) > self.cfg.keep_last_checkpoints:
-            old = self.periodic.popleft()
-            old.unlink(missing_ok=True)
+            self.periodic.popleft().unlink(missing_ok=True)
         self.get_logger().info(f"checkpoint {path}")
 
     def on_save_checkpoint(self, request: SaveCheckpoint.Request, response: SaveCheckpoint.Response):

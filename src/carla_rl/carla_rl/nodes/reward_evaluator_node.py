@@ -56,6 +56,7 @@ class EnvReward:
                                      announcer="situation", max_pending_steps=max_pending)
         self.episode_id: int | None = None
         self.done = False
+        self.end: tuple[bool, bool, str] = (False, False, "")  # terminated, truncated, reason
         self.last_key = -1
 
 
@@ -142,8 +143,14 @@ class RewardEvaluatorNode(Node):
             reward.term_values = conv.float32_sequence([0.0] * len(reward.term_names))
             self.reward_pubs[env.env_id].publish(reward)  # the first tick of an episode earns nothing
             return
-        if env.done:  # ticks after the end (the policy is resetting): nothing to score
+        if env.done:
+            # the simulator stepped past the end (the reset command came after its control timeout):
+            # say "ended" again, so the policy answers with a reset; nothing is scored or counted
             self.diag.count("ticks_after_episode_end")
+            reward.term_names = list(env.calculator.term_names)
+            reward.term_values = conv.float32_sequence([0.0] * len(reward.term_names))
+            reward.terminated, reward.truncated, reward.termination_reason = env.end
+            self.reward_pubs[env.env_id].publish(reward)
             return
         collisions = [conv.collision_from_msg(m) for m in events.get("collision", [])]
         invasions = [conv.lane_invasion_from_msg(m) for m in events.get("lane_invasion", [])]
@@ -157,6 +164,7 @@ class RewardEvaluatorNode(Node):
         self.reward_pubs[env.env_id].publish(reward)
         if result.done:
             env.done = True
+            env.end = (result.terminated, result.truncated, result.reason)
             self.finish_episode(env, situation_msg.header.stamp)
 
     def finish_episode(self, env: EnvReward, stamp) -> None:

@@ -79,7 +79,8 @@ class RewardConfig:
                                         low=0.0, high=1000.0)
     stuck_min_progress_m: float = param(0.5, "Progress beyond the best so far that resets the "
                                         "stuck counter", low=0.0, high=100.0)
-    stuck_penalty: float = param(-100.0, "On the tick that truncates as stuck", low=-1e6,
-                                 high=0.0)
+    stuck_penalty: float = param(-900.0, "On the tick that truncates as stuck. Worse than leaving "
+                                 "the road: with -100 the agent learned to stand still in the curvy "
+                                 "phase rather than risk the sidewalk (-800)", low=-1e6, high=0.0)
     sync_max_pending_steps: int = param(8, "Ticks the step synchroniser keeps open at once",
                                         low=1, high=1000)
