@@ -14,7 +14,8 @@ from graph_harness import GraphRun  # noqa: E402
 from ros_testing import pid_alive  # noqa: E402
 
 TIMEOUT_S = 300.0
-HEARTBEAT_TIMEOUT_S = 10.0  # nodes report every second on /diagnostics
+HEARTBEAT_TIMEOUT_S = 10.0
+KEEP_LAST = 3  # nodes report every second on /diagnostics
 
 
 @pytest.mark.ros
@@ -22,7 +23,8 @@ HEARTBEAT_TIMEOUT_S = 10.0  # nodes report every second on /diagnostics
 def test_sigkill_policy_and_simulator(tmp_path):
     from carla_rl.learner.checkpoint import read_checkpoint
 
-    run = GraphRun(tmp_path, num_envs=2, phase=2, policy_params={"checkpoint_every_episodes": 2},
+    run = GraphRun(tmp_path, num_envs=2, phase=2,
+                   policy_params={"checkpoint_every_episodes": 2, "keep_last_checkpoints": KEEP_LAST},
                    sim_params={"shell.control_timeout_s": 0.2}, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
     rclpy.init()
     node = rclpy.create_node("supervisor_test_observer")
@@ -60,7 +62,10 @@ def test_sigkill_policy_and_simulator(tmp_path):
         assert run.spin_until(node, lambda: sum(1 for e in run.episodes if e.env_id == 0) >= episodes_before + 2,
                               TIMEOUT_S), run.logs()
         assert all(run.supervisor.alive().values()), run.logs()
-        read_checkpoint(saved)  # still intact
+        periodic = sorted(checkpoints.glob("episode_*.pt"))
+        assert 1 <= len(periodic) <= KEEP_LAST, periodic  # rotation spans policy restarts
+        for path in periodic:
+            read_checkpoint(path)  # every checkpoint on disk is intact
     finally:
         run.stop_and_check_no_orphans()
         node.destroy_node()

@@ -19,14 +19,18 @@ PHASE = 5  # static traffic + pedestrians: random driving meets collisions, side
 @pytest.mark.ros
 @pytest.mark.slow
 def test_training_graph_end_to_end(tmp_path):
-    run = GraphRun(tmp_path, NUM_ENVS, PHASE, sim_params={"shell.required_subscribers": 3})
+    # a random warm-up of 600 steps: uniform random driving in phase 5 meets sidewalks and cars
+    run = GraphRun(tmp_path, NUM_ENVS, PHASE, sim_params={"shell.required_subscribers": 3},
+                   policy_params={"agent.learning_starts": 600})
     rclpy.init()
     node = rclpy.create_node("graph_test_observer")
     run.attach(node, NUM_ENVS)
     try:
         run.supervisor.start()
+        terminal = {"collision", "sidewalk"}
         ok = run.spin_until(node, lambda: len(run.episodes) >= 6 and run.learning_ok()
-                            and max(t.replay_size for t in run.training) >= 64, TIMEOUT_S)
+                            and max(t.replay_size for t in run.training) >= 64
+                            and any(e.termination_reason in terminal for e in run.episodes), TIMEOUT_S)
         assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}\n{run.logs()}"
         assert all(run.supervisor.alive().values()), run.logs()
     finally:

@@ -71,6 +71,14 @@ class _SharedActions:
     actions: ActionTable = param(default_factory=ActionTable, description="Discrete action -> control")
 
 
+PERIODIC_PREFIX = "episode_"
+
+
+def periodic_episode(path: Path) -> int:
+    """Training episodes at which periodic checkpoint ``episode_NNNNNNN.pt`` was written."""
+    return int(path.stem[len(PERIODIC_PREFIX):])
+
+
 class EnvSlot:
     """Observation and reward of the ticks of one env until they pair up."""
 
@@ -105,12 +113,12 @@ class DQNPolicyNode(Node):
         self.checkpoint_due = threading.Event()
         self.evaluation_mode = not self.cfg.training
         self.envs = [EnvSlot() for _ in range(self.cfg.num_envs)]
-        self.training_episodes = 0
         self.acted_steps = 0  # actions published (training and evaluation)
         self.last_stats = None
         self.act_batches: deque[int] = deque(maxlen=200)
         self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
-        self.periodic: deque[Path] = deque()
+        # a restarted policy continues the run's numbering (and rotation) from what is on disk
+        self.training_episodes = max((periodic_episode(p) for p in self.periodic_checkpoints()), default=0)
 
         self.cmd_pubs = []
         for env_id in range(self.cfg.num_envs):
@@ -286,12 +294,15 @@ class DQNPolicyNode(Node):
             self.checkpoint_due.set()
             self.new_data.set()
 
+    def periodic_checkpoints(self) -> list[Path]:
+        """The run's periodic checkpoints, oldest first."""
+        return sorted(self.checkpoint_dir.glob(f"{PERIODIC_PREFIX}*.pt"), key=periodic_episode)
+
     def write_periodic_checkpoint(self) -> None:  # learner thread
-        path = self.save(self.checkpoint_dir / f"episode_{self.training_episodes:07d}.pt",
+        path = self.save(self.checkpoint_dir / f"{PERIODIC_PREFIX}{self.training_episodes:07d}.pt",
                          self.cfg.checkpoint_replay)
-        self.periodic.append(path)
-        while len(self.periodic) > self.cfg.keep_last_checkpoints:
-            self.periodic.popleft().unlink(missing_ok=True)
+        for old in self.periodic_checkpoints()[:-self.cfg.keep_last_checkpoints]:
+            old.unlink(missing_ok=True)
         self.get_logger().info(f"checkpoint {path}")
 
     def on_save_checkpoint(self, request: SaveCheckpoint.Request, response: SaveCheckpoint.Response):

@@ -118,6 +118,7 @@ class RewardEvaluatorNode(Node):
         key = conv.stamp_nanoseconds(msg.header.stamp)
         if kind == "situation" and key <= env.last_key:
             env.sync.reset()  # the simulator restarted: its clock went back
+            env.last_key = -1  # forget the old clock, or every new tick would look like a restart
             self.diag.count("simulator_restarts")
         bundle = env.sync.add(kind, key, msg)
         if bundle is None:

@@ -68,6 +68,7 @@ class SensorPreprocessorNode(Node):
         key = conv.stamp_nanoseconds(msg.header.stamp)
         if kind == "situation" and key <= self.last_key:  # the simulator restarted (time went back)
             self.sync.reset()
+            self.last_key = -1  # forget the old clock, or every new tick would look like a restart
             self.diag.count("simulator_restarts")
         bundle = self.sync.add(kind, key, msg)
         if bundle is None:
