@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +25,11 @@ def context(carla_msgs):
     """A private rclpy context (other tests may hold the default one)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, args=["--ros-args", "-r", "__ns:=/env_0", "-p", "bridge.spawn_ego:=false",
-                                  "-p", "shell.required_subscribers:=1", "-p", "bridge.event_settle_s:=0.01"])
+    # the phase table, as the graph passes it; the -p values are keys no config file sets here
+    curriculum = Path(__file__).resolve().parents[2] / "config" / "curriculum.yaml"
+    rclpy.init(context=ctx, args=["--ros-args", "-r", "__ns:=/env_0", "--params-file", str(curriculum),
+                                  "-p", "bridge.spawn_ego:=false", "-p", "shell.required_subscribers:=1",
+                                  "-p", "bridge.event_settle_s:=0.01"])
     yield ctx
     rclpy.try_shutdown(context=ctx)
 
@@ -100,7 +104,7 @@ def test_adapter_node_lockstep_with_a_fake_bridge(context, carla_msgs):
         pubs["odometry"].publish(od)
 
     try:
-        assert spin_until(lambda: adapter.pub_situation.get_subscription_count() >= 1
+        assert spin_until(lambda: adapter.sensors.situation.get_subscription_count() >= 1
                           and pubs["odometry"].get_subscription_count() >= 1
                           and pub_cmd.get_subscription_count() >= 1)
         # first tick: starts the episode (no map: no teleport) and makes the bridge tick with a brake

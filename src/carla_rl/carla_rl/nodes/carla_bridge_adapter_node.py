@@ -37,6 +37,7 @@ from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
+from carla_rl.nodes.sensor_frame_publisher import SensorFramePublisher
 from carla_rl.nodes.simulator_shell import SimulatorShellConfig
 
 CARLA_MSGS_MISSING = ("the carla_msgs package is not installed: build carla-simulator/ros-carla-msgs (ROS 2 "
@@ -71,18 +72,15 @@ class CarlaBridgeAdapterNode(Node):
 
         from diagnostic_msgs.msg import KeyValue
         from geometry_msgs.msg import Pose
-        from nav_msgs.msg import Odometry, Path
+        from nav_msgs.msg import Odometry
         from sensor_msgs.msg import Image, PointCloud2
-        from std_msgs.msg import Float32
 
-        from carla_rl_interfaces.msg import (CollisionEvent, EgoSituation, LaneInvasionEvent,
-                                             ScenarioConfig, VehicleCommand)
+        from carla_rl_interfaces.msg import ScenarioConfig, VehicleCommand
 
         self._KeyValue, self._Pose = KeyValue, Pose
         cfg, role = self.cfg, self.shell.role_name
         bridge = ba.bridge_topics(role)
         ours = ba.contract_topics(role)
-        self.frame_id = role
         now = time.monotonic()
         self.monitor = ba.StatusMonitor(cfg.status_timeout_s)
         self.monitor.start(now)
@@ -95,21 +93,12 @@ class CarlaBridgeAdapterNode(Node):
         self.next_tick_due = 0.0
         self.episode_started = False
         self.awaiting_step: int | None = None
-        self.published_route_version = -1
         self.spawning = False
         self.diag = DiagnosticsReporter(self, 1.0, warn_on=("stalls", "server_restarts", "dropped_ticks"))
 
         # our contract (relative names, inside /env_<i>)
         p = self.create_publisher
-        self.pub_camera = p(Image, ours["camera"], qos.SENSOR)
-        self.pub_lidar = p(PointCloud2, ours["lidar"], qos.SENSOR)
-        self.pub_radar = p(PointCloud2, ours["radar"], qos.SENSOR)
-        self.pub_odom = p(Odometry, ours["odometry"], qos.SENSOR)
-        self.pub_speed = p(Float32, ours["speedometer"], qos.SENSOR)
-        self.pub_collision = p(CollisionEvent, ours["collision"], qos.EVENTS)
-        self.pub_invasion = p(LaneInvasionEvent, ours["lane_invasion"], qos.EVENTS)
-        self.pub_situation = p(EgoSituation, ours["situation"], qos.SENSOR)
-        self.pub_route = p(Path, ours["route"], qos.LATCHED)
+        self.sensors = SensorFramePublisher(self, role)
         self.create_subscription(VehicleCommand, ours["vehicle_command"], self.on_command, qos.SENSOR)
         self.create_subscription(ScenarioConfig, ours["scenario"], self.on_scenario, qos.LATCHED)
 
@@ -202,7 +191,7 @@ class CarlaBridgeAdapterNode(Node):
 
     def process(self, tick: ba.Tick) -> None:
         if not self.episode_started:
-            if self.pub_situation.get_subscription_count() < self.shell.required_subscribers:
+            if self.sensors.situation.get_subscription_count() < self.shell.required_subscribers:
                 self.send_brake()  # keep the bridge ticking until the stack is up
                 return
             self.start_episode(evaluation=False)
@@ -248,28 +237,14 @@ class CarlaBridgeAdapterNode(Node):
         self.diag.count("episodes")
 
     def publish(self, frame: Any) -> None:
-        from std_msgs.msg import Float32
-
         from carla_rl import ros_conversions as conv
 
         stamp = conv.time_msg(frame.sim_time)
-        fid = self.frame_id
-        if frame.route_version != self.published_route_version and len(frame.route) >= 2:
-            self.published_route_version = frame.route_version
-            self.pub_route.publish(conv.path_msg(frame.route, stamp))
-        self.pub_camera.publish(conv.image_msg(frame.camera, stamp, fid))
-        self.pub_lidar.publish(conv.point_cloud_msg(frame.lidar, conv.LIDAR_FIELDS, stamp, fid))
-        self.pub_radar.publish(conv.point_cloud_msg(frame.radar, conv.RADAR_FIELDS, stamp, fid))
-        self.pub_odom.publish(conv.odometry_msg(frame.odometry, stamp, fid))
-        self.pub_speed.publish(Float32(data=float(frame.speed)))
-        for event in frame.collisions:
-            self.pub_collision.publish(conv.collision_msg(event, stamp, fid))
-        for event in frame.lane_invasions:
-            self.pub_invasion.publish(conv.lane_invasion_msg(event, stamp, fid))
+        self.sensors.publish_sensors(frame, stamp)
         self.awaiting_step = frame.step_id
         if self.shell.time_scale > 0.0:
             self.next_tick_due = time.monotonic() + self.cfg.fixed_delta_seconds / self.shell.time_scale
-        self.pub_situation.publish(conv.situation_msg(frame.situation, stamp, fid))  # last
+        self.sensors.publish_situation(frame, stamp)  # last
         self.diag.count("ticks")
 
     # --- recovery ---------------------------------------------------------------------------------------

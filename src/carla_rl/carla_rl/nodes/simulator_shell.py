@@ -15,9 +15,6 @@ import numpy as np
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float32
-from nav_msgs.msg import Odometry as OdometryMsg, Path
-from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from carla_rl import ros_conversions as conv
@@ -25,10 +22,11 @@ from carla_rl import topics
 from carla_rl.config import param
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.sensor_frame_publisher import SensorFramePublisher
 from carla_rl.scenario import ScenarioConfig
 from carla_rl.seeds import evaluation_seed, training_seed
 from carla_rl.sensor_frame import SensorFrame, VehicleControl
-from carla_rl_interfaces.msg import CollisionEvent, CurriculumStatus, EgoSituation, LaneInvasionEvent
+from carla_rl_interfaces.msg import CurriculumStatus
 from carla_rl_interfaces.msg import ScenarioConfig as ScenarioConfigMsg
 from carla_rl_interfaces.msg import VehicleCommand
 from carla_rl_interfaces.srv import LoadScenario, ResetEpisode
@@ -92,7 +90,6 @@ class SimulatorShell:
         self.published_at = 0.0
         self.next_tick_due = 0.0
         self.queued_command: VehicleCommand | None = None
-        self.route_version = None
         self.static_markers_sent_for = None
         self.last_frame: SensorFrame | None = None
         self.driver = None
@@ -104,15 +101,7 @@ class SimulatorShell:
         self.latencies_s: deque[float] = deque(maxlen=config.latency_window)
 
         p = node.create_publisher
-        self.pub_camera = p(Image, topics.carla_topic(role, topics.CAMERA), qos.SENSOR)
-        self.pub_lidar = p(PointCloud2, topics.carla_topic(role, topics.LIDAR), qos.SENSOR)
-        self.pub_radar = p(PointCloud2, topics.carla_topic(role, topics.RADAR), qos.SENSOR)
-        self.pub_odom = p(OdometryMsg, topics.carla_topic(role, topics.ODOMETRY), qos.SENSOR)
-        self.pub_speed = p(Float32, topics.carla_topic(role, topics.SPEEDOMETER), qos.SENSOR)
-        self.pub_collision = p(CollisionEvent, topics.carla_topic(role, topics.COLLISION), qos.EVENTS)
-        self.pub_invasion = p(LaneInvasionEvent, topics.carla_topic(role, topics.LANE_INVASION), qos.EVENTS)
-        self.pub_situation = p(EgoSituation, topics.carla_topic(role, topics.SITUATION), qos.SENSOR)
-        self.pub_route = p(Path, topics.carla_topic(role, topics.ROUTE), qos.LATCHED)
+        self.sensors = SensorFramePublisher(node, role, config.publish_radar)
         self.pub_clock = p(Clock, topics.CLOCK, qos.CLOCK)
         self.pub_markers = p(MarkerArray, topics.MARKERS, qos.SENSOR)
         self.pub_map_markers = p(MarkerArray, topics.MAP_MARKERS, qos.LATCHED)
@@ -136,7 +125,7 @@ class SimulatorShell:
     def on_timer(self) -> None:
         now = time.monotonic()
         if not self.started:
-            if self.pub_situation.get_subscription_count() >= self.cfg.required_subscribers:
+            if self.sensors.situation.get_subscription_count() >= self.cfg.required_subscribers:
                 self.started = True
                 self.reset_episode(evaluation=False)
             return
@@ -224,21 +213,8 @@ class SimulatorShell:
     def publish(self, frame: SensorFrame) -> None:
         self.last_frame = frame
         stamp = conv.time_msg(frame.sim_time)
-        fid = self.frame_id
         self.pub_clock.publish(Clock(clock=stamp))
-        if frame.route_version != self.route_version:
-            self.route_version = frame.route_version
-            self.pub_route.publish(conv.path_msg(frame.route, stamp))
-        self.pub_camera.publish(conv.image_msg(frame.camera, stamp, fid))
-        self.pub_lidar.publish(conv.point_cloud_msg(frame.lidar, conv.LIDAR_FIELDS, stamp, fid))
-        if self.cfg.publish_radar:
-            self.pub_radar.publish(conv.point_cloud_msg(frame.radar, conv.RADAR_FIELDS, stamp, fid))
-        self.pub_odom.publish(conv.odometry_msg(frame.odometry, stamp, fid))
-        self.pub_speed.publish(Float32(data=float(frame.speed)))
-        for event in frame.collisions:
-            self.pub_collision.publish(conv.collision_msg(event, stamp, fid))
-        for event in frame.lane_invasions:
-            self.pub_invasion.publish(conv.lane_invasion_msg(event, stamp, fid))
+        self.sensors.publish_sensors(frame, stamp)
         self.publish_views(frame, stamp)
         if self.tf_pub is not None and self.tf_pub.get_subscription_count() > 0:
             self.publish_tf(frame, stamp)
@@ -249,7 +225,7 @@ class SimulatorShell:
             self.next_tick_due = self.published_at + self.dt / self.cfg.time_scale
         elif self.driver is not None:
             self.next_tick_due = self.published_at
-        self.pub_situation.publish(conv.situation_msg(frame.situation, stamp, fid))
+        self.sensors.publish_situation(frame, stamp)
         self.diag.count("ticks")
 
     def publish_views(self, frame: SensorFrame, stamp) -> None:
