@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 from sim_helpers import CONFIG_DIR
 
-from carla_rl.config import load_section
 from carla_rl.scenario import load_phases
-from carla_rl.sim.sim_config import SimConfig
+from carla_rl.sim.sim_config import SimConfig, load_sim_config
 
 
 @pytest.fixture(scope="session")
 def sim_config() -> SimConfig:
-    return load_section(CONFIG_DIR / "sim.yaml", "embedded_simulator", SimConfig)
+    return load_sim_config(CONFIG_DIR / "sim.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,6 @@ def _write(tmp_path, params: dict):
 def test_yaml_matches_documented_defaults(sim_config):
     assert sim_config == SimConfig()
     assert sim_config.fixed_delta_seconds == pytest.approx(0.05)
-    assert sim_config.role_name == "ego_vehicle"
-    assert sim_config.control_timeout_s == pytest.approx(0.5)
     assert [sim_config.action_control(i) for i in range(6)] == [
         getattr(sim_config.actions, name).control() for name in ACTION_NAMES
     ]

@@ -130,20 +130,20 @@ class AgentConfig:
     v_min: float = param(-10.0, "lowest return of the C51 support", low=-1e6, high=1e6)
     v_max: float = param(10.0, "highest return of the C51 support", low=-1e6, high=1e6)
     gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
-    reward_scale: float = param(1.0, "rewards are multiplied by this before they are stored, so that "
+    reward_scale: float = param(0.01, "rewards are multiplied by this before they are stored, so that "
                                 "returns fit the C51 support [v_min, v_max] (the seed's rewards reach "
                                 "-1000 / +300)", low=1e-6, high=1e6)
     lr: float = param(6.25e-5, "Adam learning rate", low=0.0, high=1.0)
     adam_eps: float = param(1.5e-4, "Adam epsilon", low=0.0, high=1.0)
     batch_size: int = param(32, "transitions per gradient step", low=1, high=65536)
-    learning_starts: int = param(20_000, "env steps (random actions) before the first update",
+    learning_starts: int = param(5_000, "env steps (random actions) before the first update",
                                  low=0)
     train_frequency: int = param(4, "env steps per round of gradient steps", low=1)
     gradient_steps: int = param(1, "gradient steps per round (replay ratio = "
                                    "gradient_steps * batch_size / train_frequency)", low=1)
     target_update: str = param("hard", "target network update: 'hard' copy or 'soft' Polyak",
                                choices=("hard", "soft"))
-    target_update_interval: int = param(2000, "updates between hard target copies", low=1)
+    target_update_interval: int = param(1000, "updates between hard target copies", low=1)
     tau: float = param(0.005, "Polyak factor of soft target updates", low=0.0, high=1.0)
     huber_delta: float = param(1.0, "Huber loss threshold (scalar, non-C51 head)",
                                low=0.0, high=1e6)
