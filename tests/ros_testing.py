@@ -92,6 +92,21 @@ def spin_until(node, predicate: Callable[[], bool], timeout: float, executor=Non
     return True
 
 
+def watch_diagnostics(node, node_fqn: str) -> dict[str, str]:
+    """A dict kept up to date with the latest /diagnostics key/values of node ``node_fqn``."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    counters: dict[str, str] = {}
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            if status.name == node_fqn:
+                counters.update({kv.key: kv.value for kv in status.values})
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    return counters
+
+
 def wait_for_service(node, srv_type, name: str, timeout: float):
     client = node.create_client(srv_type, name)
     assert client.wait_for_service(timeout_sec=timeout), f"service {name} did not appear within {timeout} s"

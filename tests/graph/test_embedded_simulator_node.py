@@ -8,14 +8,14 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from carla_rl import topics  # noqa: E402
 from carla_rl.nodes import qos_profiles as qos  # noqa: E402
 from carla_rl_interfaces.msg import EgoSituation, VehicleCommand  # noqa: E402
 from carla_rl_interfaces.srv import ResetEpisode  # noqa: E402
-from ros_testing import CONFIG_DIR, NodeProcess, call, spin_until, wait_for_service  # noqa: E402
+from ros_testing import (CONFIG_DIR, NodeProcess, call, spin_until, wait_for_service,  # noqa: E402
+                         watch_diagnostics)
 
 NS = "/env_3"
 TIMEOUT_S = 60.0
@@ -25,17 +25,11 @@ TIMEOUT_S = 60.0
 def test_lockstep_timeouts_commands_and_reset(tmp_path):
     rclpy.init()
     node = rclpy.create_node("simulator_test")
-    situations, counters, map_markers = [], {}, []
+    situations, map_markers = [], []
     situation_topic = f"{NS}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.SITUATION)}"
     node.create_subscription(EgoSituation, situation_topic, situations.append, qos.SENSOR)
     node.create_subscription(MarkerArray, f"{NS}/{topics.MAP_MARKERS}", map_markers.append, qos.LATCHED)
-
-    def on_diag(msg):
-        for status in msg.status:
-            if status.name == f"{NS}/embedded_simulator":
-                counters.update({kv.key: kv.value for kv in status.values})
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    counters = watch_diagnostics(node, f"{NS}/embedded_simulator")
     commands = node.create_publisher(VehicleCommand, f"{NS}/{topics.VEHICLE_COMMAND}", qos.SENSOR)
     proc = NodeProcess.node("embedded_simulator",
                             ["--params-file", str(CONFIG_DIR / "sim.yaml"),

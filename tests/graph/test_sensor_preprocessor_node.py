@@ -9,7 +9,6 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry as OdometryMsg  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 
@@ -20,7 +19,7 @@ from carla_rl.semantic_palette import SemanticTag, tags_to_colours  # noqa: E402
 from carla_rl.sensor_frame import EgoSituation, Odometry  # noqa: E402
 from carla_rl_interfaces.msg import EgoSituation as EgoSituationMsg  # noqa: E402
 from carla_rl_interfaces.msg import Observation  # noqa: E402
-from ros_testing import CONFIG_DIR, NodeProcess, spin_until  # noqa: E402
+from ros_testing import CONFIG_DIR, NodeProcess, spin_until, watch_diagnostics  # noqa: E402
 
 TIMEOUT_S = 60.0
 DT = 0.05
@@ -54,15 +53,9 @@ class Publisher:
 def test_observations_and_bad_input(tmp_path):
     rclpy.init()
     node = rclpy.create_node("preprocessor_test")
-    observations, counters = [], {}
+    observations = []
     node.create_subscription(Observation, f"{NS}/{topics.OBSERVATION}", observations.append, qos.SENSOR)
-
-    def on_diag(msg):
-        for status in msg.status:
-            if status.name == f"{NS}/sensor_preprocessor":
-                counters.update({kv.key: kv.value for kv in status.values})
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    counters = watch_diagnostics(node, f"{NS}/sensor_preprocessor")
     pub = Publisher(node)
     proc = NodeProcess.node("sensor_preprocessor",
                             ["--params-file", str(CONFIG_DIR / "preprocess.yaml"),
