@@ -49,7 +49,8 @@ class NodeProcess:
         return cls(argv, Path(log_dir) / f"{executable}-{time.monotonic_ns()}.log", ros_env(**env))
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:

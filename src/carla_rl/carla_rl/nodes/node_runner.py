@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import cProfile
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -15,11 +17,19 @@ from rclpy.node import Node
 from carla_rl.config import ConfigError
 
 PROFILE_DIR_ENV = "CARLA_RL_PROFILE_DIR"
+STOP_POLL_S = 0.25  # longest a stop signal waits when rclpy's wake-up was missed
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """Spin the node built by ``make_node`` until shutdown; returns the process exit code."""
     rclpy.init(args=args)
+    # Python's default SIGINT handler raises KeyboardInterrupt at whatever bytecode runs next; inside a
+    # message conversion pybind11 turns that into a RuntimeError that kills the node before its
+    # on_shutdown (final checkpoint, clean exit code). So a stop signal only sets a flag: rclpy's own
+    # handler has already woken the executor, and the spin loop below ends at its next turn.
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
     node = None
     profile_dir = os.environ.get(PROFILE_DIR_ENV)  # set by `carla-rl train --enable-profiler`
     profiler = cProfile.Profile() if profile_dir else None
@@ -29,7 +39,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
         executor.add_node(node)
         if profiler is not None:
             profiler.enable()
-        executor.spin()
+        while rclpy.ok() and not stop_requested.is_set():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ConfigError as exc:
