@@ -43,3 +43,29 @@ def test_benchmark_on_cuda():
     result = run_learner_benchmark("cuda", batch_size=32, seconds=1.0, capacity=5000)
     assert result["updates_per_s"] > 0 and result["eager_updates_per_s"] > 0
     assert result["fast_path"] != "eager"
+
+
+def test_several_updates_per_graph_replay_keep_counters_and_target_copies():
+    cfg = tiny_config(learning_starts=32, cuda_graphs=True, updates_per_graph=4,
+                      target_update="hard", target_update_interval=8)
+    agent = DQNAgent(TINY_SPEC, 3, cfg, device="cuda", seed=0)
+    rng = np.random.default_rng(0)
+    for t in range(200):
+        agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
+                      rng.random(3, dtype=np.float32), float(rng.normal()), False, False, t == 0)
+        agent.record_action(0, int(rng.integers(0, 3)))
+    while agent._fast is None or agent._fast.graph is None:  # eager warm-up up to a multiple of 4
+        agent.update()
+    assert agent.updates % 4 == 0 and agent.updates_per_call == 4
+    start = agent.updates
+    stats = agent.update()
+    assert agent.updates == start + 4 and stats.updates == agent.updates
+    assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+    while agent.updates % 8:  # on an interval boundary the target equals the online net
+        agent.update()
+    torch.cuda.synchronize()
+    assert all(torch.equal(a, b) for a, b in zip(agent.online.parameters(), agent.target.parameters()))
+    agent.update()
+    torch.cuda.synchronize()
+    assert any(not torch.equal(a, b) for a, b in zip(agent.online.parameters(), agent.target.parameters()))
+

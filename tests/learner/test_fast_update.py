@@ -141,3 +141,33 @@ def test_update_step_has_no_host_syncs(distributional, prioritized):
     with spy:
         fast._step()
     assert spy.hits == []
+
+
+@pytest.mark.parametrize("distributional", [True, False])
+def test_merged_online_pass_gives_the_same_loss_and_gradients(distributional):
+    """The fast path runs the online net once over [states; next states]; loss, priorities and
+    gradients must equal the two-pass reference (checked on CPU)."""
+    cfg = tiny_config(learning_starts=32, distributional=distributional, noisy=True)
+    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
+                      rng.random(3, dtype=np.float32), float(rng.normal()), t % 37 == 36, False,
+                      t % 37 == 0)
+        if t % 37 != 36:  # no action after a terminal tick: the next one starts an episode
+            agent.record_action(0, int(rng.integers(0, 3)))
+    fast = FastUpdater(agent, use_graph=False)
+    _, batch, _ = fast.replay.sample(cfg.batch_size, torch.tensor(0.4))
+    algorithm = agent.algorithm
+    results = {}
+    for merged in (False, True):
+        algorithm.merge_online_passes = merged
+        agent.online.zero_grad(set_to_none=True)
+        loss, priorities, td_abs, q_taken = algorithm.loss(batch)
+        loss.backward()
+        grads = [p.grad.clone() for p in agent.online.parameters()]
+        results[merged] = (loss.detach(), priorities, td_abs, q_taken, grads)
+    for a, b in zip(results[False][:4], results[True][:4]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(results[False][4], results[True][4]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -50,3 +50,18 @@ def test_noisy_layers_resample_and_eval_is_deterministic():
     ptr = layer.weight_epsilon.data_ptr()
     layer.reset_noise()
     assert layer.weight_epsilon.data_ptr() == ptr
+
+
+def test_channels_last_network_computes_the_same_values_and_keys():
+    torch.manual_seed(0)
+    spec = ObservationSpec(4, 84, 84, 5)
+    plain = QNetwork(spec, 6, AgentConfig())
+    nhwc = QNetwork(spec, 6, AgentConfig())
+    nhwc.load_state_dict(plain.state_dict())
+    nhwc.use_channels_last()
+    assert nhwc.encoder.conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert list(nhwc.state_dict()) == list(plain.state_dict())
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    vectors = torch.rand(3, 5)
+    torch.testing.assert_close(nhwc(frames, vectors, noise=False),
+                               plain(frames, vectors, noise=False), rtol=1e-4, atol=1e-5)

@@ -12,12 +12,14 @@ from carla_rl.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEve
 
 TARGET_SPEED = 8.0
 SCENARIO = ScenarioConfig(target_speed_mps=TARGET_SPEED, max_episode_steps=100)
-# Neutral: every shaping term is zero (standing still earns no target-speed reward).
+# Neutral: every shaping term is zero (standing still earns no target-speed reward; the idle
+# cost of standing still is switched off in NEUTRAL_CONFIG and tested on its own below).
 NEUTRAL_SPEED = 0.0
+NEUTRAL_CONFIG = RewardConfig(idle_penalty=0.0)
 
 
 def make(config=None, scenario=SCENARIO) -> RewardCalculator:
-    calculator = RewardCalculator(config or RewardConfig())
+    calculator = RewardCalculator(config or NEUTRAL_CONFIG)
     calculator.reset(scenario)
     return calculator
 
@@ -178,7 +180,7 @@ def test_goal_on_the_last_tick_is_a_success_not_a_timeout():
 
 
 def test_stuck_truncates_after_n_ticks_without_progress():
-    config = dataclasses.replace(RewardConfig(), stuck_ticks=5)
+    config = dataclasses.replace(NEUTRAL_CONFIG, stuck_ticks=5)
     calculator = make(config)
     # the first tick sets the baseline; then 5 ticks without progress
     results = [step(calculator, episode_step=i, route_progress_m=3.0) for i in range(6)]
@@ -190,14 +192,14 @@ def test_stuck_truncates_after_n_ticks_without_progress():
 
 
 def test_progress_resets_the_stuck_counter():
-    config = dataclasses.replace(RewardConfig(), stuck_ticks=3)
+    config = dataclasses.replace(NEUTRAL_CONFIG, stuck_ticks=3)
     calculator = make(config)
     progress = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0]
     assert not any(step(calculator, route_progress_m=p).done for p in progress)
 
 
 def test_waiting_at_red_light_is_not_stuck():
-    config = dataclasses.replace(RewardConfig(), stuck_ticks=3)
+    config = dataclasses.replace(NEUTRAL_CONFIG, stuck_ticks=3)
     calculator = make(config)
     red = dict(traffic_light_state=TrafficLightState.RED, traffic_light_distance_m=20.0)
     results = [step(calculator, episode_step=i, **red) for i in range(10)]
@@ -226,3 +228,17 @@ def test_step_after_episode_end_requires_reset():
 def test_step_before_reset_fails():
     with pytest.raises(RuntimeError, match="reset"):
         RewardCalculator(RewardConfig()).step(EgoSituation(), Odometry(), 0.0, [], [])
+
+
+def test_idle_costs_per_tick_stopped_but_not_when_moving_or_at_a_red_light():
+    config = RewardConfig()
+    assert config.idle_penalty < 0.0
+    assert only_term(step(make(config), speed=0.0), "idle") == config.idle_penalty
+    moving = step(make(config), speed=config.stopped_speed_mps + 0.1)
+    assert moving.terms["idle"] == 0.0
+    at_red = step(make(config), speed=0.0, traffic_light_state=TrafficLightState.RED,
+                  traffic_light_distance_m=5.0)
+    assert at_red.terms["idle"] == 0.0
+    far_from_red = step(make(config), speed=0.0, traffic_light_state=TrafficLightState.RED,
+                        traffic_light_distance_m=config.stuck_light_excuse_m + 1.0)
+    assert far_from_red.terms["idle"] == config.idle_penalty

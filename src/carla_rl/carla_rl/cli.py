@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive_int, default=32)
     b.add_argument("--seconds", type=_non_negative_float, default=10.0)
     b.add_argument("--preset", default="", help="network preset (e.g. nature); default: config/agent.yaml")
+    b.add_argument("--variants", default="",
+                   help="comma-separated variants to measure (default: eager, device_eager, graph, graph_bf16, "
+                        "graph_bf16_x8; see carla_rl.learner.learner_benchmark)")
+    b.add_argument("--profile", action="store_true", help="also list each device variant's kernels (CUDA)")
     b.add_argument("--json", action="store_true")
     b = bench.add_parser("graph", help="end-to-end steps/s and latency through the ROS graph")
     b.add_argument("--envs", type=_positive_int, default=1)

@@ -233,7 +233,9 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
         from carla_rl.learner.learner_benchmark import run_learner_benchmark
 
         result = run_learner_benchmark(device=args.device, batch_size=args.batch_size, seconds=args.seconds,
-                                       preset=args.preset or None, config_path=config_dir / "agent.yaml")
+                                       preset=args.preset or None, config_path=config_dir / "agent.yaml",
+                                       variants=tuple(v for v in args.variants.split(",") if v) or None,
+                                       profile=args.profile)
     else:
         from carla_rl.graph_benchmark import run_graph_benchmark
 

@@ -156,12 +156,23 @@ class AgentConfig:
                                      "CUDA graph; CUDA only")
     compile: bool = param(False, "torch.compile the loss (forward passes + targets; CUDA "
                                  "only, compiles on the first updates)")
+    channels_last: bool = param(True, "NHWC convolutions on the CUDA-graph path (cuDNN's "
+                                      "native layout)")
+    merge_online_passes: bool = param(True, "CUDA-graph path: one online pass over states and "
+                                            "next states (fewer kernels, more conv work)")
+    updates_per_graph: int = param(1, "gradient steps captured back to back in one CUDA graph "
+                                      "(cuda_graphs only; one replay = this many updates, which "
+                                      "saves the per-replay host work; must divide "
+                                      "target_update_interval)", low=1, high=256)
 
     def validate(self) -> None:
         if self.v_max <= self.v_min:
             raise ConfigError("v_max must be greater than v_min")
         if self.exploration.epsilon_end > self.exploration.epsilon_start:
             raise ConfigError("exploration.epsilon_end must not exceed epsilon_start")
+        if self.target_update == "hard" and self.target_update_interval % self.updates_per_graph:
+            raise ConfigError(f"updates_per_graph ({self.updates_per_graph}) must divide "
+                              f"target_update_interval ({self.target_update_interval})")
 
     def with_network_preset(self, name: str) -> "AgentConfig":
         """A copy of this config with network preset ``name`` (``cpu`` or ``nature``)."""

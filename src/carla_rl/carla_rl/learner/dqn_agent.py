@@ -159,6 +159,8 @@ class DQNAlgorithm:
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.target.load_state_dict(self.network.state_dict())
         self.target.requires_grad_(False)
+        # the fast path only: the eager path stays the straightforward reference implementation
+        self.merge_online_passes = device.type == "cuda" and capturable and config.merge_online_passes
         if config.compile and device.type == "cuda":
             # The loss (three forward passes + C51 / TD math) is where kernel fusion pays; the
             # modules themselves stay plain (state_dict keys, deepcopy for actor copies).
@@ -170,12 +172,24 @@ class DQNAlgorithm:
         cfg = self.config
         arange = torch.arange(batch.actions.shape[0], device=batch.actions.device)  # [B]
         with _autocast(self.device, cfg.mixed_precision):
-            out = self.network(batch.frames, batch.vectors)  # [B, A, N] or [B, A]
+            if cfg.double and self.merge_online_passes:
+                # One online pass over [states; next states] (same weights, same noise): half the
+                # kernels of two passes. The extra backward work on the detached half is cheap
+                # next to launch latency on a GPU; on a CPU it is not, hence CUDA only.
+                size = batch.actions.shape[0]
+                both = self.network(torch.cat([batch.frames, batch.next_frames]),
+                                    torch.cat([batch.vectors, batch.next_vectors]))  # [2B, ...]
+                out = both[:size]
+                next_select = self.network.q_from_output(both[size:].detach())  # [B, A]
+            else:
+                out = self.network(batch.frames, batch.vectors)  # [B, A, N] or [B, A]
+                if cfg.double:  # online net selects, target net evaluates
+                    with torch.no_grad():
+                        next_select = self.network.q_values(batch.next_frames,
+                                                            batch.next_vectors)
             with torch.no_grad():
                 next_target = self.target(batch.next_frames, batch.next_vectors)
-                if cfg.double:  # online net selects, target net evaluates
-                    next_select = self.network.q_values(batch.next_frames, batch.next_vectors)
-                else:
+                if not cfg.double:
                     next_select = self.target.q_from_output(next_target)
         allowed = mask_from_bits(batch.next_masks, next_select.shape[1])  # [B, A]
         next_actions = next_select.masked_fill(~allowed, float("-inf")).argmax(dim=1)  # [B]
@@ -252,6 +266,9 @@ class DQNAgent:
         self.policy = DQNPolicy(self.online, cfg, self.device, self.act_rng)
         # CUDA-graph capture of the update needs an optimizer whose step counter lives on the GPU.
         self.use_fast_path = self.device.type == "cuda" and cfg.cuda_graphs
+        if self.use_fast_path and cfg.channels_last:
+            self.online.use_channels_last()
+            self.target.use_channels_last()
         self.algorithm = DQNAlgorithm(self.online, self.target, cfg, self.device,
                                       capturable=self.use_fast_path)
         self._fast = None  # FastUpdater, built on the first update when use_fast_path
@@ -286,6 +303,11 @@ class DQNAgent:
     @property
     def lr(self) -> float:
         return float(self.algorithm.optimizer.param_groups[0]["lr"])
+
+    @property
+    def updates_per_call(self) -> int:
+        """Gradient steps one :meth:`update` call makes (``updates_per_graph`` on the graph path)."""
+        return self.config.updates_per_graph if self.use_fast_path else 1
 
     def updates_due(self) -> int:
         """Gradient steps owed by the replay ratio (``gradient_steps`` per ``train_frequency``
@@ -340,7 +362,8 @@ class DQNAgent:
 
     # ----------------------------------------------------------------- learning
     def update(self) -> UpdateStats | None:
-        """One gradient step on a replay batch; None before ``learning_starts``."""
+        """One gradient step on a replay batch (:attr:`updates_per_call` steps on the CUDA-graph
+        path; the stats are the last one's); None before ``learning_starts``."""
         cfg = self.config
         if self.env_steps < cfg.learning_starts:
             return None

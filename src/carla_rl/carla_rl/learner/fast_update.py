@@ -208,6 +208,7 @@ class FastUpdater:
         self.beta = torch.zeros((), dtype=torch.float32, device=self.device)
         self.stats = torch.zeros(4, dtype=torch.float32, device=self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.steps_per_replay = cfg.updates_per_graph if self.use_graph else 1
         self._warmup_left = GRAPH_WARMUP_STEPS
         self._side_stream = torch.cuda.Stream() if self.use_graph else None
 
@@ -230,7 +231,8 @@ class FastUpdater:
         graph = torch.cuda.CUDAGraph()
         self.agent.algorithm.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self._step()
+            for _ in range(self.steps_per_replay):  # back to back: each samples after the last
+                self._step()                        # one's priority update, as eagerly
         self.graph = graph
 
     def sync(self) -> None:
@@ -241,7 +243,8 @@ class FastUpdater:
             self.replay.sync(slots)
 
     def update(self, with_stats: bool = True) -> UpdateStats | None:
-        """One gradient step (syncs touched slots first); stats cost one host sync."""
+        """One gradient step, or ``updates_per_graph`` of them per replay once the graph is
+        captured (syncs touched slots first); stats (the last step's) cost one host sync."""
         agent = self.agent
         cfg = agent.config
         if agent.env_steps < cfg.learning_starts or not agent.replay.can_sample(cfg.batch_size):
@@ -251,8 +254,10 @@ class FastUpdater:
         self.beta.fill_(beta)
         if not self.use_graph:
             self._step()
+            agent.updates += 1
         elif self.graph is not None:
             self.graph.replay()
+            agent.updates += self.steps_per_replay
         else:  # warm up on a side stream, then capture (acting waits meanwhile)
             with agent.capture_lock:
                 stream = self._side_stream
@@ -260,11 +265,13 @@ class FastUpdater:
                 with torch.cuda.stream(stream):
                     self._step()
                 torch.cuda.current_stream().wait_stream(stream)
+                agent.updates += 1
                 self._warmup_left -= 1
-                if self._warmup_left <= 0:
+                # capture on a multiple of steps_per_replay, so that replays land exactly on
+                # the hard target-update boundaries
+                if self._warmup_left <= 0 and agent.updates % self.steps_per_replay == 0:
                     self._capture()
-        agent.updates += 1
-        if cfg.target_update == "hard":
+        if cfg.target_update == "hard":  # steps_per_replay divides the interval (validated)
             agent.algorithm.update_target(agent.updates)
         if not with_stats:
             return None

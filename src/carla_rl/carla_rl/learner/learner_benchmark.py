@@ -8,6 +8,9 @@ synthetic interleaved episodes, then measures in the same run
 * ``device_eager``  sampling on the device (:class:`DeviceReplay`), eager kernels,
 * ``graph``         the whole update step captured in one CUDA graph (CUDA only),
 * ``graph_bf16``    the same under bf16 autocast (CUDA only),
+* ``..._xK``        K updates captured back to back per graph replay (``updates_per_graph``),
+                    ``..._nchw`` without ``channels_last``, ``..._sep`` without
+                    ``merge_online_passes`` (to measure what each is worth),
 * ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
                     opt-in through ``variants``: compilation takes a minute or more), and
                     ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
@@ -35,8 +38,8 @@ from carla_rl.learner.agent_config import AgentConfig, ObservationSpec, load_age
 from carla_rl.learner.dqn_agent import DQNAgent
 from carla_rl.learner.fast_update import FastUpdater
 
-DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16")
-CUDA_ONLY_VARIANTS = ("graph", "graph_bf16", "compile", "graph_compile", "graph_compile_bf16")
+DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_x8")
+CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
 ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
 
@@ -75,21 +78,55 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rate(step: Callable[[], Any], seconds: float, device: torch.device,
-          warmup: int) -> float:
+def _rate(step: Callable[[], Any], updates: Callable[[], int], seconds: float,
+          device: torch.device, warmup: int) -> float:
+    """Updates per second of ``step`` (which may do several updates per call), counted by the
+    ``updates`` counter, after ``warmup`` calls."""
     for _ in range(warmup):
         step()
     _sync(device)
-    count = 0
+    calls = 0
+    first = updates()
     start = time.perf_counter()
     deadline = start + seconds
     while True:
         step()
-        count += 1
-        if count % 16 == 0 and time.perf_counter() >= deadline:
+        calls += 1
+        if calls % 16 == 0 and time.perf_counter() >= deadline:
             break
     _sync(device)
-    return count / (time.perf_counter() - start)
+    return (updates() - first) / (time.perf_counter() - start)
+
+
+def profile_update(step: Callable[[], Any], updates: Callable[[], int], device: torch.device,
+                   calls: int = 20, top: int = 15) -> dict[str, Any]:
+    """Where an update's time goes: kernels launched and GPU time per update, and the ``top``
+    kernels by total GPU time (torch.profiler; CUDA only)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        step()
+    _sync(device)
+    first = updates()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            step()
+        _sync(device)
+    count = max(1, updates() - first)
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_name: dict[str, list[float]] = {}
+    for event in kernels:
+        entry = by_name.setdefault(event.name, [0, 0.0])
+        entry[0] += 1
+        entry[1] += event.device_time
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:top]
+    return {
+        "updates_profiled": count,
+        "kernels_per_update": len(kernels) / count,
+        "gpu_busy_us_per_update": sum(e.device_time for e in kernels) / count,
+        "top_kernels": [{"name": name[:120], "calls_per_update": n / count,
+                         "us_per_update": t / count} for name, (n, t) in ranked],
+    }
 
 
 def _act_latency(agent: DQNAgent, repeats: int) -> dict[str, float]:
@@ -122,6 +159,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                           vector_size: int = 16, action_size: int = 6, num_envs: int = 4,
                           episode_length: int = 500, variants: tuple[str, ...] | None = None,
                           act_repeats: int = 50, config: AgentConfig | None = None,
+                          profile: bool = False,
                           config_path: str | Path | None = None,
                           seed: int = 0) -> dict[str, Any]:
     """Measure the learner; see the module docstring. ``seconds`` is per variant. The agent
@@ -143,7 +181,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
     spec = ObservationSpec(4, 84, 84, vector_size)
     variants = tuple(variants if variants is not None else DEFAULT_VARIANTS)
     if dev.type != "cuda":
-        variants = tuple(v for v in variants if v not in CUDA_ONLY_VARIANTS)
+        variants = tuple(v for v in variants if not set(v.split("_")) & set(CUDA_ONLY_FLAGS))
 
     eager = DQNAgent(spec, action_size, base, device=dev, seed=seed)
     fill_start = time.perf_counter()
@@ -152,16 +190,22 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
 
     rates: dict[str, float] = {}
     errors: dict[str, str] = {}
+    profiles: dict[str, Any] = {}
     device_bytes = float("nan")  # replay mirror on the device (fast paths)
     for name in variants:
         try:
             if name == "eager":
                 agent = eager
-                rates[name] = _rate(agent.update, seconds, dev, warmup=3)
+                rates[name] = _rate(agent.update, lambda a=agent: a.updates, seconds, dev,
+                                    warmup=3)
                 continue
-            flags = set(name.split("_"))  # e.g. graph_compile_bf16
+            flags = set(name.split("_"))  # e.g. graph_compile_bf16, graph_bf16_x8
+            per_graph = [int(f[1:]) for f in flags if f[:1] == "x" and f[1:].isdigit()]
             cfg = dataclasses.replace(base, cuda_graphs="graph" in flags,
                                       compile="compile" in flags,
+                                      updates_per_graph=per_graph[0] if per_graph else 1,
+                                      channels_last="nchw" not in flags,
+                                      merge_online_passes="sep" not in flags,
                                       mixed_precision="bf16" if "bf16" in flags
                                       else base.mixed_precision)
             agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
@@ -169,8 +213,12 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
             agent.env_steps = eager.env_steps
             fast = FastUpdater(agent, use_graph="graph" in flags)
             device_bytes = fast.replay.nbytes / capacity
-            rates[name] = _rate(lambda f=fast: f.update(with_stats=False), seconds, dev,
-                                warmup=5)
+            step = (lambda f=fast: f.update(with_stats=False))
+            counter = (lambda a=agent: a.updates)
+            # warm-up covers the eager steps before capture (up to 3 + updates_per_graph - 1)
+            rates[name] = _rate(step, counter, seconds, dev, warmup=4 + cfg.updates_per_graph)
+            if profile and dev.type == "cuda":
+                profiles[name] = profile_update(step, counter, dev)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
             errors[name] = f"{type(exc).__name__}: {exc}"
     best = max(rates, key=rates.get) if rates else "none"
@@ -192,6 +240,8 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
         "device_replay_bytes_per_transition": device_bytes,
         "act_latency_ms": _act_latency(eager, act_repeats),
     }
+    if profiles:
+        result["profile"] = profiles
     return result
 
 
@@ -204,14 +254,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--capacity", type=int, default=50_000)
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help="comma-separated: eager, device_eager, graph, graph_bf16, "
-                             "compile, graph_compile, graph_compile_bf16")
+                             "compile, graph_compile, graph_compile_bf16; a suffix _xK "
+                             "captures K updates per graph (e.g. graph_bf16_x8)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: keep)")
     parser.add_argument("--config", default=None, help="params file with a dqn_policy.agent block")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile each device variant's kernels (CUDA only)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_learner_benchmark(args.device, args.batch_size, args.seconds, args.preset,
                                    capacity=args.capacity, config_path=args.config,
+                                   profile=args.profile,
                                    variants=tuple(v for v in args.variants.split(",") if v))
     print(json.dumps(result, indent=2))
 

@@ -49,8 +49,11 @@ class Encoder(nn.Module):
         self.mlp = nn.Sequential(*mlp)
         self.has_vector = spec.vector_size > 0
         self.out_size = conv_out + (in_size if self.has_vector else 0)
+        self.channels_last = False  # see QNetwork.use_channels_last
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:  # the uint8 permute is 4x cheaper than cuDNN's float one
+            frames = frames.contiguous(memory_format=torch.channels_last)
         x = self.conv(frames.float() / PIXEL_SCALE)  # [B, C*h*w]
         if self.has_vector:
             x = torch.cat([x, self.mlp(vectors.float())], dim=1)  # [B, F]
@@ -123,6 +126,13 @@ class QNetwork(nn.Module):
         if self.distributional:
             return out  # [B, A, N] logits
         return out.squeeze(-1)  # [B, A]
+
+    def use_channels_last(self) -> "QNetwork":
+        """NHWC conv weights and inputs (for CUDA): cuDNN's tensor-core kernels want NHWC, and
+        with NCHW it converts every activation and gradient back and forth (profiled: a quarter
+        of the GPU time of an update). Values and state_dict keys are unchanged."""
+        self.encoder.channels_last = True
+        return self.to(memory_format=torch.channels_last)
 
     def q_from_output(self, out: torch.Tensor) -> torch.Tensor:
         """Expected Q [B, A] from ``forward``'s output."""

@@ -150,6 +150,7 @@ class DQNPolicyNode(Node):
         self.actor = DQNPolicy(copy.deepcopy(self.agent.online), self.agent_cfg, self.agent.device,
                                self.agent.act_rng)
         self.agent.policy = self.actor  # agent.act() (exploration schedule) now runs on the actor copy
+        self.actor_synced_at = self.agent.updates
         self.learner_thread.start()
         self.get_logger().info(f"agent on {self.cfg.device}: observation {spec}, {NUM_ACTIONS} actions")
 
@@ -159,15 +160,16 @@ class DQNPolicyNode(Node):
             if self.checkpoint_due.is_set():
                 self.checkpoint_due.clear()
                 self.write_periodic_checkpoint()
-            if not self.learning.is_set() or agent.updates_due() <= 0:
+            if not self.learning.is_set() or agent.updates_due() < agent.updates_per_call:
                 self.new_data.wait(timeout=0.1)
                 self.new_data.clear()
                 continue
             with self.learn_lock:
                 stats = agent.update()
-                if stats is not None and agent.updates % self.cfg.actor_sync_updates == 0:
+                if stats is not None and agent.updates - self.actor_synced_at >= self.cfg.actor_sync_updates:
                     with self.actor_lock:
                         self.actor.network.load_state_dict(agent.online.state_dict())
+                    self.actor_synced_at = agent.updates
             if stats is not None:
                 self.last_stats = stats
 

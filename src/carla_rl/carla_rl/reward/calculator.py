@@ -47,6 +47,7 @@ TERM_NAMES = (
     "red_light",        # red_light_penalty if situation.ran_red_light
     "lane_invasion",    # lane_invasion_penalty x penalised markings crossed
     "lateral_offset",   # lateral_offset_penalty_per_m x |offset| beyond the deadband
+    "idle",             # idle_penalty per tick stopped (< stopped_speed_mps), not at a red light
     "stuck",            # stuck_penalty on the tick truncated as stuck
 )
 
@@ -149,6 +150,8 @@ class RewardCalculator:
         terms["lateral_offset"] = cfg.lateral_offset_penalty_per_m * excess_offset
 
         stuck = self._update_stuck(situation, speed)
+        if speed < cfg.stopped_speed_mps and not self._waiting_at_light(situation, speed):
+            terms["idle"] = cfg.idle_penalty
         reason = self._reason(situation, collided, stuck)
         if reason is TerminationReason.STUCK:
             terms["stuck"] = cfg.stuck_penalty
@@ -204,13 +207,18 @@ class RewardCalculator:
         light.state = state
         return obeyed
 
+    def _waiting_at_light(self, situation: EgoSituation, speed: float) -> bool:
+        """Stopped at (or queueing for) a red/yellow light: neither idle nor stuck."""
+        cfg = self.config
+        return (situation.traffic_light_state in _WAITING_STATES
+                and situation.traffic_light_distance_m <= cfg.stuck_light_excuse_m
+                and speed < cfg.stopped_speed_mps)
+
     def _update_stuck(self, situation: EgoSituation, speed: float) -> bool:
         cfg = self.config
         episode = self._episode
         progress = situation.route_progress_m
-        waiting_at_light = (situation.traffic_light_state in _WAITING_STATES
-                            and situation.traffic_light_distance_m <= cfg.stuck_light_excuse_m
-                            and speed < cfg.stopped_speed_mps)
+        waiting_at_light = self._waiting_at_light(situation, speed)
         if progress > episode.best_progress_m + cfg.stuck_min_progress_m:
             episode.best_progress_m = progress
             episode.ticks_without_progress = 0

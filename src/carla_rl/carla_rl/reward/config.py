@@ -37,8 +37,11 @@ class RewardConfig:
                                        "target + speed_tolerance_mps", low=0.0, high=1e3)
     speed_tolerance_mps: float = param(4.0, "Speed above target where the target-speed reward "
                                        "reaches 0", low=0.1, high=50.0)
-    overspeed_penalty_per_mps: float = param(-1.0, "Per tick and m/s above target + "
-                                             "overspeed_margin_mps", low=-1e3, high=0.0)
+    overspeed_penalty_per_mps: float = param(-0.1, "Per tick and m/s above target + "
+                                             "overspeed_margin_mps. At -1.0 full throttle down "
+                                             "the straight road cost -880 per episode, nearly a "
+                                             "collision, and standing still became the optimum",
+                                             low=-1e3, high=0.0)
     overspeed_margin_mps: float = param(1.0, "Speed above target that is not yet penalised",
                                         low=0.0, high=50.0)
     proximity_penalty: float = param(-15.0, "Per tick with another actor closer than "
@@ -71,7 +74,11 @@ class RewardConfig:
     lateral_offset_deadband_m: float = param(0.3, "Offset from the lane centre that is free",
                                              low=0.0, high=10.0)
     # truncation
-    stuck_ticks: int = param(150, "Truncate ('stuck') after this many ticks without route progress "
+    idle_penalty: float = param(-1.0, "Per tick stopped (below stopped_speed_mps) and not waiting "
+                                "at a red/yellow light: standing still costs now, not only when "
+                                "the stuck penalty comes, heavily discounted, ticks later",
+                                low=-1e6, high=0.0)
+    stuck_ticks: int = param(100, "Truncate ('stuck') after this many ticks without route progress "
                              "(ticks waiting at a red/yellow light do not count)",
                              low=1, high=100000)
     stuck_light_excuse_m: float = param(40.0, "Ticks stopped at a red/yellow light closer than "

@@ -1,7 +1,9 @@
 """Sensors of the embedded simulator: semantic BEV camera, ray-marched LiDAR, radar.
 
 All three work on arrays of actor boxes; the static map is rasterised once per map
-(:meth:`RoadNetwork.raster`) and warped into the ego frame with one ``cv2.warpAffine`` per tick.
+(:meth:`RoadNetwork.raster`) and warped into the ego frame with one ``cv2.warpAffine`` per tick,
+the actors of one colour are drawn with one ``cv2.fillPoly``; the LiDAR rays are marched and the
+radar detections found by compiled kernels (:mod:`carla_rl.sim.kernels`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import cv2
 import numpy as np
 
 from carla_rl.semantic_palette import PALETTE, SemanticTag as Tag
+from carla_rl.sim import kernels
 from carla_rl.sim.road import RoadNetwork
 from carla_rl.sim.sim_config import CameraConfig, LidarConfig, RadarConfig
 
@@ -72,7 +75,7 @@ def _ego_view_matrix(
     )
 
 
-def _ego_to_view(corners: np.ndarray, mpp: float, u_e: float, v_e: float) -> np.ndarray:
+def ego_to_view(corners: np.ndarray, mpp: float, u_e: float, v_e: float) -> np.ndarray:
     """Ego-frame points [..., 2] (x forward, y left, metres) -> fixed-point view pixels (int32)."""
     out = np.empty(corners.shape, dtype=np.int32)
     k = SUBPIXEL_SCALE / mpp
@@ -81,10 +84,15 @@ def _ego_to_view(corners: np.ndarray, mpp: float, u_e: float, v_e: float) -> np.
     return out
 
 
+_ego_to_view = ego_to_view
+
+
 class BevCamera:
     """Semantic bird's-eye camera [H, W, 3] uint8 in the CityScapes palette, ego heading up."""
 
     def __init__(self, cfg: CameraConfig, net: RoadNetwork):
+        # The images are small: OpenCV's worker threads only add CPU time (one core per world).
+        cv2.setNumThreads(1)
         self.cfg = cfg
         self.net = net
         self.res = cfg.metres_per_pixel / cfg.raster_oversample
@@ -109,6 +117,19 @@ class BevCamera:
     ) -> np.ndarray:
         """``layers``: (ego-frame corners [N, 4, 2], RGB), drawn in order, one fillPoly each."""
         cfg = self.cfg
+        return self.render_px(
+            ego_x,
+            ego_y,
+            yaw,
+            [
+                (ego_to_view(corners, cfg.metres_per_pixel, self.u_e, self.v_e), colour)
+                for corners, colour in layers
+            ],
+        )
+
+    def render_px(self, ego_x: float, ego_y: float, yaw: float, layers) -> np.ndarray:
+        """``layers``: (fixed-point view pixels [N, 4, 2] int32 (:func:`ego_to_view`), RGB)."""
+        cfg = self.cfg
         m = _ego_view_matrix(
             self.net, self.res, ego_x, ego_y, yaw, cfg.metres_per_pixel, self.u_e, self.v_e
         )
@@ -120,9 +141,8 @@ class BevCamera:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=self.border,
         )
-        for corners, colour in layers:
-            if len(corners):
-                pts = _ego_to_view(corners, cfg.metres_per_pixel, self.u_e, self.v_e)
+        for pts, colour in layers:
+            if len(pts):
                 cv2.fillPoly(img, pts, colour, cv2.LINE_8, SUBPIXEL_SHIFT)
         return img
 
@@ -150,6 +170,9 @@ class Lidar:
         u = np.round(self.c - np.outer(sa, self.dist) / res).astype(np.int64)  # [R, S]
         v = np.round(self.c - np.outer(ca, self.dist) / res).astype(np.int64)
         self.flat_idx = v * self.n + u  # [R, S]
+        self.ray_u, self.ray_v = u, v  # raster pixels sampled by each ray [R, S]
+        self._actors = np.zeros((self.n, self.n), dtype=np.uint8)  # actor boxes (0 = none)
+        self._actors_drawn = False
         elev = np.radians(np.linspace(cfg.upper_fov_deg, cfg.lower_fov_deg, cfg.channels))
         self.ray_z = (cfg.mount_height_m + np.tan(elev)[:, None] * self.dist[None, :]).astype(
             np.float32
@@ -162,6 +185,19 @@ class Lidar:
             lut[: len(TAG_HEIGHT_M)] = TAG_HEIGHT_M >= cfg.mount_height_m
             self.flat_lut = lut
             self.ray_z = self.ray_z[:1]
+        self._lut = self.flat_lut if self.flat_lut is not None else np.zeros(256, dtype=np.uint8)
+        # Flat LiDAR: distance [map px] from each pixel to the nearest obstacle (0 on obstacles),
+        # rounded down and capped, so that rays skip free space (see kernels.lidar_first_hits).
+        if self.flat_lut is not None:
+            free = cv2.distanceTransform(
+                (cv2.LUT(self.tags, self.flat_lut) == 0).astype(np.uint8),
+                cv2.DIST_L2,
+                cv2.DIST_MASK_PRECISE,
+            )
+            self.free_px = np.minimum(np.floor(free), 255).astype(np.uint8)
+        else:
+            self.free_px = np.zeros((1, 1), dtype=np.uint8)
+        self._first = np.zeros((len(self.ray_z), cfg.rays_per_channel), dtype=np.int64)  # [C, R]
         self.view_radius = cfg.range_m * math.sqrt(2.0) + 5.0
         self.empty = np.zeros((0, 4), dtype=np.float32)
 
@@ -178,45 +214,43 @@ class Lidar:
         ``layers``: (ego-frame corners [N, 4, 2], SemanticTag) drawn into the occupancy raster.
         """
         cfg = self.cfg
-        m = _ego_view_matrix(
-            self.net, self.map_res, ego_x, ego_y, yaw, cfg.resolution_m, self.c, self.c
+        return self.scan_px(
+            ego_x,
+            ego_y,
+            yaw,
+            [(ego_to_view(corners, cfg.resolution_m, self.c, self.c), tag) for corners, tag in layers],
+            rng,
         )
-        occ = cv2.warpAffine(
-            self.tags,
-            m,
-            (self.n, self.n),
-            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=BORDER_TAG,
+
+    def scan_px(self, ego_x: float, ego_y: float, yaw: float, layers, rng) -> np.ndarray:
+        """As :meth:`scan`, ``layers``: (fixed-point raster pixels [N, 4, 2] int32, tag)."""
+        cfg = self.cfg
+        # Actor boxes go into a small ego-centred raster; the static map is sampled by the rays
+        # themselves, at the map raster's resolution.
+        actors = self._actors
+        if self._actors_drawn:
+            actors.fill(0)
+            self._actors_drawn = False
+        for pts, tag in layers:
+            if len(pts):
+                cv2.fillPoly(actors, pts, int(tag), cv2.LINE_8, SUBPIXEL_SHIFT)
+                self._actors_drawn = True
+        first = self._first
+        x_min, _, _, y_max = self.net.bounds
+        count = kernels.lidar_first_hits(
+            self.tags, self.free_px, (ego_x - x_min) / self.map_res, (y_max - ego_y) / self.map_res,
+            yaw, self.cos, self.sin, self.dist, self.map_res, actors, self.ray_u, self.ray_v,
+            self._actors_drawn, self.ray_z, TAG_HEIGHT_M, self._lut, self.flat_lut is not None,
+            BORDER_TAG, first,
         )
-        for corners, tag in layers:
-            if len(corners):
-                pts = _ego_to_view(corners, cfg.resolution_m, self.c, self.c)
-                cv2.fillPoly(occ, pts, int(tag), cv2.LINE_8, SUBPIXEL_SHIFT)
-        if self.flat_lut is not None:
-            # All channels horizontal: one "is an obstacle at the ray height" lookup per pixel.
-            hit = cv2.LUT(occ, self.flat_lut).ravel()[self.flat_idx][None]  # [1, R, S]
-        else:
-            height = TAG_HEIGHT_M[occ.ravel()[self.flat_idx]]  # [R, S]
-            hit = height[None, :, :] >= self.ray_z[:, None, :]  # [C, R, S]
-        first = hit.argmax(axis=2)  # [C, R]
-        has = hit.reshape(-1, hit.shape[2])[self.row_idx[: first.size], first.ravel()].reshape(
-            first.shape
-        )
-        if not has.any():
+        if count == 0:
             return self.empty
-        ch, ray = np.nonzero(has)
-        k = first[ch, ray]
-        d = self.dist[k]
-        if cfg.noise_std_m > 0.0:
-            d = d + rng.normal(0.0, cfg.noise_std_m, len(d)).astype(np.float32)
-        z = np.maximum(self.ray_z[ch, k], 0.0)
-        out = np.empty((len(d), 4), dtype=np.float32)
-        out[:, 0] = d * self.cos[ray]
-        out[:, 1] = d * self.sin[ray]
-        out[:, 2] = z
-        out[:, 3] = np.exp(-cfg.atmosphere_attenuation * d)
-        return out
+        # Same stream as rng.normal(0, std, count): std * standard normal.
+        noise = rng.standard_normal(count) if cfg.noise_std_m > 0.0 else np.zeros(count)
+        return kernels.lidar_points(
+            first, count, self.dist, self.ray_z, self.cos, self.sin, noise, cfg.noise_std_m,
+            cfg.atmosphere_attenuation,
+        )
 
 
 class Radar:
@@ -264,13 +298,15 @@ class Radar:
             return self.empty
         d_all = np.maximum(dist[idx], 1e-6)
         radial = ((vx[idx] - ego_speed) * x[idx] + vy[idx] * y[idx]) / d_all
-        d = np.maximum(depth[idx], 0.0)
-        if cfg.noise_std_m > 0.0:
-            d = d + rng.normal(0.0, cfg.noise_std_m, len(d))
-        order = np.argsort(d, kind="stable")[: cfg.max_detections]
-        out = np.empty((len(order), 4), dtype=np.float32)
-        out[:, 0] = d[order]
-        out[:, 1] = az[idx][order]
-        out[:, 2] = alt[order]
-        out[:, 3] = radial[order]
-        return out
+        cand = np.stack([np.maximum(depth[idx], 0.0), az[idx], alt, radial], axis=1)
+        return self.finish(cand, rng)
+
+    def finish(self, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Detections from candidates [n, 4] (depth >= 0, azimuth, altitude, radial velocity) in
+        actor order: depth noise, nearest first, at most ``max_detections``."""
+        if len(cand) == 0:
+            return self.empty
+        cfg = self.cfg
+        # Same stream as rng.normal(0, std, n): std * standard normal.
+        noise = rng.standard_normal(len(cand)) if cfg.noise_std_m > 0.0 else np.zeros(len(cand))
+        return kernels.radar_finish(cand, noise, cfg.noise_std_m, cfg.max_detections)

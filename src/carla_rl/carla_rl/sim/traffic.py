@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from carla_rl.sensor_frame import TrafficLightState
+from carla_rl.sim import kernels
 from carla_rl.sim.road import RoadNetwork
 from carla_rl.sim.sim_config import IdmConfig, PedestrianConfig, TrafficLightConfig
 
@@ -26,8 +27,6 @@ class TrafficLights:
         self.offset = np.zeros(len(self.group))  # [NL] cycle offset [s]
         self.enabled = False
         self.state = np.full(len(self.group), TrafficLightState.OFF, dtype=np.int64)
-        self.is_red_or_yellow = np.zeros(len(self.group), dtype=bool)
-        self.is_green = np.zeros(len(self.group), dtype=bool)
 
     def reset(self, rng: np.random.Generator, enabled: bool) -> None:
         self.enabled = enabled and len(self.group) > 0
@@ -37,24 +36,15 @@ class TrafficLights:
         self.update(0.0)
 
     def update(self, t: float) -> None:
-        """States at episode time ``t`` [s]."""
+        """States at episode time ``t`` [s] (in place)."""
         if not self.enabled:
             self.state[:] = _OFF
-            self.is_red_or_yellow[:] = False
-            self.is_green[:] = False
             return
         c = self.cfg
-        half = c.green_s + c.yellow_s + c.all_red_s
-        phase = (t + self.offset + self.group * half) % c.cycle_s  # [NL]
-        self.state = np.where(
-            phase < c.green_s,
-            _GREEN,
-            np.where(
-                phase < c.green_s + c.yellow_s, _YELLOW, _RED
-            ),
+        kernels.lights_update(
+            t, self.offset, self.group, c.green_s + c.yellow_s + c.all_red_s, c.cycle_s,
+            c.green_s, c.yellow_s, _RED, _YELLOW, _GREEN, self.state,
         )
-        self.is_green = self.state == _GREEN
-        self.is_red_or_yellow = ~self.is_green
 
 
 def idm_accel(
@@ -85,8 +75,8 @@ class Vehicles:
         self.n = n
         self._tick = 0
         self._lead = np.zeros(0, dtype=np.int64)
-        self._priority = np.zeros((0, 0), dtype=bool)
-        self._lane_len = np.zeros(0)
+        self._cone = np.zeros((0, 0), dtype=bool)  # scratch of the obstacle search [N, A]
+        self._over = np.zeros(n, dtype=bool)  # vehicles that entered a new lane this tick
         self.lane = np.zeros(n, dtype=np.int64)
         self.next_lane = np.zeros(n, dtype=np.int64)
         self.s = np.zeros(n)
@@ -97,12 +87,6 @@ class Vehicles:
         self.yaw = np.zeros(n)
         self.length = np.full(n, self.cfg.vehicle_length_m)
         self.width = np.full(n, self.cfg.vehicle_width_m)
-
-    def _lower_has_priority(self, n: int) -> np.ndarray:
-        """[N, N] bool: row i yields to column j when both block each other and j < i."""
-        if self._priority.shape != (n, n):
-            self._priority = np.arange(n)[:, None] > np.arange(n)[None, :]
-        return self._priority
 
     def spawn(
         self,
@@ -160,6 +144,7 @@ class Vehicles:
         )
         self.resize(n)
         self.lane, self.s, self.pos, self.yaw = lane, s, pos, yaw
+        self._over = np.zeros(n, dtype=bool)
 
     def _choose_next(self, rng: np.random.Generator, lane: np.ndarray) -> np.ndarray:
         count = self.net.n_succ[lane]
@@ -188,95 +173,30 @@ class Vehicles:
         if n == 0 or self.static.all():
             return
         net, cfg = self.net, self.cfg
-        if len(self._lane_len) != n:
-            self._cache_lane_data()
-        cos, sin = np.cos(self.yaw), np.sin(self.yaw)
-        half_len = self._half_len
-        rows = np.arange(n)
-        if self._tick % LEADER_SEARCH_TICKS == 0 or len(self._lead) != n:
-            # Full search [N, A]: the nearest obstacle in each vehicle's look-ahead corridor.
-            dx = obstacles_pos[None, :, 0] - self.pos[:, 0, None]  # [N, A]
-            dy = obstacles_pos[None, :, 1] - self.pos[:, 1, None]
-            x = dx * cos[:, None] + dy * sin[:, None]  # ahead
-            y = dy * cos[:, None] - dx * sin[:, None]  # left
-            in_cone = (
-                (x > 0.1)
-                & (x < cfg.lookahead_m)
-                & (np.abs(y) < self._corridor[:, None] + obstacles_half_wid[None, :])
-            )
-            mutual = in_cone[:, :n] & in_cone[:, :n].T
-            in_cone[:, :n] &= ~mutual | self._lower_has_priority(n)
-            gap = np.where(in_cone, x - half_len[:, None] - obstacles_half_len[None, :], FAR_M)
-            lead = np.argmin(gap, axis=1)  # [N]
-            self._lead = np.where(gap[rows, lead] < FAR_M, lead, -1)
+        na = len(obstacles_half_len)
+        search = self._tick % LEADER_SEARCH_TICKS == 0 or len(self._lead) != n
+        if len(self._lead) != n:
+            self._lead = np.full(n, -1, dtype=np.int64)
+        if self._cone.shape != (n, na):
+            self._cone = np.empty((n, na), dtype=bool)
+        if len(self._over) != n:
+            self._over = np.zeros(n, dtype=bool)
         self._tick += 1
-        # Between searches only the known leader is tracked (a 0.1-0.15 s reaction time).
-        lead = np.maximum(self._lead, 0)
-        dx = obstacles_pos[lead, 0] - self.pos[:, 0]
-        dy = obstacles_pos[lead, 1] - self.pos[:, 1]
-        x = dx * cos + dy * sin
-        y = dy * cos - dx * sin
-        valid = (
-            (self._lead >= 0)
-            & (x > 0.1)
-            & (x < cfg.lookahead_m)
-            & (np.abs(y) < self._corridor + obstacles_half_wid[lead])
-        )
-        lead_gap = np.where(valid, x - half_len - obstacles_half_len[lead], FAR_M)
-        lead_v = obstacles_speed[lead] * np.cos(obstacles_yaw[lead] - self.yaw)
-        dv = np.where(valid, self.speed - lead_v, 0.0)
         del yield_to_all
-        # Red / yellow light at the end of the current lane: a standing obstacle at the stop line.
-        light = self._light
-        to_end = self._lane_len - self.s
-        if lights.enabled:
-            light0 = np.maximum(light, 0)
-            stop = (light >= 0) & lights.is_red_or_yellow[light0]
-            yellow = stop & (lights.state[light0] == _YELLOW)
-            can_stop = (
-                self.speed**2 / (2.0 * cfg.comfortable_decel_mps2) < to_end - STOP_LINE_MARGIN_M
-            )
-            stop &= ~yellow | can_stop
-            light_gap = np.where(stop, to_end - STOP_LINE_MARGIN_M - half_len, FAR_M)
-            use_light = light_gap < lead_gap
-            lead_gap = np.where(use_light, light_gap, lead_gap)
-            dv = np.where(use_light, self.speed, dv)
-        # Slow down before and through turns.
-        turning = self._turn_now | (self._turn_next & (to_end < cfg.turn_slowdown_m))
-        v0 = np.where(turning, np.minimum(self.v0, cfg.turn_speed_mps), self.v0)
-        acc = idm_accel(self.speed, v0, lead_gap, dv, cfg)
-        any_static = self._any_static
-        moving = ~self.static
-        self.speed = np.maximum(self.speed + acc * dt, 0.0)
-        if any_static:
-            self.speed = np.where(moving, self.speed, 0.0)
-        self.s = self.s + self.speed * dt
-        over = self.s > self._lane_len
-        if over.any():
-            idx = np.nonzero(over)[0]
-            excess = self.s[idx] - net.lane_len[self.lane[idx]]
-            nxt = self.next_lane[idx]
-            dead = nxt < 0
-            self.lane[idx] = np.where(dead, self.lane[idx], nxt)
-            self.s[idx] = np.where(dead, 0.0, excess)  # dead end: respawn at the lane start
+        n_over = kernels.vehicles_step(
+            dt, search, self._lead, self.lane, self.next_lane, self.s, self.speed, self.v0,
+            self.static, self.pos, self.yaw, self.length, self.width,
+            obstacles_pos, obstacles_yaw, obstacles_speed, obstacles_half_len, obstacles_half_wid,
+            self._cone, lights.enabled, lights.state,
+            net.lane_len, net.lane_light, net.lane_is_turn, net.lane_off, net.lane_first,
+            net.lane_last_seg, net.gs, net.seg_len, net.pts, net.seg_heading,
+            cfg.lookahead_m, cfg.lateral_margin_m, STOP_LINE_MARGIN_M, cfg.turn_slowdown_m,
+            cfg.turn_speed_mps, cfg.min_gap_m, cfg.time_headway_s, cfg.max_accel_mps2,
+            cfg.comfortable_decel_mps2, cfg.delta, cfg.max_decel_mps2, self._over,
+        )
+        if n_over:
+            idx = np.nonzero(self._over)[0]
             self.next_lane[idx] = self._choose_next(rng, self.lane[idx])
-            self._cache_lane_data()
-        pos, yaw = net.lane_pose(self.lane, self.s)
-        if any_static:
-            pos = np.where(moving[:, None], pos, self.pos)
-            yaw = np.where(moving, yaw, self.yaw)
-        self.pos, self.yaw = pos, yaw
-
-    def _cache_lane_data(self) -> None:
-        """Per-vehicle copies of lane data; refreshed only when a vehicle changes lane."""
-        net = self.net
-        self._lane_len = net.lane_len[self.lane]                                     # [N]
-        self._light = net.lane_light[self.lane]                                      # [N]
-        self._turn_now = net.lane_is_turn[self.lane]                                 # [N]
-        self._turn_next = net.lane_is_turn[np.maximum(self.next_lane, 0)] & (self.next_lane >= 0)
-        self._half_len = self.length / 2.0
-        self._corridor = self.width / 2.0 + self.cfg.lateral_margin_m
-        self._any_static = bool(self.static.any())
 
 
 class Pedestrians:
@@ -335,6 +255,10 @@ class Pedestrians:
         self.t = np.zeros(n)  # crossing progress [0, 1]
         self.pos = np.zeros((n, 2))
         self.yaw = np.zeros(n)
+        self._u_new = np.zeros(n)  # scratch of the compiled step
+        self._sorted_idx = np.zeros(n, dtype=np.int64)
+        self._hit = np.zeros(n, dtype=bool)
+        self._no_roll = np.zeros((n, 2))
 
     def _loop_pose(self, loop: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = self.loop_off[loop] + u
@@ -348,83 +272,43 @@ class Pedestrians:
         self.jaywalk_probability = jaywalk_probability
         if n == 0:
             return
-        self.loop = rng.integers(len(self.loop_len), size=n)
+        self.loop = rng.integers(len(self.loop_len), size=n).astype(np.int64)
         self.u = rng.uniform(0.0, 1.0, n) * self.loop_len[self.loop]
         self.direction = np.where(rng.random(n) < 0.5, -1.0, 1.0)
         self.speed = rng.uniform(self.cfg.speed_min_mps, self.cfg.speed_max_mps, n)
         self._update_pose()
 
     def step(self, dt: float, rng: np.random.Generator, lights: TrafficLights) -> None:
+        """Walk, take / wait at / cross crossing points, all pedestrians in two compiled calls.
+
+        A pedestrian passing a crossing point takes it with ``crossing_probability`` (crosswalk)
+        or the jaywalk probability; it waits at a red crosswalk unless it jaywalks. ``roll`` [N, 2]
+        is drawn only on ticks where someone passed a crossing point.
+        """
         if self.n == 0:
             return
-        paths = self.paths
-        walk = self.state == WALK
-        u_new = self.u + np.where(walk, self.direction * self.speed * dt, 0.0)
-        if len(self.cp_g):
-            g_old = self.loop_off[self.loop] + self.u
-            g_new = self.loop_off[self.loop] + u_new
-            i_old = np.searchsorted(self.cp_g, g_old, side="right")
-            i_new = np.searchsorted(self.cp_g, g_new, side="right")
-            hit = walk & (i_old != i_new)
-            if hit.any():
-                self._on_crossing_points(
-                    rng, lights, hit, np.where(self.direction > 0, i_old, i_new)
-                )
-        self.u = np.where(self.state == WALK, np.mod(u_new, self.loop_len[self.loop]), self.u)
-        # Waiting pedestrians go when their walk signal is green (or the signals are off).
-        wait = self.state == WAIT
-        if wait.any():
-            light = paths.cp_walk_light[self.cp]
-            go = wait & (~lights.enabled | (light < 0) | lights.is_green[np.maximum(light, 0)])
-            self.state = np.where(go, CROSS, self.state)
-        cross = self.state == CROSS
-        if cross.any():
-            span = np.linalg.norm(self.cp_target_pos[self.cp] - self.cp_pos[self.cp], axis=1)
-            self.t = np.where(cross, self.t + self.speed * dt / np.maximum(span, 0.1), self.t)
-            done = cross & (self.t >= 1.0)
-            if done.any():
-                self.loop = np.where(done, paths.cp_target_loop[self.cp], self.loop)
-                self.u = np.where(done, paths.cp_target_u[self.cp], self.u)
-                self.state = np.where(done, WALK, self.state)
-                self.t = np.where(done, 0.0, self.t)
-        self._update_pose()
-
-    def _on_crossing_points(self, rng, lights, hit, sorted_idx) -> None:
-        paths = self.paths
-        sorted_idx = np.clip(sorted_idx, 0, len(self.cp_g) - 1)
-        cp = self.cp_order[sorted_idx]
-        hit &= paths.cp_loop[cp] == self.loop
-        roll = rng.random((self.n, 2))
-        crosswalk = paths.cp_is_crosswalk[cp]
-        take = hit & np.where(
-            crosswalk,
-            roll[:, 0] < self.cfg.crossing_probability,
-            roll[:, 0] < self.jaywalk_probability,
+        any_hit = kernels.pedestrians_advance(
+            dt, self.state, self.direction, self.speed, self.loop, self.u, self.loop_off,
+            self.cp_g, self._u_new, self._sorted_idx, self._hit,
         )
-        light = paths.cp_walk_light[cp]
-        red = lights.enabled & (light >= 0) & ~lights.is_green[np.maximum(light, 0)] & crosswalk
-        jaywalk = roll[:, 1] < self.jaywalk_probability
-        go_now = take & (~red | jaywalk)
-        wait = take & red & ~jaywalk
-        self.cp = np.where(take, cp, self.cp)
-        self.t = np.where(take, 0.0, self.t)
-        self.state = np.where(go_now, CROSS, np.where(wait, WAIT, self.state))
+        roll = rng.random((self.n, 2)) if any_hit else self._no_roll
+        paths = self.paths
+        kernels.pedestrians_finish(
+            dt, any_hit, roll, self.cfg.crossing_probability, self.jaywalk_probability,
+            lights.enabled, lights.state, self.state, self.direction, self.speed, self.loop,
+            self.u, self.cp, self.t, self._u_new, self._sorted_idx, self._hit,
+            self.cp_order, paths.cp_loop, paths.cp_is_crosswalk, paths.cp_walk_light,
+            paths.cp_target_loop, paths.cp_target_u, self.cp_pos, self.cp_target_pos,
+            self.loop_off, self.loop_len, self.loop_first, self.loop_last, self.gs,
+            self.seg_len, self.seg_heading, self.pts, self.pos, self.yaw,
+        )
 
     def _update_pose(self) -> None:
-        walk_pos, walk_yaw = self._loop_pose(self.loop, self.u)
-        walk_yaw = walk_yaw + np.where(self.direction < 0, np.pi, 0.0)
-        off_walk = self.state != WALK
-        if off_walk.any():
-            a, b = self.cp_pos[self.cp], self.cp_target_pos[self.cp]
-            d = b - a
-            cross_pos = a + np.minimum(np.maximum(self.t, 0.0), 1.0)[:, None] * d
-            cross_yaw = np.arctan2(d[:, 1], d[:, 0])
-            pos = np.where(off_walk[:, None], cross_pos, walk_pos)
-            self.yaw = np.where(off_walk, cross_yaw, walk_yaw)
-        else:
-            pos = walk_pos
-            self.yaw = walk_yaw
-        self.pos = pos
+        kernels.pedestrians_pose(
+            self.state, self.direction, self.loop, self.u, self.cp, self.t, self.cp_pos,
+            self.cp_target_pos, self.loop_off, self.loop_first, self.loop_last, self.gs,
+            self.seg_len, self.seg_heading, self.pts, self.pos, self.yaw,
+        )
 
     @property
     def velocity(self) -> np.ndarray:

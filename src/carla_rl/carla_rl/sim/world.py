@@ -7,6 +7,7 @@ tick. Deterministic: the same seed and the same controls give bit-identical fram
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -24,9 +25,17 @@ from carla_rl.sensor_frame import (
     TrafficLightState,
     VehicleControl,
 )
+from carla_rl.sim import kernels
 from carla_rl.sim.maps import Route, build_map, plan_parking_route, plan_route
 from carla_rl.sim.road import STOP_LINE, RoadNetwork
-from carla_rl.sim.sensors import BevCamera, Lidar, Radar, box_corners
+from carla_rl.sim.sensors import (
+    SUBPIXEL_SCALE,
+    BevCamera,
+    Lidar,
+    Radar,
+    box_corners,
+    ego_to_view,
+)
 from carla_rl.sim.sim_config import SimConfig
 from carla_rl.sim.traffic import Pedestrians, TrafficLights, Vehicles
 
@@ -46,17 +55,17 @@ ROUTE_LOST_M = 5.0  # beyond this distance the whole route is searched [m]
 SPAWN_END_MARGIN_M = 20.0  # linear maps: keep the route this far from the road end [m]
 ROUTE_ATTEMPTS = 20  # route planner retries for a goal away from the start
 ROUTE_MIN_GOAL_FRACTION = 0.3  # straight-line start-goal distance / route length, at least
-CORNER_F = np.array([1.0, 1.0, -1.0, -1.0])  # corner order: front-left, front-right, rear-right,
-CORNER_L = np.array([1.0, -1.0, -1.0, 1.0])  # rear-left (signs along the heading / to the left)
 CAR_RGB = tuple(int(v) for v in PALETTE[Tag.CAR])
 PEDESTRIAN_RGB = tuple(int(v) for v in PALETTE[Tag.PEDESTRIAN])
 DRIVABLE_TAGS = np.zeros(len(PALETTE), dtype=bool)
 DRIVABLE_TAGS[[Tag.ROAD, Tag.ROAD_LINE]] = True
+_DRIVABLE = frozenset(int(t) for t in np.nonzero(DRIVABLE_TAGS)[0])
 # Plain ints of the enums used per tick (enum attribute access is slow in the hot path).
 _BUILDING, _SIDEWALK = int(Tag.BUILDING), int(Tag.SIDEWALK)
 _CAR, _PEDESTRIAN = int(Tag.CAR), int(Tag.PEDESTRIAN)
 _RED = int(TrafficLightState.RED)
 _LIGHT_UNKNOWN = TrafficLightState.UNKNOWN
+_NO_BOXES = np.zeros((0, 4, 2), dtype=np.int32)
 
 
 @dataclass
@@ -112,6 +121,10 @@ class World:
             veh.width_m / 2,
         ]
         self._probe_body = np.concatenate([self._body, self._wheels, [[0.0, 0.0]]])  # [9, 2]
+        self._front_wheels = np.ascontiguousarray(self._wheels[:2])
+        self._probe_buf = np.zeros(len(self._probe_body), dtype=np.uint8)
+        self._probe_tags: list[int] = [0] * len(self._probe_body)
+        self._a_nearest2 = math.inf
         self._use_map(scenario.map_name)
         self.x = self.y = self.yaw = self.speed = self.yaw_rate = 0.0
         self.route: Route | None = None
@@ -144,6 +157,17 @@ class World:
             self.pedestrians,
         ) = self._maps[name]
         self.map_tags, _ = self.net.raster(self.camera.res)
+        # Fixed-point pixel frames of the camera and the LiDAR raster, and the ego in the camera.
+        cam, lid = self.camera, self.lidar
+        self._cam_px = (SUBPIXEL_SCALE / cam.cfg.metres_per_pixel, cam.u_e * SUBPIXEL_SCALE,
+                        cam.v_e * SUBPIXEL_SCALE)
+        self._lid_px = (SUBPIXEL_SCALE / lid.cfg.resolution_m, lid.c * SUBPIXEL_SCALE,
+                        lid.c * SUBPIXEL_SCALE)
+        self._ego_px = ego_to_view(
+            self._ego_corners, self.cfg.camera.metres_per_pixel, cam.u_e, cam.v_e
+        )
+        radius = max(cam.view_radius, lid.view_radius)
+        self._sensor_r2 = radius * radius
 
     @property
     def road_network(self) -> RoadNetwork:
@@ -207,6 +231,7 @@ class World:
         self._route_idx = 0
         self.route_version += 1
         self._route32 = pts.astype(np.float32)
+        self._stop_s = self.route.stop_s.tolist()
         self.lights.reset(rng, sc.traffic_lights)
         if sc.map_name == "parking":
             free = [i for i in range(len(net.parking_bays)) if i != goal_bay]
@@ -232,11 +257,27 @@ class World:
         )
         self._a_reach = 0.5 * np.hypot(self._a_len, self._a_wid) + self.ego_radius  # [A]
         self._a_radius = 0.5 * np.minimum(self._a_len, self._a_wid)
+        # Per-tick actor arrays (filled in place by the compiled kernels).
+        a = nv + npd
+        self._a_pos = np.zeros((a, 2))
+        self._a_yaw, self._a_speed = np.zeros(a), np.zeros(a)
+        self._a_ex, self._a_ey, self._a_dist2 = np.zeros(a), np.zeros(a), np.zeros(a)
+        self._a_cr, self._a_sr = np.zeros(a), np.zeros(a)
+        self._hits = np.zeros(a, dtype=np.int64)
+        self._radar_buf = np.zeros((a, 4))
+        # Obstacles of the NPC vehicles: vehicles, ego, ego ahead, pedestrians.
+        half = size / 2.0
+        self._obs_pos = np.zeros((a + 2, 2))
+        self._obs_yaw, self._obs_speed = np.zeros(a + 2), np.zeros(a + 2)
+        self._obs_hl = np.concatenate(
+            [self.vehicles.length / 2.0, [self.ego_length / 2.0] * 2, np.full(npd, half)]
+        )
+        self._obs_hw = np.concatenate(
+            [self.vehicles.width / 2.0, [self.ego_width / 2.0] * 2, np.full(npd, half)]
+        )
         self._gather_actors()
         self.step_id += 1
-        self._probe_tags = self._tags_at(
-            self._probe_points(self.x, self.y, math.cos(self.yaw), math.sin(self.yaw))
-        )
+        self._update_probe(math.cos(self.yaw), math.sin(self.yaw))
         return self._frame([], [], False)
 
     # ------------------------------------------------------------------ stepping
@@ -256,31 +297,27 @@ class World:
         self.lights.update(self.episode_step * dt)
         prev = (self.x, self.y, self.yaw)
         self._integrate_ego(ctrl, dt)
-        ego_pos = np.array([[self.x, self.y]])
         veh, peds = self.vehicles, self.pedestrians
         if veh.n and not veh.static.all():
-            c, s = math.cos(self.yaw), math.sin(self.yaw)
             # NPCs also keep clear of where the ego will be in EGO_PREDICT_S.
-            ego_ahead = np.array([[c, s]]) * (max(self.speed, 0.0) * EGO_PREDICT_S)
-            half = self.cfg.pedestrians.size_m / 2.0
+            ahead = max(self.speed, 0.0) * EGO_PREDICT_S
+            kernels.fill_obstacles(
+                veh.pos, veh.yaw, veh.speed, peds.pos, peds.yaw, peds.speed, peds.state,
+                self.x, self.y, self.yaw, self.speed,
+                math.cos(self.yaw) * ahead, math.sin(self.yaw) * ahead,
+                self._obs_pos, self._obs_yaw, self._obs_speed,
+            )
             veh.step(
                 dt,
                 self.rng,
                 self.lights,
-                np.concatenate([veh.pos, ego_pos, ego_pos + ego_ahead, peds.pos]),
-                np.concatenate([veh.yaw, [self.yaw, self.yaw], peds.yaw]),
-                np.concatenate(
-                    [veh.speed, [self.speed, self.speed], peds.speed * (peds.state != 1)]
-                ),
-                np.concatenate(
-                    [veh.length / 2.0, [self.ego_length / 2.0] * 2, np.full(peds.n, half)]
-                ),
-                np.concatenate(
-                    [veh.width / 2.0, [self.ego_width / 2.0] * 2, np.full(peds.n, half)]
-                ),
+                self._obs_pos,
+                self._obs_yaw,
+                self._obs_speed,
+                self._obs_hl,
+                self._obs_hw,
                 np.zeros(0),
             )
-            del c, s
         peds.step(dt, self.rng, self.lights)
         self._gather_actors()
         collisions = self._collisions()
@@ -288,9 +325,7 @@ class World:
             self.x, self.y, self.yaw = prev
             self.speed = 0.0
             self._gather_actors()
-            self._probe_tags = self._tags_at(
-                self._probe_points(self.x, self.y, math.cos(self.yaw), math.sin(self.yaw))
-            )
+            self._update_probe(math.cos(self.yaw), math.sin(self.yaw))
         invasions, ran_red = self._line_crossings(prev)
         return self._frame(collisions, invasions, ran_red)
 
@@ -338,31 +373,15 @@ class World:
     # ------------------------------------------------------------------ events
     def _gather_actors(self) -> None:
         """Actor arrays of this tick (vehicles then pedestrians), world and ego frame."""
+        if len(self._a_yaw) == 0:
+            self._a_nearest2 = math.inf
+            return
         veh, peds = self.vehicles, self.pedestrians
-        self._a_pos = np.concatenate([veh.pos, peds.pos])  # [A, 2]
-        self._a_yaw = np.concatenate([veh.yaw, peds.yaw])  # [A]
-        self._a_speed = np.concatenate([veh.speed, peds.speed * (peds.state != 1)])  # [A]
-        c, s = math.cos(self.yaw), math.sin(self.yaw)
-        dx = self._a_pos[:, 0] - self.x
-        dy = self._a_pos[:, 1] - self.y
-        self._a_ex = dx * c + dy * s  # [A] ahead
-        self._a_ey = dy * c - dx * s  # [A] left
-        self._a_dist2 = dx * dx + dy * dy
-        rel = self._a_yaw - self.yaw
-        self._a_cr, self._a_sr = np.cos(rel), np.sin(rel)  # [A]
-
-    def _ego_frame_corners(self) -> np.ndarray:
-        """Corners [A, 4, 2] of all actors in the ego frame (x forward, y left)."""
-        hl, hw = self._a_len * 0.5, self._a_wid * 0.5
-        cr, sr = self._a_cr, self._a_sr
-        out = np.empty((len(cr), 4, 2))
-        out[..., 0] = (
-            self._a_ex[:, None] + CORNER_F * (hl * cr)[:, None] - CORNER_L * (hw * sr)[:, None]
+        self._a_nearest2 = kernels.gather_actors(
+            self.x, self.y, self.yaw, veh.pos, veh.yaw, veh.speed, peds.pos, peds.yaw,
+            peds.speed, peds.state, self._a_pos, self._a_yaw, self._a_speed, self._a_ex,
+            self._a_ey, self._a_dist2, self._a_cr, self._a_sr,
         )
-        out[..., 1] = (
-            self._a_ey[:, None] + CORNER_F * (hl * sr)[:, None] + CORNER_L * (hw * cr)[:, None]
-        )
-        return out
 
     def _collisions(self) -> list[CollisionEvent]:
         events = []
@@ -370,10 +389,13 @@ class World:
         mass = self.cfg.vehicle.mass_kg
         c, s = math.cos(self.yaw), math.sin(self.yaw)
         if len(self._a_dist2):
-            near = np.nonzero(self._a_dist2 < self._a_reach * self._a_reach)[0]
-            if len(near):
-                hit = self._sat_overlap(near)
-                for k in near[hit]:
+            m = kernels.sat_hits(
+                self._a_ex, self._a_ey, self._a_cr, self._a_sr, self._a_len, self._a_wid,
+                self._a_dist2, self._a_reach, self.ego_length / 2.0, self.ego_width / 2.0,
+                self._hits,
+            )
+            if m:
+                for k in self._hits[:m].tolist():
                     if k < veh.n:
                         other_id = VEHICLE_ID_BASE + int(k)
                     else:
@@ -387,8 +409,8 @@ class World:
                     rel = max(abs(float(np.dot(ego_v - other_v, normal))), MIN_IMPULSE_SPEED_MPS)
                     j = mass * rel * normal
                     events.append(CollisionEvent(other_id, (float(j[0]), float(j[1]), 0.0)))
-        self._probe_tags = tags = self._tags_at(self._probe_points(self.x, self.y, c, s))
-        if np.any(tags[:4] == _BUILDING):
+        tags = self._update_probe(c, s)
+        if _BUILDING in tags[:4]:
             j = (
                 -mass
                 * max(abs(self.speed), MIN_IMPULSE_SPEED_MPS)
@@ -397,57 +419,26 @@ class World:
             events.append(CollisionEvent(STATIC_ACTOR_ID, (j * c, j * s, 0.0)))
         return events
 
-    def _sat_overlap(self, idx: np.ndarray) -> np.ndarray:
-        """Separating-axis test (ego frame) of the ego box against actors ``idx`` -> [n] bool."""
-        x, y = self._a_ex[idx], self._a_ey[idx]
-        cr, sr = self._a_cr[idx], self._a_sr[idx]
-        hl, hw = self._a_len[idx] * 0.5, self._a_wid[idx] * 0.5
-        el, ew = self.ego_length / 2.0, self.ego_width / 2.0
-        acr, asr = np.abs(cr), np.abs(sr)
-        sep_ego_x = np.abs(x) > el + hl * acr + hw * asr
-        sep_ego_y = np.abs(y) > ew + hl * asr + hw * acr
-        along = np.abs(x * cr + y * sr)
-        across = np.abs(-x * sr + y * cr)
-        sep_oth_x = along > hl + el * acr + ew * asr
-        sep_oth_y = across > hw + el * asr + ew * acr
-        return ~(sep_ego_x | sep_ego_y | sep_oth_x | sep_oth_y)
-
-    def _probe_points(self, x: float, y: float, c: float, s: float) -> np.ndarray:
-        """Body corners [0:4], wheels [4:8] and centre [8] in the map frame -> [9, 2]."""
-        return self._probe_body @ np.array([[c, s], [-s, c]]) + (x, y)
-
-    def _tags_at(self, xy: np.ndarray) -> np.ndarray:
+    def _update_probe(self, c: float, s: float) -> list[int]:
+        """Map tags under the body corners [0:4], wheels [4:8] and centre [8] (plain ints)."""
         x_min, _, _, y_max = self.net.bounds
-        res = self.camera.res
-        h, w = self.map_tags.shape
-        col = np.minimum(np.maximum(((xy[:, 0] - x_min) / res).astype(np.int64), 0), w - 1)
-        row = np.minimum(np.maximum(((y_max - xy[:, 1]) / res).astype(np.int64), 0), h - 1)
-        return self.map_tags[row, col]
-
-    def _wheel_positions(self, x: float, y: float, yaw: float) -> np.ndarray:
-        c, s = math.cos(yaw), math.sin(yaw)
-        return self._wheels @ np.array([[c, s], [-s, c]]) + (x, y)  # [4, 2]
+        kernels.probe_tags(
+            self._probe_body, self.x, self.y, c, s, self.map_tags, x_min, y_max,
+            self.camera.res, self._probe_buf,
+        )
+        self._probe_tags = tags = self._probe_buf.tolist()
+        return tags
 
     def _line_crossings(self, prev) -> tuple[list[LaneInvasionEvent], bool]:
         """Markings crossed by the front wheels and red stop lines crossed by the centre."""
         idx = self.net.lines_near(self.x, self.y)
         if len(idx) == 0 or prev == (self.x, self.y, self.yaw):
             return [], False
-        old = self._wheel_positions(*prev)[:2]
-        new = self._probe_points(self.x, self.y, math.cos(self.yaw), math.sin(self.yaw))[4:6]
-        p = np.concatenate([old, [[prev[0], prev[1]]]])  # [3, 2]
-        q = np.concatenate([new, [[self.x, self.y]]])
-        a, b = self.net.line_a[idx], self.net.line_b[idx]  # [m, 2]
-        r = (q - p)[:, None, :]  # [3, 1, 2]
-        sv = (b - a)[None, :, :]  # [1, m, 2]
-        ap = a[None, :, :] - p[:, None, :]  # [3, m, 2]
-        denom = r[..., 0] * sv[..., 1] - r[..., 1] * sv[..., 0]
-        ok = np.abs(denom) > 1e-12
-        denom = np.where(ok, denom, 1.0)
-        t = (ap[..., 0] * sv[..., 1] - ap[..., 1] * sv[..., 0]) / denom
-        u = (ap[..., 0] * r[..., 1] - ap[..., 1] * r[..., 0]) / denom
-        cross = ok & (t >= 0.0) & (t <= 1.0) & (u >= 0.0) & (u <= 1.0)  # [3, m]
-        if not cross.any():
+        cross = np.empty((3, len(idx)), dtype=bool)
+        if not kernels.segment_crossings(
+            prev[0], prev[1], prev[2], self.x, self.y, self.yaw, self._front_wheels,
+            self.net.line_a, self.net.line_b, idx, cross,
+        ):
             return [], False
         kind = self.net.line_kind[idx]
         marks = sorted({int(k) for k in kind[cross[:2].any(axis=0)] if k != STOP_LINE})
@@ -464,45 +455,21 @@ class World:
     def _project_route(self) -> tuple[float, float, float]:
         """Progress [m], lateral offset [m] (+ left) and heading error [rad] w.r.t. the route.
 
-        Searches a few segments around the last match (scalar math: a fixed small window, not
-        a per-actor loop); the whole route (vectorised) when the ego is far from that window.
+        Searches a few segments around the last match; the whole route when the ego is farther
+        than ROUTE_LOST_M from that window (one compiled call).
         """
-        pts, rs = self.route.points, self.route.s
-        x, y = self.x, self.y
-        last = len(pts) - 2
-        best = (math.inf, 0, 0.0)
-        for k in range(
+        route = self.route
+        k, progress, lateral, seg_yaw = kernels.project_route(
+            route.points,
+            route.s,
             max(0, self._route_idx - ROUTE_WINDOW_BACK),
-            min(last, self._route_idx + ROUTE_WINDOW_AHEAD) + 1,
-        ):
-            ax, ay = pts[k]
-            bx, by = pts[k + 1]
-            abx, aby = bx - ax, by - ay
-            seg2 = abx * abx + aby * aby
-            t = min(max(((x - ax) * abx + (y - ay) * aby) / seg2, 0.0), 1.0) if seg2 > 0.0 else 0.0
-            dx, dy = x - ax - t * abx, y - ay - t * aby
-            d2 = dx * dx + dy * dy
-            if d2 < best[0]:
-                best = (d2, k, t)
-        d2, k, t = best
-        if d2 > ROUTE_LOST_M**2:
-            a, b = pts[:-1], pts[1:]
-            ab = b - a
-            seg2s = np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12)
-            ap = (x, y) - a
-            ts = np.minimum(np.maximum(np.einsum("ij,ij->i", ap, ab) / seg2s, 0.0), 1.0)
-            diff = (x, y) - (a + ts[:, None] * ab)
-            k = int(np.argmin(np.einsum("ij,ij->i", diff, diff)))
-            t = float(ts[k])
+            min(len(route.points) - 2, self._route_idx + ROUTE_WINDOW_AHEAD),
+            self.x,
+            self.y,
+            ROUTE_LOST_M**2,
+        )
         self._route_idx = k
-        ax, ay = pts[k]
-        abx, aby = pts[k + 1][0] - ax, pts[k + 1][1] - ay
-        length = max(math.hypot(abx, aby), 1e-9)
-        dx, dy = x - ax - t * abx, y - ay - t * aby
-        progress = float(rs[k] + t * length)
-        lateral = float((abx * dy - aby * dx) / length)
-        heading_err = wrap_angle(self.yaw - math.atan2(aby, abx))
-        return progress, lateral, heading_err
+        return progress, lateral, wrap_angle(self.yaw - seg_yaw)
 
     def _goal_reached(self) -> bool:
         route = self.route
@@ -514,33 +481,30 @@ class World:
             self.cfg.parking_heading_tolerance_deg
         )
 
-    def _sensors(self, x: float, y: float, yaw: float, nv: int, dist2: np.ndarray):
+    def _sensors(self, x: float, y: float, yaw: float, nv: int):
         """Camera [H, W, 3] uint8, LiDAR [N, 4] float32 and radar [M, 4] float32 of this tick."""
-        radius = max(self.camera.view_radius, self.lidar.view_radius)
-        near = dist2 < radius * radius  # [A]
-        corners = self._ego_frame_corners()  # [A, 4, 2]
-        veh_corners = corners[:nv][near[:nv]]
-        ped_corners = corners[nv:][near[nv:]]
-        camera = self.camera.render(
-            x,
-            y,
-            yaw,
-            [(veh_corners, CAR_RGB), (ped_corners, PEDESTRIAN_RGB), (self._ego_corners, CAR_RGB)],
+        if len(self._a_ex):
+            # Boxes of the actors within sensor range, in the camera's and the LiDAR's pixels.
+            veh_cam, ped_cam, veh_lid, ped_lid = kernels.actor_polygons(
+                self._a_ex, self._a_ey, self._a_cr, self._a_sr, self._a_len, self._a_wid,
+                self._a_dist2, self._sensor_r2, nv, *self._cam_px, *self._lid_px,
+            )
+            n = kernels.radar_candidates(
+                self._a_ex, self._a_ey, self._a_speed, self._a_cr, self._a_sr, self._a_radius,
+                self._a_height, self._a_dist2, self._sensor_r2, self.radar.front,
+                self.radar.half_h, self.radar.half_v, self.radar.cfg.range_m,
+                self.radar.cfg.mount_height_m, self.speed, self._radar_buf,
+            )
+        else:
+            veh_cam = ped_cam = veh_lid = ped_lid = _NO_BOXES
+            n = 0
+        camera = self.camera.render_px(
+            x, y, yaw, ((veh_cam, CAR_RGB), (ped_cam, PEDESTRIAN_RGB), (self._ego_px, CAR_RGB))
         )
-        lidar = self.lidar.scan(
-            x, y, yaw, [(veh_corners, _CAR), (ped_corners, _PEDESTRIAN)], self.sensor_rng
+        lidar = self.lidar.scan_px(
+            x, y, yaw, ((veh_lid, _CAR), (ped_lid, _PEDESTRIAN)), self.sensor_rng
         )
-        speed = self._a_speed[near]
-        radar = self.radar.detect(
-            self._a_ex[near],
-            self._a_ey[near],
-            speed * self._a_cr[near],
-            speed * self._a_sr[near],
-            self._a_radius[near],
-            self._a_height[near],
-            self.speed,
-            self.sensor_rng,
-        )
+        radar = self.radar.finish(self._radar_buf[:n], self.sensor_rng)
         return camera, lidar, radar
 
     def _frame(
@@ -549,24 +513,24 @@ class World:
         veh = self.vehicles
         x, y, yaw = self.x, self.y, self.yaw
         nv = veh.n
-        dist2 = self._a_dist2
-        nearest = float(math.sqrt(dist2.min())) if len(dist2) else math.inf
+        nearest = math.sqrt(self._a_nearest2)
         if self.sensors_enabled:
-            camera, lidar, radar = self._sensors(x, y, yaw, nv, dist2)
+            camera, lidar, radar = self._sensors(x, y, yaw, nv)
         else:
             camera, lidar, radar = self._blank_camera, self.lidar.empty, self.radar.empty
         # Situation.
         progress, lateral, heading_err = self._project_route()
         tags = self._probe_tags
-        on_sidewalk = bool(np.any(tags[4:8] == _SIDEWALK))
-        off_road = not bool(DRIVABLE_TAGS[tags[8]])
+        on_sidewalk = _SIDEWALK in tags[4:8]
+        off_road = tags[8] not in _DRIVABLE
         light_state, light_dist = _LIGHT_UNKNOWN, math.inf
         route = self.route
-        if self.lights.enabled and len(route.stop_s):
-            j = int(np.searchsorted(route.stop_s, progress))
-            if j < len(route.stop_s):
+        stop_s = self._stop_s
+        if self.lights.enabled and stop_s:
+            j = bisect.bisect_left(stop_s, progress)
+            if j < len(stop_s):
                 light_state = int(self.lights.state[route.stop_light[j]])
-                light_dist = float(route.stop_s[j] - progress - self.ego_length / 2.0)
+                light_dist = float(stop_s[j] - progress - self.ego_length / 2.0)
         situation = EgoSituation(
             step_id=self.step_id,
             episode_id=self.episode_id,
