@@ -242,3 +242,6 @@ def test_idle_costs_per_tick_stopped_but_not_when_moving_or_at_a_red_light():
     far_from_red = step(make(config), speed=0.0, traffic_light_state=TrafficLightState.RED,
                         traffic_light_distance_m=config.stuck_light_excuse_m + 1.0)
     assert far_from_red.terms["idle"] == config.idle_penalty
+    behind_a_car = step(make(config), speed=0.0,
+                        nearest_actor_distance_m=config.idle_blocked_distance_m - 1.0)
+    assert behind_a_car.terms["idle"] == 0.0

@@ -74,3 +74,35 @@ def test_views_for_markers_and_humans(sim_config, phases):
     assert world.light_states.shape == (net.num_lights,)
     image = world.render_topdown(256)
     assert image.dtype == np.uint8 and image.shape[2] == 3 and max(image.shape[:2]) == 256
+
+
+def test_lidar_free_space_skipping_is_exact(sim_config, phases):
+    """The LiDAR rays skip free space (distance field) and test actors only near their boxes;
+    the first hits equal a plain step-by-step march over every sample."""
+    from carla_rl.sim import kernels, sensors
+
+    world = World(sim_config, phases[9].scenario, seed=4)
+    world.reset(seed=4, phase=10)
+    lidar = world.lidar
+    assert lidar.flat_lut is not None  # the shipped LiDAR is flat: skipping is on
+    calls = []
+    original = kernels.lidar_first_hits
+
+    def both(*args):
+        count = original(*args)
+        fast = args[20].copy()
+        plain = list(args)
+        plain[12] = np.array([0, 0, lidar.n, lidar.n])  # every step is tested for actors
+        plain[18] = False  # no skipping: per-sample height test (== the flat LUT at 0 deg)
+        plain[20] = np.empty_like(fast)
+        assert original(*plain) == count
+        calls.append(np.array_equal(plain[20], fast))
+        return count
+
+    try:
+        sensors.kernels.lidar_first_hits = both
+        for _ in range(40):
+            world.apply_action(0)
+    finally:
+        sensors.kernels.lidar_first_hits = original
+    assert len(calls) == 40 and all(calls)

@@ -152,10 +152,12 @@ class AgentConfig:
     mixed_precision: str = param("off", "autocast on CUDA: 'off', 'bf16' or 'fp16' "
                                         "(fp16 uses a GradScaler); ignored on CPU",
                                  choices=("off", "bf16", "fp16"))
-    cuda_graphs: bool = param(False, "capture the whole update step (sampling included) in a "
-                                     "CUDA graph; CUDA only")
+    cuda_graphs: bool = param(True, "capture the whole update step (sampling included) in a "
+                                    "CUDA graph; CUDA only (ignored on CPU)")
     compile: bool = param(False, "torch.compile the loss (forward passes + targets; CUDA "
                                  "only, compiles on the first updates)")
+    tf32_matmul: bool = param(True, "CUDA: float32 matmuls on TF32 tensor cores (cuDNN "
+                                    "convolutions already are); process-wide setting")
     channels_last: bool = param(True, "NHWC convolutions on the CUDA-graph path (cuDNN's "
                                       "native layout)")
     merge_online_passes: bool = param(True, "CUDA-graph path: one online pass over states and "

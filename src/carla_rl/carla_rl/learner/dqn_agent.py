@@ -255,6 +255,8 @@ class DQNAgent:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("DQNAgent: device 'cuda' requested but CUDA is not available")
         self.seed = seed
+        if self.device.type == "cuda" and self.config.tf32_matmul:
+            torch.backends.cuda.matmul.allow_tf32 = True  # process-wide (documented in the config)
         if seed is not None:
             torch.manual_seed(seed)
         seeds = np.random.SeedSequence(seed).spawn(2)

@@ -17,7 +17,24 @@ from rclpy.node import Node
 from carla_rl.config import ConfigError
 
 PROFILE_DIR_ENV = "CARLA_RL_PROFILE_DIR"
+EXECUTOR_ENV = "CARLA_RL_EXECUTOR"  # "events" (default): rclpy's C++ EventsExecutor; "single": the Python one
 STOP_POLL_S = 0.25  # longest a stop signal waits when rclpy's wake-up was missed
+
+
+def make_executor(threads: int = 1):
+    """The executor of a node process. rclpy's EventsExecutor dispatches callbacks from C++ and costs
+    a fraction of the Python SingleThreadedExecutor's per-callback overhead, which dominates a graph
+    that exchanges ~15 messages per simulation tick (docs/BENCHMARKS.md, training graph)."""
+    if threads > 1:
+        return MultiThreadedExecutor(threads)
+    choice = os.environ.get(EXECUTOR_ENV, "events")
+    if choice == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    if choice != "single":
+        raise ConfigError(f"{EXECUTOR_ENV}={choice!r}: expected 'events' or 'single'")
+    return SingleThreadedExecutor()
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
@@ -35,7 +52,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     profiler = cProfile.Profile() if profile_dir else None
     try:
         node = make_node()
-        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(threads)
+        executor = make_executor(threads)
         executor.add_node(node)
         if profiler is not None:
             profiler.enable()

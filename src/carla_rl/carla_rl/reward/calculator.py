@@ -47,7 +47,7 @@ TERM_NAMES = (
     "red_light",        # red_light_penalty if situation.ran_red_light
     "lane_invasion",    # lane_invasion_penalty x penalised markings crossed
     "lateral_offset",   # lateral_offset_penalty_per_m x |offset| beyond the deadband
-    "idle",             # idle_penalty per tick stopped (< stopped_speed_mps), not at a red light
+    "idle",             # idle_penalty per tick stopped, not at a red light, nobody within reach
     "stuck",            # stuck_penalty on the tick truncated as stuck
 )
 
@@ -150,7 +150,8 @@ class RewardCalculator:
         terms["lateral_offset"] = cfg.lateral_offset_penalty_per_m * excess_offset
 
         stuck = self._update_stuck(situation, speed)
-        if speed < cfg.stopped_speed_mps and not self._waiting_at_light(situation, speed):
+        if (speed < cfg.stopped_speed_mps and not self._waiting_at_light(situation, speed)
+                and not situation.nearest_actor_distance_m < cfg.idle_blocked_distance_m):
             terms["idle"] = cfg.idle_penalty
         reason = self._reason(situation, collided, stuck)
         if reason is TerminationReason.STUCK:

@@ -74,10 +74,15 @@ class RewardConfig:
     lateral_offset_deadband_m: float = param(0.3, "Offset from the lane centre that is free",
                                              low=0.0, high=10.0)
     # truncation
-    idle_penalty: float = param(-1.0, "Per tick stopped (below stopped_speed_mps) and not waiting "
-                                "at a red/yellow light: standing still costs now, not only when "
-                                "the stuck penalty comes, heavily discounted, ticks later",
+    idle_penalty: float = param(-5.0, "Per tick stopped (below stopped_speed_mps), not waiting at "
+                                "a red/yellow light and with no actor within "
+                                "idle_blocked_distance_m: standing still must cost now. Paid only "
+                                "as the stuck penalty, 100 ticks later and discounted by 0.99^100, "
+                                "standing still weighed less than the sidewalk (-800) a few seconds "
+                                "ahead, and the agent learned to stand still on the curvy road",
                                 low=-1e6, high=0.0)
+    idle_blocked_distance_m: float = param(10.0, "Stopping with another actor this close is "
+                                           "waiting, not idling", low=0.0, high=1000.0)
     stuck_ticks: int = param(100, "Truncate ('stuck') after this many ticks without route progress "
                              "(ticks waiting at a red/yellow light do not count)",
                              low=1, high=100000)

@@ -317,106 +317,140 @@ def probe_tags(body, x, y, c, s, tags, x_min, y_max, res, out):
 
 
 @_jit
-def actor_polygons(a_ex, a_ey, a_cr, a_sr, a_len, a_wid, a_dist2, radius2, nv, k_a, u_a, v_a,
-                   k_b, u_b, v_b):
+def actor_polygons(a_ex, a_ey, a_cr, a_sr, a_len, a_wid, a_dist2, radius2, nv, shift, k_a, u_a,
+                   v_a, k_b, u_b, v_b, out_a, out_b, box_b):
     """Corners of the actors within ``radius2`` in two fixed-point pixel frames (a: camera,
-    b: LiDAR raster): (vehicles_a, pedestrians_a, vehicles_b, pedestrians_b), each [n, 4, 2]
-    int32, ``u = u0 - y k``, ``v = v0 - x k`` of the ego-frame corner (x forward, y left)."""
-    na = len(a_ex)
-    cnt_v, cnt_p = 0, 0
-    for k in range(na):
-        if a_dist2[k] < radius2:
-            if k < nv:
-                cnt_v += 1
-            else:
-                cnt_p += 1
-    va = np.empty((cnt_v, 4, 2), np.int32)
-    vb = np.empty((cnt_v, 4, 2), np.int32)
-    pa = np.empty((cnt_p, 4, 2), np.int32)
-    pb = np.empty((cnt_p, 4, 2), np.int32)
-    iv, ip = 0, 0
-    for k in range(na):
+    b: LiDAR raster; ``shift`` fractional bits) into ``out_a``, ``out_b`` [A, 4, 2] int32:
+    ``u = u0 - y k``, ``v = v0 - x k`` of the ego-frame corner (x forward, y left); vehicles
+    first, then pedestrians. ``box_b`` [4] <- whole-pixel bounds (u0, v0, u1, v1) of the b boxes.
+    -> (number of vehicles, number of pedestrians) written."""
+    box_b[0] = box_b[1] = 1 << 30
+    box_b[2] = box_b[3] = -(1 << 30)
+    m = 0
+    n_veh = 0
+    for k in range(len(a_ex)):
+        if k == nv:
+            n_veh = m
         if not a_dist2[k] < radius2:
             continue
         hl, hw = a_len[k] * 0.5, a_wid[k] * 0.5
         fx, fy = hl * a_cr[k], hl * a_sr[k]
         lx, ly = hw * a_sr[k], hw * a_cr[k]
-        if k < nv:
-            oa, ob, r = va, vb, iv
-            iv += 1
-        else:
-            oa, ob, r = pa, pb, ip
-            ip += 1
         for q in range(4):
             f = 1.0 if q < 2 else -1.0  # front-left, front-right, rear-right, rear-left
             lft = 1.0 if (q == 0 or q == 3) else -1.0
             cx = a_ex[k] + f * fx - lft * lx
             cy = a_ey[k] + f * fy + lft * ly
-            oa[r, q, 0] = np.int32(u_a - cy * k_a)
-            oa[r, q, 1] = np.int32(v_a - cx * k_a)
-            ob[r, q, 0] = np.int32(u_b - cy * k_b)
-            ob[r, q, 1] = np.int32(v_b - cx * k_b)
-    return va, pa, vb, pb
+            out_a[m, q, 0] = np.int32(u_a - cy * k_a)
+            out_a[m, q, 1] = np.int32(v_a - cx * k_a)
+            ub = np.int32(u_b - cy * k_b)
+            vb = np.int32(v_b - cx * k_b)
+            out_b[m, q, 0] = ub
+            out_b[m, q, 1] = vb
+            box_b[0] = min(box_b[0], ub >> shift)
+            box_b[1] = min(box_b[1], vb >> shift)
+            box_b[2] = max(box_b[2], (ub >> shift) + 1)
+            box_b[3] = max(box_b[3], (vb >> shift) + 1)
+        m += 1
+    if nv >= len(a_ex):
+        n_veh = m
+    return n_veh, m - n_veh
 
 
 @_jit
 def lidar_first_hits(tags, free_px, cx, cy, yaw, ray_cos, ray_sin, dist, res, actors, ray_u,
-                     ray_v, has_actors, ray_z, heights, lut, flat, border, first):
+                     ray_v, actor_box, actor_c, actor_res, ray_z, heights, lut, flat, border,
+                     first, scratch, dirs):
     """First hit step per ray: ``first`` [C, R] (-1: no hit) -> hit count.
 
     Ray r, step k samples the static map ``tags`` [H, W] at the nearest pixel of the ray point
     (ego at map pixel (cx, cy), heading ``yaw``; ``dist`` [S] metres, ``res`` m/px; ``border``
     outside the map) and the ego-centred actor raster ``actors`` at (``ray_u``, ``ray_v``)
-    [R, S] (0 = no actor). ``flat``: all channels horizontal, obstacle = ``lut[tag]``; else
+    [R, S] (0 = no actor; ``actor_box`` = (u0, v0, u1, v1) bounds of the drawn actors, u1 < u0
+    when none; the ego at pixel (``actor_c``, ``actor_c``), ``actor_res`` m/px). ``flat``: all channels horizontal, obstacle = ``lut[tag]``; else
     ``heights[tag] >= ray_z[c, k]``.
 
     ``free_px`` [H, W] (flat only): distance [px] from each map pixel to the nearest obstacle
     pixel (0 on obstacles), rounded down; a ray skips the samples that lie closer than that to
-    the current sample (exact: those pixels cannot be obstacles), so a ray costs a handful of
-    look-ups instead of one per step.
+    the current sample (exact: those pixels cannot be obstacles). The rays advance in lockstep,
+    one look-up each per round, so that the (cache-missing) look-ups of different rays overlap.
+    ``scratch`` [3, R] int64, ``dirs`` [2, R] float64.
     """
     h, w = tags.shape
     nr, ns = ray_u.shape
     c0, s0 = math.cos(yaw), math.sin(yaw)
-    step_px = (dist[1] - dist[0]) / res if ns > 1 else 1.0
+    step = dist[1] - dist[0] if ns > 1 else dist[0]
+    inv_step_px = res / step
     # A sample's pixel is within sqrt(2)/2 px of its ray point: two of them 1.42 px + the step.
     slack = 1.5
+    active, k_cur, k_hit = scratch[0], scratch[1], scratch[2]
+    u0, v0, u1, v1 = actor_box
     count = 0
+    # Ray directions in map pixels (columns = +x, rows = -y).
+    for r in range(nr):
+        dirs[0, r] = (c0 * ray_cos[r] - s0 * ray_sin[r]) / res
+        dirs[1, r] = -(s0 * ray_cos[r] + c0 * ray_sin[r]) / res
     for c in range(first.shape[0]):
         for r in range(nr):
-            # Ray direction in map pixels (columns = +x, rows = -y).
-            dx = (c0 * ray_cos[r] - s0 * ray_sin[r]) / res
-            dy = -(s0 * ray_cos[r] + c0 * ray_sin[r]) / res
-            k_hit = ns
-            k = 0
-            while k < ns:
-                col = int(math.floor(cx + dist[k] * dx + 0.5))
-                row = int(math.floor(cy + dist[k] * dy + 0.5))
+            active[r] = r
+            k_cur[r] = 0
+            k_hit[r] = ns
+        n_active = nr
+        while n_active > 0:
+            m = 0
+            for i in range(n_active):
+                r = active[i]
+                k = k_cur[r]
+                col = int(math.floor(cx + dist[k] * dirs[0, r] + 0.5))
+                row = int(math.floor(cy + dist[k] * dirs[1, r] + 0.5))
+                jump = 1
+                hit = False
                 if 0 <= col < w and 0 <= row < h:
                     if flat:
                         free = free_px[row, col]
-                        if free == 0:
-                            k_hit = k
-                            break
-                        jump = int((free - slack) / step_px)
-                        k += max(jump, 1)
-                        continue
-                    tag = tags[row, col]
+                        hit = free == 0
+                        jump = max(int((free - slack) * inv_step_px), 1)
+                    else:
+                        hit = heights[tags[row, col]] >= ray_z[c, k]
                 else:
-                    tag = border
-                if (lut[tag] != 0) if flat else (heights[tag] >= ray_z[c, k]):
-                    k_hit = k
-                    break
-                k += 1
-            if has_actors:
-                for k in range(k_hit):
-                    tag = actors[ray_v[r, k], ray_u[r, k]]
+                    hit = (lut[border] != 0) if flat else (heights[border] >= ray_z[c, k])
+                if hit:
+                    k_hit[r] = k
+                elif k + jump < ns:
+                    k_cur[r] = k + jump
+                    active[m] = r
+                    m += 1
+            n_active = m
+        for r in range(nr):
+            kh = k_hit[r]
+            if u1 >= u0:
+                # Steps whose pixel can lie in the actors' bounds (slab test, 1 px margin).
+                lo, hi = 0.0, dist[ns - 1]
+                for axis in range(2):
+                    # u = c - sin * d / res, v = c - cos * d / res
+                    slope = -(ray_sin[r] if axis == 0 else ray_cos[r]) / actor_res
+                    b0 = (u0 if axis == 0 else v0) - 1.0 - actor_c
+                    b1 = (u1 if axis == 0 else v1) + 1.0 - actor_c
+                    if abs(slope) < 1e-12:
+                        if b0 > 0.0 or b1 < 0.0:
+                            hi = -1.0
+                    else:
+                        t0, t1 = b0 / slope, b1 / slope
+                        lo = max(lo, min(t0, t1))
+                        hi = min(hi, max(t0, t1))
+                k_lo = max(int(math.floor(lo / step)) - 2, 0)
+                k_hi = min(int(math.ceil(hi / step)) + 1, kh) if hi >= lo else 0
+                for k in range(k_lo, k_hi):
+                    u, v = ray_u[r, k], ray_v[r, k]
+                    if u < u0 or u > u1 or v < v0 or v > v1:
+                        continue
+                    tag = actors[v, u]
                     if tag != 0:
                         if (lut[tag] != 0) if flat else (heights[tag] >= ray_z[c, k]):
-                            k_hit = k
+                            kh = k
                             break
-            if k_hit < ns:
-                first[c, r] = k_hit
+            if kh < ns:
+                first[c, r] = kh
                 count += 1
             else:
                 first[c, r] = -1
@@ -424,10 +458,9 @@ def lidar_first_hits(tags, free_px, cx, cy, yaw, ray_cos, ray_sin, dist, res, ac
 
 
 @_jit
-def lidar_points(first, count, dist, ray_z, cos, sin, noise, noise_std, attenuation):
-    """Points [count, 4] float32 (x fwd, y left, z up, intensity) of the hits in ``first``;
-    ``noise`` [count]: standard normal range noise, scaled by ``noise_std``."""
-    out = np.empty((count, 4), np.float32)
+def lidar_points(first, dist, ray_z, cos, sin, noise, noise_std, attenuation, out):
+    """Points ``out`` [count, 4] float32 (x fwd, y left, z up, intensity) of the hits in
+    ``first``; ``noise`` [count]: standard normal range noise, scaled by ``noise_std``."""
     m = 0
     for c in range(first.shape[0]):
         for r in range(first.shape[1]):
@@ -440,7 +473,6 @@ def lidar_points(first, count, dist, ray_z, cos, sin, noise, noise_std, attenuat
             out[m, 2] = max(ray_z[c, k], np.float32(0.0))
             out[m, 3] = math.exp(-attenuation * d)
             m += 1
-    return out
 
 
 @_jit
@@ -533,23 +565,20 @@ def fill_obstacles(v_pos, v_yaw, v_speed, p_pos, p_yaw, p_speed, p_state, x, y, 
 
 
 @_jit
-def radar_finish(cand, noise, noise_std, max_detections):
-    """Detections [M, 4] float32 from candidates [n, 4] (depth, azimuth, altitude, radial) plus
-    depth noise ``noise_std * noise`` [n]: nearest first (stable), at most ``max_detections``."""
+def radar_finish(cand, noise, noise_std, out):
+    """Detections ``out`` [M, 4] float32 from candidates [n, 4] (depth, azimuth, altitude,
+    radial) plus depth noise ``noise_std * noise`` [n]: nearest first (stable), M <= n."""
     n = len(cand)
-    d = np.empty(n)
     for i in range(n):
-        d[i] = cand[i, 0] + noise_std * noise[i]
+        noise[i] = cand[i, 0] + noise_std * noise[i]  # the noisy depth, in place
+    d = noise
     order = np.argsort(d, kind="mergesort")
-    m = min(n, max_detections)
-    out = np.empty((m, 4), np.float32)
-    for j in range(m):
+    for j in range(len(out)):
         i = order[j]
         out[j, 0] = d[i]
         out[j, 1] = cand[i, 1]
         out[j, 2] = cand[i, 2]
         out[j, 3] = cand[i, 3]
-    return out
 
 
 @_jit

@@ -84,8 +84,6 @@ def ego_to_view(corners: np.ndarray, mpp: float, u_e: float, v_e: float) -> np.n
     return out
 
 
-_ego_to_view = ego_to_view
-
 
 class BevCamera:
     """Semantic bird's-eye camera [H, W, 3] uint8 in the CityScapes palette, ego heading up."""
@@ -148,7 +146,8 @@ class BevCamera:
 
 
 class Lidar:
-    """LiDAR by ray marching an ego-centred semantic occupancy raster (static map + actors)."""
+    """LiDAR by ray marching the semantic map raster (static map) and an ego-centred raster of
+    the actor boxes (see :func:`kernels.lidar_first_hits`)."""
 
     def __init__(self, cfg: LidarConfig, net: RoadNetwork, map_res: float):
         self.cfg = cfg
@@ -169,8 +168,7 @@ class Lidar:
         ca, sa = np.cos(self.angles), np.sin(self.angles)
         u = np.round(self.c - np.outer(sa, self.dist) / res).astype(np.int64)  # [R, S]
         v = np.round(self.c - np.outer(ca, self.dist) / res).astype(np.int64)
-        self.flat_idx = v * self.n + u  # [R, S]
-        self.ray_u, self.ray_v = u, v  # raster pixels sampled by each ray [R, S]
+        self.ray_u, self.ray_v = u, v  # ego raster pixels of the ray steps [R, S]
         self._actors = np.zeros((self.n, self.n), dtype=np.uint8)  # actor boxes (0 = none)
         self._actors_drawn = False
         elev = np.radians(np.linspace(cfg.upper_fov_deg, cfg.lower_fov_deg, cfg.channels))
@@ -198,6 +196,9 @@ class Lidar:
         else:
             self.free_px = np.zeros((1, 1), dtype=np.uint8)
         self._first = np.zeros((len(self.ray_z), cfg.rays_per_channel), dtype=np.int64)  # [C, R]
+        self._scratch = np.zeros((3, cfg.rays_per_channel), dtype=np.int64)
+        self._dirs = np.zeros((2, cfg.rays_per_channel))
+        self._no_box = np.array([0, 0, -1, -1], dtype=np.int64)
         self.view_radius = cfg.range_m * math.sqrt(2.0) + 5.0
         self.empty = np.zeros((0, 4), dtype=np.float32)
 
@@ -222,8 +223,11 @@ class Lidar:
             rng,
         )
 
-    def scan_px(self, ego_x: float, ego_y: float, yaw: float, layers, rng) -> np.ndarray:
-        """As :meth:`scan`, ``layers``: (fixed-point raster pixels [N, 4, 2] int32, tag)."""
+    def scan_px(
+        self, ego_x: float, ego_y: float, yaw: float, layers, rng, box: np.ndarray | None = None
+    ) -> np.ndarray:
+        """As :meth:`scan`, ``layers``: (fixed-point raster pixels [N, 4, 2] int32, tag);
+        ``box``: whole-pixel bounds (u0, v0, u1, v1) of those boxes (computed when None)."""
         cfg = self.cfg
         # Actor boxes go into a small ego-centred raster; the static map is sampled by the rays
         # themselves, at the map raster's resolution.
@@ -235,22 +239,29 @@ class Lidar:
             if len(pts):
                 cv2.fillPoly(actors, pts, int(tag), cv2.LINE_8, SUBPIXEL_SHIFT)
                 self._actors_drawn = True
+        if not self._actors_drawn:
+            box = self._no_box
+        elif box is None:
+            pts = np.concatenate([p.reshape(-1, 2) for p, _ in layers]) >> SUBPIXEL_SHIFT
+            box = np.concatenate([pts.min(axis=0), pts.max(axis=0) + 1]).astype(np.int64)
         first = self._first
         x_min, _, _, y_max = self.net.bounds
         count = kernels.lidar_first_hits(
             self.tags, self.free_px, (ego_x - x_min) / self.map_res, (y_max - ego_y) / self.map_res,
             yaw, self.cos, self.sin, self.dist, self.map_res, actors, self.ray_u, self.ray_v,
-            self._actors_drawn, self.ray_z, TAG_HEIGHT_M, self._lut, self.flat_lut is not None,
-            BORDER_TAG, first,
+            box, self.c, cfg.resolution_m, self.ray_z, TAG_HEIGHT_M, self._lut,
+            self.flat_lut is not None, BORDER_TAG, first, self._scratch, self._dirs,
         )
         if count == 0:
             return self.empty
         # Same stream as rng.normal(0, std, count): std * standard normal.
         noise = rng.standard_normal(count) if cfg.noise_std_m > 0.0 else np.zeros(count)
-        return kernels.lidar_points(
-            first, count, self.dist, self.ray_z, self.cos, self.sin, noise, cfg.noise_std_m,
-            cfg.atmosphere_attenuation,
+        out = np.empty((count, 4), dtype=np.float32)
+        kernels.lidar_points(
+            first, self.dist, self.ray_z, self.cos, self.sin, noise, cfg.noise_std_m,
+            cfg.atmosphere_attenuation, out,
         )
+        return out
 
 
 class Radar:
@@ -309,4 +320,6 @@ class Radar:
         cfg = self.cfg
         # Same stream as rng.normal(0, std, n): std * standard normal.
         noise = rng.standard_normal(len(cand)) if cfg.noise_std_m > 0.0 else np.zeros(len(cand))
-        return kernels.radar_finish(cand, noise, cfg.noise_std_m, cfg.max_detections)
+        out = np.empty((min(len(cand), cfg.max_detections), 4), dtype=np.float32)
+        kernels.radar_finish(cand, noise, cfg.noise_std_m, out)
+        return out

@@ -1,4 +1,7 @@
-"""NPC vehicles, pedestrians and traffic lights as structures of arrays (no per-actor loops)."""
+"""NPC vehicles, pedestrians and traffic lights as structures of arrays (no per-actor loops).
+
+The per-tick work runs in compiled kernels (:mod:`carla_rl.sim.kernels`), one call per group.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from carla_rl.sim import kernels
 from carla_rl.sim.road import RoadNetwork
 from carla_rl.sim.sim_config import IdmConfig, PedestrianConfig, TrafficLightConfig
 
+FAR_M = kernels.FAR_M  # "no obstacle" gap [m]
+WALK, WAIT, CROSS = kernels.WALK, kernels.WAIT, kernels.CROSS  # pedestrian states
 STOP_LINE_MARGIN_M = 1.0  # vehicles stop this far before the stop line [m]
-FAR_M = 1.0e6  # "no obstacle" gap [m]
-WALK, WAIT, CROSS = 0, 1, 2  # pedestrian states
 _GREEN, _YELLOW, _RED, _OFF = (int(TrafficLightState.GREEN), int(TrafficLightState.YELLOW),
                                 int(TrafficLightState.RED), int(TrafficLightState.OFF))
 LEADER_SEARCH_TICKS = 3  # full obstacle search every this many ticks (leader tracked between)

@@ -30,6 +30,7 @@ from carla_rl.sim.maps import Route, build_map, plan_parking_route, plan_route
 from carla_rl.sim.road import STOP_LINE, RoadNetwork
 from carla_rl.sim.sensors import (
     SUBPIXEL_SCALE,
+    SUBPIXEL_SHIFT,
     BevCamera,
     Lidar,
     Radar,
@@ -265,6 +266,9 @@ class World:
         self._a_cr, self._a_sr = np.zeros(a), np.zeros(a)
         self._hits = np.zeros(a, dtype=np.int64)
         self._radar_buf = np.zeros((a, 4))
+        self._cam_boxes = np.zeros((a, 4, 2), dtype=np.int32)  # fixed-point sensor pixels
+        self._lid_boxes = np.zeros((a, 4, 2), dtype=np.int32)
+        self._lid_box = np.zeros(4, dtype=np.int64)
         # Obstacles of the NPC vehicles: vehicles, ego, ego ahead, pedestrians.
         half = size / 2.0
         self._obs_pos = np.zeros((a + 2, 2))
@@ -485,10 +489,14 @@ class World:
         """Camera [H, W, 3] uint8, LiDAR [N, 4] float32 and radar [M, 4] float32 of this tick."""
         if len(self._a_ex):
             # Boxes of the actors within sensor range, in the camera's and the LiDAR's pixels.
-            veh_cam, ped_cam, veh_lid, ped_lid = kernels.actor_polygons(
+            cam_px, lid_px, box = self._cam_boxes, self._lid_boxes, self._lid_box
+            n_veh, n_ped = kernels.actor_polygons(
                 self._a_ex, self._a_ey, self._a_cr, self._a_sr, self._a_len, self._a_wid,
-                self._a_dist2, self._sensor_r2, nv, *self._cam_px, *self._lid_px,
+                self._a_dist2, self._sensor_r2, nv, SUBPIXEL_SHIFT, *self._cam_px,
+                *self._lid_px, cam_px, lid_px, box,
             )
+            veh_cam, ped_cam = cam_px[:n_veh], cam_px[n_veh : n_veh + n_ped]
+            veh_lid, ped_lid = lid_px[:n_veh], lid_px[n_veh : n_veh + n_ped]
             n = kernels.radar_candidates(
                 self._a_ex, self._a_ey, self._a_speed, self._a_cr, self._a_sr, self._a_radius,
                 self._a_height, self._a_dist2, self._sensor_r2, self.radar.front,
@@ -497,12 +505,13 @@ class World:
             )
         else:
             veh_cam = ped_cam = veh_lid = ped_lid = _NO_BOXES
+            box = None
             n = 0
         camera = self.camera.render_px(
             x, y, yaw, ((veh_cam, CAR_RGB), (ped_cam, PEDESTRIAN_RGB), (self._ego_px, CAR_RGB))
         )
         lidar = self.lidar.scan_px(
-            x, y, yaw, ((veh_lid, _CAR), (ped_lid, _PEDESTRIAN)), self.sensor_rng
+            x, y, yaw, ((veh_lid, _CAR), (ped_lid, _PEDESTRIAN)), self.sensor_rng, box
         )
         radar = self.radar.finish(self._radar_buf[:n], self.sensor_rng)
         return camera, lidar, radar
