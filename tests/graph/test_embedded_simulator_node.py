@@ -8,6 +8,9 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+from std_msgs.msg import Float32  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from carla_rl import topics  # noqa: E402
@@ -22,12 +25,20 @@ TIMEOUT_S = 60.0
 
 
 @pytest.mark.ros
-def test_lockstep_timeouts_commands_and_reset(tmp_path):
+@pytest.mark.parametrize("executor", ["events", "single"])  # node_runner's two executors
+def test_lockstep_timeouts_commands_and_reset(tmp_path, executor):
     rclpy.init()
     node = rclpy.create_node("simulator_test")
     situations, map_markers = [], []
     situation_topic = f"{NS}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.SITUATION)}"
     node.create_subscription(EgoSituation, situation_topic, situations.append, qos.SENSOR)
+    # the bridge topics that nothing in the training graph reads are published while subscribed
+    extras = {"radar": [], "speedometer": [], "clock": []}
+    node.create_subscription(PointCloud2, f"{NS}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.RADAR)}",
+                             extras["radar"].append, qos.SENSOR)
+    node.create_subscription(Float32, f"{NS}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.SPEEDOMETER)}",
+                             extras["speedometer"].append, qos.SENSOR)
+    node.create_subscription(Clock, f"{NS}/{topics.CLOCK}", extras["clock"].append, qos.CLOCK)
     node.create_subscription(MarkerArray, f"{NS}/{topics.MAP_MARKERS}", map_markers.append, qos.LATCHED)
     counters = watch_diagnostics(node, f"{NS}/embedded_simulator")
     commands = node.create_publisher(VehicleCommand, f"{NS}/{topics.VEHICLE_COMMAND}", qos.SENSOR)
@@ -36,12 +47,15 @@ def test_lockstep_timeouts_commands_and_reset(tmp_path):
                              "--params-file", str(CONFIG_DIR / "curriculum.yaml")], tmp_path, namespace=NS,
                             overrides={"shell.env_id": 3, "shell.required_subscribers": 1,
                                        "shell.control_timeout_s": 0.2, "shell.diagnostics_period_s": 0.2,
-                                       "shell.initial_phase": 2})
+                                       "shell.initial_phase": 2},
+                            CARLA_RL_EXECUTOR=executor)
     try:
         # nobody answers: the simulator keeps ticking on timeouts (full brake), and says so
         assert spin_until(node, lambda: len(situations) >= 5 and int(counters.get("control_timeouts", 0)) >= 3,
                           TIMEOUT_S), proc.output()
         assert situations[-1].phase == 2 and situations[0].episode_step == 0
+        assert spin_until(node, lambda: all(len(v) >= 2 for v in extras.values()), TIMEOUT_S), \
+            {k: len(v) for k, v in extras.items()}
         assert spin_until(node, lambda: len(map_markers) >= 1, TIMEOUT_S), "map markers are latched"
         assert any(m.ns == "lanes" for m in map_markers[-1].markers)
         # restart the simulator's clock to lockstep: answer every tick quickly from now on
@@ -73,3 +87,12 @@ def test_lockstep_timeouts_commands_and_reset(tmp_path):
         node.destroy_node()
         rclpy.try_shutdown()
     assert code == 0, proc.output()
+
+
+def test_unknown_executor_is_a_configuration_error(monkeypatch):
+    from carla_rl.config import ConfigError
+    from carla_rl.nodes.node_runner import EXECUTOR_ENV, make_executor
+
+    monkeypatch.setenv(EXECUTOR_ENV, "fastest")
+    with pytest.raises(ConfigError, match="CARLA_RL_EXECUTOR='fastest': expected 'events' or 'single'"):
+        make_executor()

@@ -44,10 +44,13 @@ class SensorFramePublisher:
             self.route.publish(conv.path_msg(frame.route, stamp))
         self.camera.publish(conv.image_msg(frame.camera, stamp, fid))
         self.lidar.publish(conv.point_cloud_msg(frame.lidar, conv.LIDAR_FIELDS, stamp, fid))
-        if self.publish_radar:
+        # Radar and speedometer have no consumer in the training graph (rviz2, recorders, users
+        # do): built and published only while subscribed — every message per tick costs.
+        if self.publish_radar and self.radar.get_subscription_count() > 0:
             self.radar.publish(conv.point_cloud_msg(frame.radar, conv.RADAR_FIELDS, stamp, fid))
         self.odometry.publish(conv.odometry_msg(frame.odometry, stamp, fid))
-        self.speedometer.publish(Float32(data=float(frame.speed)))
+        if self.speedometer.get_subscription_count() > 0:
+            self.speedometer.publish(Float32(data=float(frame.speed)))
         for event in frame.collisions:
             self.collision.publish(conv.collision_msg(event, stamp, fid))
         for event in frame.lane_invasions:

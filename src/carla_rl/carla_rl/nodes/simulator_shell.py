@@ -213,7 +213,8 @@ class SimulatorShell:
     def publish(self, frame: SensorFrame) -> None:
         self.last_frame = frame
         stamp = conv.time_msg(frame.sim_time)
-        self.pub_clock.publish(Clock(clock=stamp))
+        if self.pub_clock.get_subscription_count() > 0:  # no node of the graph uses sim time
+            self.pub_clock.publish(Clock(clock=stamp))
         self.sensors.publish_sensors(frame, stamp)
         self.publish_views(frame, stamp)
         if self.tf_pub is not None and self.tf_pub.get_subscription_count() > 0:
