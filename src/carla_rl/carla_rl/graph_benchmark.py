@@ -28,6 +28,14 @@ def run_inprocess(envs: int, seconds: float, phase: int, config_dir: Path) -> fl
     from carla_rl.learner.dqn_agent import DQNAgent
     from carla_rl.sim.driving_env import DrivingEnv
 
+    import torch
+
+    from carla_rl.config import load_section
+    from carla_rl.nodes.dqn_policy_node import PolicyNodeConfig
+
+    policy_cfg = load_section(config_dir / "agent.yaml", "dqn_policy", PolicyNodeConfig, ignore=("agent",))
+    if policy_cfg.torch_threads > 0:  # as the policy node does
+        torch.set_num_threads(policy_cfg.torch_threads)
     pool = [DrivingEnv(phase=phase, config_dir=config_dir) for _ in range(envs)]
     observations = [env.reset(seed=1000 + i)[0] for i, env in enumerate(pool)]
     masks = np.stack([env.reset(seed=1000 + i)[1]["action_mask"] for i, env in enumerate(pool)]).astype(bool)
