@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train on the embedded simulator (default) or CARLA")
     _add_graph_flags(p, training=True)
+    p.add_argument("--backend", choices=("ros", "gym"), default="ros",
+                   help="ros: the ROS 2 node graph (default); gym: the same cores in one process over a Gymnasium "
+                        "vector env, no ROS (embedded simulator only; uses --parallel-envs, --device, --save-dir, "
+                        "--time-limit-s)")
+    p.add_argument("--time-limit-s", type=_non_negative_float, default=0.0,
+                   help="gym backend: stop after this many seconds (0 = until the curriculum finishes or Ctrl-C)")
 
     p = sub.add_parser("eval", help="evaluation report per phase (policy: autopilot, random or a checkpoint)")
     p.add_argument("--policy", default="autopilot", help="autopilot | random | PATH to a checkpoint")

@@ -57,6 +57,15 @@ def restore_signals(previous: dict) -> None:
 
 
 def run_train(args: Namespace, config_dir: Path) -> int:
+    if getattr(args, "backend", "ros") == "gym":
+        from carla_rl.vector_training import train_vector
+
+        if args.simulator != "embedded":
+            raise SystemExit("carla-rl train: --backend gym runs the embedded simulator only")
+        summary = train_vector(config_dir, args.parallel_envs, args.device, args.time_limit_s or float("inf"),
+                               Path(args.save_dir), progress=lambda line: print(line, flush=True))
+        print(json.dumps(summary.to_dict(), indent=2))
+        return 0
     options = _graph_options(args, training=True)
     return run_graph(options, config_dir, progress=not args.no_progress,
                      display=args.enable_pygame_display)

@@ -1,0 +1,227 @@
+"""Training without ROS: the graph's cores stepped in one process over a Gymnasium vector env.
+
+The same pieces as the ROS graph — ``carla_rl/Driving-v0`` (World -> ObservationBuilder ->
+RewardCalculator, one env per worker process), :class:`DQNAgent` and :class:`CurriculumState` with
+the phase table of ``config/curriculum.yaml`` — wired as a plain loop (collector -> replay ->
+learner, like Tianshou/SB3) instead of topics. It is for machines where ROS 2 cannot be installed
+(a lent GPU box) and for quick experiments; the ROS graph (``carla-rl train``) is the product.
+
+Per vector step: act on all envs (batched, noisy/epsilon exploration), step them in parallel,
+store the transitions, run the gradient steps the replay ratio owes. An env whose episode ended
+is reset at once, into the curriculum's current phase. Evaluations (scheduled by the curriculum)
+run greedily on a separate env with evaluation seeds, disjoint from training seeds.
+
+    python -m carla_rl.vector_training --envs 12 --device cuda --seconds 1500 --save-dir runs/gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from carla_rl.config import default_config_dir, load_section
+from carla_rl.curriculum import CurriculumConfig, CurriculumState, DecisionKind
+from carla_rl.reward.evaluation import EvaluationAggregator
+from carla_rl.reward.stats import EpisodeStats
+from carla_rl.scenario import load_phases
+from carla_rl.seeds import evaluation_seed, training_seed
+
+EVAL_ENV_ID = 1023  # seed stream of the evaluation env (disjoint from the training envs' ids)
+
+
+@dataclass
+class PhaseRecord:
+    phase: int
+    passed_at_s: float
+    total_episodes: int
+    env_steps: int
+
+
+@dataclass
+class VectorTrainingSummary:
+    wall_s: float = 0.0
+    env_steps: int = 0
+    updates: int = 0
+    total_episodes: int = 0
+    final_phase: int = 1
+    finished: bool = False
+    passed: list[PhaseRecord] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"wall_s": round(self.wall_s, 1), "env_steps": self.env_steps, "updates": self.updates,
+                "total_episodes": self.total_episodes, "final_phase": self.final_phase,
+                "finished": self.finished, "passed": [vars(p) for p in self.passed],
+                "evaluations": self.evaluations}
+
+
+def _episode_stats(env_id: int, episode_id: int, phase: int, evaluation: bool, steps: int,
+                   total_reward: float, reason: str) -> EpisodeStats:
+    return EpisodeStats(env_id=env_id, episode_id=episode_id, phase=phase, evaluation=evaluation,
+                        steps=steps, total_reward=total_reward, termination_reason=reason,
+                        goal_reached=reason == "goal_reached", collision=reason == "collision",
+                        sidewalk=reason == "sidewalk")
+
+
+def evaluate_greedy(agent, env, phase: int, episodes: int, thresholds, base_seed: int,
+                    first_index: int) -> tuple[Any, int]:
+    """``episodes`` greedy episodes of ``phase`` on ``env`` (an evaluation DrivingEnv); returns
+    (EvaluationResult, episodes run)."""
+    aggregator = EvaluationAggregator(phase, thresholds, episodes)
+    index = first_index
+    while not aggregator.complete:
+        obs, info = env.reset(seed=evaluation_seed(base_seed, EVAL_ENV_ID, index), options={"phase": phase})
+        index += 1
+        total, steps, reason = 0.0, 0, ""
+        while True:
+            action = agent.act(obs["frames"][None], obs["vector"][None], explore=False,
+                               action_mask=info["action_mask"][None]).actions[0]
+            obs, reward, terminated, truncated, info = env.step(int(action))
+            total += reward
+            steps += 1
+            if terminated or truncated:
+                reason = info["reason"]
+                break
+        aggregator.add(_episode_stats(EVAL_ENV_ID, index, phase, True, steps, total, reason))
+    return aggregator.result(stamp_s=time.time()), index - first_index
+
+
+def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, save_dir: Path | None,
+                 seed: int = 0, progress: Callable[[str], None] | None = None) -> VectorTrainingSummary:
+    """Train through the curriculum for ``seconds`` of wall time (or until it finishes)."""
+    import gymnasium as gym
+
+    from carla_rl.learner.agent_config import ObservationSpec, load_agent_config
+    from carla_rl.learner.checkpoint import save_checkpoint
+    from carla_rl.learner.dqn_agent import DQNAgent
+    from carla_rl.sim.driving_env import DrivingEnv
+
+    config_dir = Path(config_dir)
+    phases = load_phases(config_dir / "curriculum.yaml")
+    curriculum_cfg = load_section(config_dir / "curriculum.yaml", "curriculum_manager", CurriculumConfig,
+                                  ignore=("num_phases", "phases"))  # the phase table: load_phases
+    curriculum = CurriculumState(phases, curriculum_cfg)
+    agent_cfg = load_agent_config(config_dir / "agent.yaml")
+
+    def make_env(phase: int = curriculum.phase) -> Callable[[], DrivingEnv]:
+        return lambda: DrivingEnv(phase=phase, config_dir=config_dir)
+
+    envs = gym.vector.AsyncVectorEnv([make_env() for _ in range(num_envs)],
+                                     autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    eval_env = DrivingEnv(phase=curriculum.phase, config_dir=config_dir, evaluation=True)
+    env_ids = np.arange(num_envs)
+    episode_index = np.zeros(num_envs, dtype=np.int64)
+    seeds = [training_seed(seed, i, 0) for i in range(num_envs)]
+    obs, infos = envs.reset(seed=seeds, options={"phase": curriculum.phase})
+    episode_index += 1
+    masks = np.asarray(infos["action_mask"], dtype=bool)
+    phase_of = np.full(num_envs, curriculum.phase)
+    spec = ObservationSpec(*obs["frames"].shape[1:], obs["vector"].shape[1])
+    agent = DQNAgent(spec, envs.single_action_space.n, agent_cfg, device=device, seed=seed)
+    agent.observe_many(env_ids, obs["frames"][:, -1], obs["vector"], np.zeros(num_envs), np.zeros(num_envs, bool),
+                       np.zeros(num_envs, bool), np.ones(num_envs, bool), masks)
+    returns = np.zeros(num_envs)
+    lengths = np.zeros(num_envs, dtype=np.int64)
+    summary = VectorTrainingSummary()
+    eval_index = 0
+    interrupted = False
+    start = time.monotonic()
+    last_report = start
+    try:
+        while time.monotonic() - start < seconds and not curriculum.finished:
+            actions = agent.act(obs["frames"], obs["vector"], explore=True, action_mask=masks).actions
+            agent.record_actions(env_ids, actions)
+            obs, rewards, terminated, truncated, infos = envs.step(actions)
+            returns += rewards
+            lengths += 1
+            done = terminated | truncated
+            agent.observe_many(env_ids, obs["frames"][:, -1], obs["vector"], rewards, terminated, truncated,
+                               np.zeros(num_envs, bool), masks)
+            while agent.updates_due() >= agent.updates_per_call:
+                agent.update()
+            if done.any():
+                for i in np.flatnonzero(done):
+                    stats = _episode_stats(int(i), int(episode_index[i]), int(phase_of[i]), False,
+                                           int(lengths[i]), float(returns[i]), str(infos["reason"][i]))
+                    for decision in curriculum.on_episode_end(stats):
+                        if decision.kind is DecisionKind.EVALUATE:
+                            phase = curriculum.phase
+                            result, ran = evaluate_greedy(agent, eval_env, phase, decision.episodes,
+                                                          curriculum.phase_config.thresholds, seed, eval_index)
+                            eval_index += ran
+                            summary.evaluations.append({**result.to_dict(),
+                                                        "at_s": round(time.monotonic() - start, 1)})
+                            if curriculum.on_evaluation(result) and result.passed:
+                                summary.passed.append(PhaseRecord(phase, round(time.monotonic() - start, 1),
+                                                                  curriculum.total_episodes, agent.env_steps))
+                            if progress:
+                                progress(f"evaluation of phase {phase}: goal {result.goal_rate:.2f}, collision-free "
+                                         f"{result.collision_free_rate:.2f}, sidewalk-free "
+                                         f"{result.sidewalk_free_rate:.2f} -> "
+                                         f"{'passed' if result.passed else 'failed'}; now phase {curriculum.phase}")
+                returns[done] = 0.0
+                lengths[done] = 0
+                reset_seeds = [training_seed(seed, i, int(episode_index[i])) if done[i] else None
+                               for i in range(num_envs)]
+                reset_obs, reset_infos = envs.reset(seed=reset_seeds,
+                                                    options={"reset_mask": done, "phase": curriculum.phase})
+                episode_index[done] += 1
+                phase_of[done] = curriculum.phase
+                for key in ("frames", "vector"):
+                    obs[key][done] = reset_obs[key][done]
+                masks[done] = np.asarray(reset_infos["action_mask"], dtype=bool)[done]
+                agent.observe_many(env_ids[done], obs["frames"][done, -1], obs["vector"][done],
+                                   np.zeros(done.sum()), np.zeros(done.sum(), bool), np.zeros(done.sum(), bool),
+                                   np.ones(done.sum(), bool), masks[done])
+            now = time.monotonic()
+            if progress and now - last_report >= 30.0:
+                last_report = now
+                progress(f"{now - start:7.0f} s  phase {curriculum.phase}  episodes {curriculum.total_episodes}  "
+                         f"env steps {agent.env_steps} ({agent.env_steps / (now - start):.0f}/s)  "
+                         f"updates {agent.updates} ({agent.updates / (now - start):.0f}/s)")
+    except KeyboardInterrupt:  # Ctrl-C: the workers got it too; keep what was learned
+        interrupted = True
+        if progress:
+            progress("interrupted: saving the final checkpoint")
+    finally:
+        envs.close(terminate=interrupted)
+    summary.wall_s = time.monotonic() - start
+    summary.env_steps = agent.env_steps
+    summary.updates = agent.updates
+    summary.total_episodes = curriculum.total_episodes
+    summary.final_phase = curriculum.phase
+    summary.finished = curriculum.finished
+    if save_dir is not None:
+        save_dir = Path(save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(agent, save_dir / "checkpoints" / "final.pt", include_replay=False)
+        curriculum.save(save_dir / "curriculum_state.json")
+        (save_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", type=int, default=4, help="parallel env worker processes")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=600.0, help="wall-time budget")
+    parser.add_argument("--save-dir", default="", help="final checkpoint, curriculum state, summary.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default="", help="config directory (default: the package's)")
+    args = parser.parse_args(argv)
+    config_dir = Path(args.config) if args.config else default_config_dir()
+    summary = train_vector(config_dir, args.envs, args.device, args.seconds,
+                           Path(args.save_dir) if args.save_dir else None, seed=args.seed,
+                           progress=lambda line: print(line, flush=True))
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
