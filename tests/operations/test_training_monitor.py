@@ -47,7 +47,7 @@ def test_monitor_writes_scalars_images_video_and_hparams(ros_node, tmp_path):
 
     log_dir = tmp_path / "tb"
     args = ["--params-file", str(CONFIG_DIR / "monitor.yaml"), "-p", f"log_dir:={log_dir}",
-            "-p", "topdown_period_s:=600.0", "-p", "camera_period_s:=600.0", "-p", "flush_period_s:=0.5",
+            "-p", "topdown_period_s:=600.0", "-p", "camera_period_s:=0.3", "-p", "flush_period_s:=0.5",
             "-p", "diagnostics_period_s:=0.1", "-p", f"agent_params_file:={CONFIG_DIR / 'agent.yaml'}"]
     node = ros_node
     diag = DiagnosticsCounters(node, "/training_monitor")

@@ -25,6 +25,8 @@ With ``record_mcap``, env 0's sensor topics are recorded raw into one MCAP file 
 
 from __future__ import annotations
 
+import functools
+
 import io
 import time
 from collections import Counter
@@ -212,7 +214,9 @@ class TrainingMonitorNode(Node):
         for kind, period in (("topdown", self.cfg.topdown_period_s), ("semantic_bev", self.cfg.camera_period_s)):
             if period > 0:  # one frame now, then one per period
                 self.views[kind].want("image", True)
-                self.create_timer(period, lambda k=kind: self.views[k].want("image", True))
+                # a partial, not a lambda with a default argument: rclpy's EventsExecutor passes a
+                # TimerInfo to any timer callback that takes a parameter
+                self.create_timer(period, functools.partial(self.views[kind].want, "image", True))
 
         self.recorder: mcap_io.EpisodeRecorder | None = None
         if self.cfg.record_mcap:
