@@ -12,15 +12,21 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("precision", ["off", "bf16", "fp16"])
-def test_cuda_graph_updates_match_semantics(precision):
-    cfg = tiny_config(learning_starts=32, cuda_graphs=True, mixed_precision=precision)
+def filled_cuda_agent(cfg, steps: int = 200) -> DQNAgent:
+    """A CUDA agent whose replay holds ``steps`` ticks of one random episode."""
     agent = DQNAgent(TINY_SPEC, 3, cfg, device="cuda", seed=0)
     rng = np.random.default_rng(0)
-    for t in range(200):
+    for t in range(steps):
         agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
                       rng.random(3, dtype=np.float32), float(rng.normal()), False, False, t == 0)
         agent.record_action(0, int(rng.integers(0, 3)))
+    return agent
+
+
+@pytest.mark.parametrize("precision", ["off", "bf16", "fp16"])
+def test_cuda_graph_updates_match_semantics(precision):
+    cfg = tiny_config(learning_starts=32, cuda_graphs=True, mixed_precision=precision)
+    agent = filled_cuda_agent(cfg)
     for _ in range(5):
         stats = agent.update()
     before = [p.detach().clone() for p in agent.online.parameters()]
@@ -32,6 +38,7 @@ def test_cuda_graph_updates_match_semantics(precision):
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.online.parameters()))
     assert not torch.equal(leaves, agent._fast.replay.leaves)  # priorities updated in-graph
     assert (agent._fast.graph is not None) == (precision != "fp16")
+    rng = np.random.default_rng(1)
     result = agent.act(rng.integers(0, 256, (4, 2, 8, 8), dtype=np.uint8),
                        np.zeros((4, 3), np.float32), explore=False)
     assert result.actions.shape == (4,)
@@ -48,12 +55,7 @@ def test_benchmark_on_cuda():
 def test_several_updates_per_graph_replay_keep_counters_and_target_copies():
     cfg = tiny_config(learning_starts=32, cuda_graphs=True, updates_per_graph=4,
                       target_update="hard", target_update_interval=8)
-    agent = DQNAgent(TINY_SPEC, 3, cfg, device="cuda", seed=0)
-    rng = np.random.default_rng(0)
-    for t in range(200):
-        agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
-                      rng.random(3, dtype=np.float32), float(rng.normal()), False, False, t == 0)
-        agent.record_action(0, int(rng.integers(0, 3)))
+    agent = filled_cuda_agent(cfg)
     while agent._fast is None or agent._fast.graph is None:  # eager warm-up up to a multiple of 4
         agent.update()
     assert agent.updates % 4 == 0 and agent.updates_per_call == 4
