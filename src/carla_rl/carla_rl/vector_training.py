@@ -144,7 +144,8 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
             agent.observe_many(env_ids, obs["frames"][:, -1], obs["vector"], rewards, terminated, truncated,
                                np.zeros(num_envs, bool), masks)
             while agent.updates_due() >= agent.updates_per_call:
-                agent.update()
+                if agent.update() is None:  # the replay cannot fill a batch yet
+                    break
             if done.any():
                 for i in np.flatnonzero(done):
                     stats = _episode_stats(int(i), int(episode_index[i]), int(phase_of[i]), False,

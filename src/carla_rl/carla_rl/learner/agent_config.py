@@ -161,7 +161,8 @@ class AgentConfig:
     channels_last: bool = param(True, "NHWC convolutions on the CUDA-graph path (cuDNN's "
                                       "native layout)")
     merge_online_passes: bool = param(True, "CUDA-graph path: one online pass over states and "
-                                            "next states (fewer kernels, more conv work)")
+                                            "next states (fewer kernels, more conv work; measured "
+                                            "neutral at batch 256)")
     updates_per_graph: int = param(1, "gradient steps captured back to back in one CUDA graph "
                                       "(cuda_graphs only; one replay = this many updates, which "
                                       "saves the per-replay host work; must divide "

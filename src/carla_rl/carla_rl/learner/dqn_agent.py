@@ -173,9 +173,10 @@ class DQNAlgorithm:
         arange = torch.arange(batch.actions.shape[0], device=batch.actions.device)  # [B]
         with _autocast(self.device, cfg.mixed_precision):
             if cfg.double and self.merge_online_passes:
-                # One online pass over [states; next states] (same weights, same noise): half the
-                # kernels of two passes. The extra backward work on the detached half is cheap
-                # next to launch latency on a GPU; on a CPU it is not, hence CUDA only.
+                # One online pass over [states; next states] (same weights, same noise): fewer
+                # kernels, more convolution work in the backward pass. Measured neutral at batch
+                # 256 on an H200 (630 vs 632 updates/s, docs/BENCHMARKS.md); on a CPU the extra
+                # work costs, hence the CUDA-graph path only.
                 size = batch.actions.shape[0]
                 both = self.network(torch.cat([batch.frames, batch.next_frames]),
                                     torch.cat([batch.vectors, batch.next_vectors]))  # [2B, ...]
