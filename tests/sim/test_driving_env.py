@@ -52,3 +52,24 @@ def test_reward_terms_sum_to_reward_and_bad_actions_are_rejected():
         env.step(9)
     with pytest.raises(ValueError, match="valid phases are 1..10"):
         env.reset(options={"phase": 11})
+
+
+def _episode_return(phase: int, action: int, seed: int = 1) -> tuple[float, str]:
+    env = DrivingEnv(phase=phase)
+    env.reset(seed=seed)
+    total = 0.0
+    while True:
+        _, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        if terminated or truncated:
+            return total, info["reason"]
+
+
+def test_reward_makes_driving_to_the_goal_beat_standing_still():
+    """The shipped reward on the straight road: constant full throttle (too fast for the target speed)
+    reaches the goal with a positive return; braking in place ends 'stuck' far below it. (With the
+    old overspeed weight the fast episode returned about -440 and standing still was the optimum.)"""
+    fast, fast_reason = _episode_return(2, action=0)
+    still, still_reason = _episode_return(2, action=3)
+    assert fast_reason == "goal_reached" and fast > 0.0
+    assert still_reason == "stuck" and still < -900.0
