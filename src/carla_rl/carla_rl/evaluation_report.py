@@ -55,14 +55,14 @@ class RandomDriver:
 
 
 class AgentDriver:
+    """A DQNAgent acting greedily (a loaded checkpoint, or the agent being trained)."""
+
     needs_observation = True
 
-    def __init__(self, checkpoint: str, actions, device: str) -> None:
-        from carla_rl.learner.checkpoint import load_checkpoint
-
-        self.agent = load_checkpoint(checkpoint, device=device)
+    def __init__(self, agent, actions, name: str) -> None:
+        self.agent = agent
         self.actions = actions
-        self.name = Path(checkpoint).stem
+        self.name = name
 
     def start(self, world: World, allowed_actions: list[int]) -> None:
         self.mask = action_mask(allowed_actions).astype(bool)[None]
@@ -96,26 +96,41 @@ def make_driver(policy: str, config_dir: Path, seed: int, device: str):
         return RandomDriver(actions, seed)
     if not Path(policy).is_file():
         raise FileNotFoundError(f"--policy {policy}: not autopilot, random or an existing checkpoint file")
-    return AgentDriver(policy, actions, device)
+    from carla_rl.learner.checkpoint import load_checkpoint
+
+    return AgentDriver(load_checkpoint(policy, device=device), actions, Path(policy).stem)
 
 
-def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Path) -> list[PhaseReport]:
-    table = load_phases(config_dir / "curriculum.yaml")
-    sim_cfg = load_sim_config(config_dir / "sim.yaml")
-    builder = ObservationBuilder(load_section(config_dir / "preprocess.yaml", "sensor_preprocessor",
-                                              PreprocessConfig))
-    calculator = RewardCalculator(load_section(config_dir / "reward.yaml", "reward_evaluator", RewardConfig))
-    reports = []
-    for phase in phases:
-        if not 1 <= phase <= len(table):
-            raise ValueError(f"phase {phase} does not exist: valid phases are 1..{len(table)}")
-        cfg = table[phase - 1]
+class PolicyEvaluator:
+    """Evaluation episodes of a driver on one embedded world (reused across calls and phases), with
+    the phase thresholds; episode ``k`` of a phase runs on ``evaluation_seed(seed, phase, k)``."""
+
+    def __init__(self, config_dir: Path, seed: int) -> None:
+        self.table = load_phases(config_dir / "curriculum.yaml")
+        self.sim_cfg = load_sim_config(config_dir / "sim.yaml")
+        self.builder = ObservationBuilder(load_section(config_dir / "preprocess.yaml", "sensor_preprocessor",
+                                                       PreprocessConfig))
+        self.calculator = RewardCalculator(load_section(config_dir / "reward.yaml", "reward_evaluator",
+                                                        RewardConfig))
+        self.seed = seed
+        self.world: World | None = None
+
+    def phase_config(self, phase: int):
+        if not 1 <= phase <= len(self.table):
+            raise ValueError(f"phase {phase} does not exist: valid phases are 1..{len(self.table)}")
+        return self.table[phase - 1]
+
+    def run(self, driver, phase: int, episodes: int, first_episode: int = 0) -> EvaluationResult:
+        """Episodes ``first_episode`` .. ``first_episode + episodes - 1`` of ``phase``."""
+        cfg = self.phase_config(phase)
         scenario = cfg.scenario
-        world = World(sim_cfg, scenario, seed=seed)
+        if self.world is None:
+            self.world = World(self.sim_cfg, scenario, seed=self.seed)
+        world, builder, calculator = self.world, self.builder, self.calculator
         aggregator = EvaluationAggregator(phase, cfg.thresholds, episodes)
         stats = EpisodeStatsAccumulator()
-        for k in range(episodes):
-            frame = world.reset(seed=evaluation_seed(seed, phase, k), scenario=scenario, evaluation=True,
+        for k in range(first_episode, first_episode + episodes):
+            frame = world.reset(seed=evaluation_seed(self.seed, phase, k), scenario=scenario, evaluation=True,
                                 phase=phase)
             driver.start(world, scenario.allowed_actions)
             builder.reset()
@@ -138,8 +153,13 @@ def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Pa
                 if result.done:
                     break
             aggregator.add(stats.finish())
-        reports.append(PhaseReport(driver.name, phase, scenario.name, aggregator.result()))
-    return reports
+        return aggregator.result()
+
+
+def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Path) -> list[PhaseReport]:
+    evaluator = PolicyEvaluator(config_dir, seed)
+    return [PhaseReport(driver.name, phase, evaluator.phase_config(phase).scenario.name,
+                        evaluator.run(driver, phase, episodes)) for phase in phases]
 
 
 def write_outputs(reports: list[PhaseReport], output_dir: Path) -> dict[str, Path]:

@@ -9,7 +9,8 @@ learner, like Tianshou/SB3) instead of topics. It is for machines where ROS 2 ca
 Per vector step: act on all envs (batched, noisy/epsilon exploration), step them in parallel,
 store the transitions, run the gradient steps the replay ratio owes. An env whose episode ended
 is reset at once, into the curriculum's current phase. Evaluations (scheduled by the curriculum)
-run greedily on a separate env with evaluation seeds, disjoint from training seeds.
+run greedily through ``carla-rl eval``'s :class:`PolicyEvaluator`, on evaluation seeds disjoint from
+training seeds.
 
     python -m carla_rl.vector_training --envs 12 --device cuda --seconds 1500 --save-dir runs/gpu
 """
@@ -17,6 +18,7 @@ run greedily on a separate env with evaluation seeds, disjoint from training see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -27,13 +29,9 @@ import numpy as np
 
 from carla_rl.config import default_config_dir, load_section
 from carla_rl.curriculum import CurriculumConfig, CurriculumState, DecisionKind
-from carla_rl.reward.evaluation import EvaluationAggregator
 from carla_rl.reward.stats import EpisodeStats
 from carla_rl.scenario import load_phases
-from carla_rl.seeds import evaluation_seed, training_seed
-
-EVAL_ENV_ID = 1023  # seed stream of the evaluation env (disjoint from the training envs' ids)
-
+from carla_rl.seeds import training_seed
 
 @dataclass
 class PhaseRecord:
@@ -61,35 +59,13 @@ class VectorTrainingSummary:
                 "evaluations": self.evaluations}
 
 
-def _episode_stats(env_id: int, episode_id: int, phase: int, evaluation: bool, steps: int,
-                   total_reward: float, reason: str) -> EpisodeStats:
-    return EpisodeStats(env_id=env_id, episode_id=episode_id, phase=phase, evaluation=evaluation,
+def _training_episode_stats(env_id: int, episode_id: int, phase: int, steps: int, total_reward: float,
+                            reason: str) -> EpisodeStats:
+    """What the curriculum counts of a finished training episode (the env reports its reason only)."""
+    return EpisodeStats(env_id=env_id, episode_id=episode_id, phase=phase, evaluation=False,
                         steps=steps, total_reward=total_reward, termination_reason=reason,
                         goal_reached=reason == "goal_reached", collision=reason == "collision",
                         sidewalk=reason == "sidewalk")
-
-
-def evaluate_greedy(agent, env, phase: int, episodes: int, thresholds, base_seed: int,
-                    first_index: int) -> tuple[Any, int]:
-    """``episodes`` greedy episodes of ``phase`` on ``env`` (an evaluation DrivingEnv); returns
-    (EvaluationResult, episodes run)."""
-    aggregator = EvaluationAggregator(phase, thresholds, episodes)
-    index = first_index
-    while not aggregator.complete:
-        obs, info = env.reset(seed=evaluation_seed(base_seed, EVAL_ENV_ID, index), options={"phase": phase})
-        index += 1
-        total, steps, reason = 0.0, 0, ""
-        while True:
-            action = agent.act(obs["frames"][None], obs["vector"][None], explore=False,
-                               action_mask=info["action_mask"][None]).actions[0]
-            obs, reward, terminated, truncated, info = env.step(int(action))
-            total += reward
-            steps += 1
-            if terminated or truncated:
-                reason = info["reason"]
-                break
-        aggregator.add(_episode_stats(EVAL_ENV_ID, index, phase, True, steps, total, reason))
-    return aggregator.result(stamp_s=time.time()), index - first_index
 
 
 def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, save_dir: Path | None,
@@ -97,6 +73,8 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     """Train through the curriculum for ``seconds`` of wall time (or until it finishes)."""
     import gymnasium as gym
 
+    from carla_rl.actions import load_action_table
+    from carla_rl.evaluation_report import AgentDriver, PolicyEvaluator
     from carla_rl.learner.agent_config import ObservationSpec, load_agent_config
     from carla_rl.learner.checkpoint import save_checkpoint
     from carla_rl.learner.dqn_agent import DQNAgent
@@ -114,7 +92,7 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
 
     envs = gym.vector.AsyncVectorEnv([make_env() for _ in range(num_envs)],
                                      autoreset_mode=gym.vector.AutoresetMode.DISABLED)
-    eval_env = DrivingEnv(phase=curriculum.phase, config_dir=config_dir, evaluation=True)
+    evaluator = PolicyEvaluator(config_dir, seed)  # the `carla-rl eval` episode loop, one world reused
     env_ids = np.arange(num_envs)
     episode_index = np.zeros(num_envs, dtype=np.int64)
     seeds = [training_seed(seed, i, 0) for i in range(num_envs)]
@@ -124,6 +102,7 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     phase_of = np.full(num_envs, curriculum.phase)
     spec = ObservationSpec(*obs["frames"].shape[1:], obs["vector"].shape[1])
     agent = DQNAgent(spec, envs.single_action_space.n, agent_cfg, device=device, seed=seed)
+    greedy = AgentDriver(agent, load_action_table(config_dir / "sim.yaml"), "training")
     agent.observe_many(env_ids, obs["frames"][:, -1], obs["vector"], np.zeros(num_envs), np.zeros(num_envs, bool),
                        np.zeros(num_envs, bool), np.ones(num_envs, bool), masks)
     returns = np.zeros(num_envs)
@@ -148,14 +127,16 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
                     break
             if done.any():
                 for i in np.flatnonzero(done):
-                    stats = _episode_stats(int(i), int(episode_index[i]), int(phase_of[i]), False,
-                                           int(lengths[i]), float(returns[i]), str(infos["reason"][i]))
+                    stats = _training_episode_stats(int(i), int(episode_index[i]), int(phase_of[i]),
+                                                    int(lengths[i]), float(returns[i]), str(infos["reason"][i]))
                     for decision in curriculum.on_episode_end(stats):
                         if decision.kind is DecisionKind.EVALUATE:
                             phase = curriculum.phase
-                            result, ran = evaluate_greedy(agent, eval_env, phase, decision.episodes,
-                                                          curriculum.phase_config.thresholds, seed, eval_index)
-                            eval_index += ran
+                            # fresh evaluation seeds every time: episodes eval_index, eval_index + 1, ...
+                            result = dataclasses.replace(
+                                evaluator.run(greedy, phase, decision.episodes, first_episode=eval_index),
+                                stamp_s=time.time())
+                            eval_index += decision.episodes
                             summary.evaluations.append({**result.to_dict(),
                                                         "at_s": round(time.monotonic() - start, 1)})
                             if curriculum.on_evaluation(result) and result.passed:
