@@ -84,17 +84,22 @@ class GraphRun:
 
     def pid_of(self, role: str, env: int | None = None) -> int:
         for managed in self.supervisor.nodes.values():
-            if managed.spec.role == role and (env is None or managed.spec.namespace == f"/env_{env}"):
+            if self._hosts(managed.spec, role, env):
                 return managed.process.pid
         raise KeyError(role)
 
 
     def pid_of_safe(self, role: str, env: int | None = None):
         for managed in self.supervisor.nodes.values():
-            if managed.spec.role == role and (env is None or managed.spec.namespace == f"/env_{env}"):
+            if self._hosts(managed.spec, role, env):
                 proc = managed.process
                 return proc.pid if proc is not None and proc.poll() is None else None
         return None
+
+    @staticmethod
+    def _hosts(process, role: str, env: int | None) -> bool:
+        """Does this process (a node alone or a container) run the node of ``role`` (of env ``env``)?"""
+        return any(c.role == role and (env is None or c.namespace == f"/env_{env}") for c in process.components)
 
     def logs(self) -> str:
         out = []

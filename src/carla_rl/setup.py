@@ -28,6 +28,7 @@ NODES = [
     "carla_bridge_adapter",
     "mcap_replay",
     "training_monitor",
+    "component_container",  # hosts several of the above in one process (graph composition)
 ]
 
 setup(

@@ -14,7 +14,7 @@ from carla_rl import cli, commands
 import yaml
 
 from carla_rl.config import flatten, unflatten
-from carla_rl.graph import OPTION_FLAGS, GraphOptions, build_graph
+from carla_rl.graph import COMPOSITIONS, OPTION_FLAGS, GraphOptions, build_graph, group_processes
 from carla_rl.supervisor import node_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,33 +46,76 @@ def cli_specs(argv: list[str]):
     return build_graph(commands._graph_options(args, training=True))
 
 
+def _sections(argv: list[str]) -> dict[str, list[str]]:
+    """A container's ``--component EXE --ros-args ... --`` sections, keyed by the hosted node's fqn."""
+    out = {}
+    for i, arg in enumerate(argv):
+        if arg == "--component":
+            end = argv.index("--", i + 2)
+            ros_args = argv[i + 2:end]
+            remaps = dict(ros_args[j + 1].split(":=") for j, a in enumerate(ros_args) if a == "-r")
+            out[f"{remaps.get('__ns', '')}/{remaps['__node']}"] = ros_args
+    return out
+
+
+def _check_node_args(ros_args: list[str], spec, files: list[str]) -> None:
+    """The files, then the overrides as a node-keyed params file, as the CLI's process gets them."""
+    given = [ros_args[i + 1] for i, a in enumerate(ros_args) if a == "--params-file"]
+    assert given[:len(files)] == files
+    if spec.parameters:
+        overrides = yaml.safe_load(Path(given[-1]).read_text())
+        assert overrides == {spec.fqn: {"ros__parameters": unflatten(spec.parameters)}}
+        assert flatten(overrides[spec.fqn]["ros__parameters"]) == spec.parameters
+
+
 @pytest.mark.parametrize("cli_argv,launch_args", [
     ([], {}),
     (["--parallel-envs", "3", "--seed", "7", "--phase", "2", "--batch-size", "64", "--num-episodes", "40"],
      {"num_envs": "3", "seed": "7", "phase": "2", "batch_size": "64", "num_episodes": "40"}),
+    (["--parallel-envs", "2", "--composition", "per_env"], {"num_envs": "2", "composition": "per_env"}),
+    (["--parallel-envs", "2", "--composition", "none"], {"num_envs": "2", "composition": "none"}),
 ])
 def test_train_launch_builds_the_cli_graph(tmp_path, cli_argv, launch_args):
     save_dir = str(tmp_path / "run")
-    expected = cli_specs(cli_argv + ["--save-dir", save_dir])
+    expected = group_processes(cli_specs(cli_argv + ["--save-dir", save_dir]))
     with launch_stubs.installed():
-        nodes = resolve(load_launch("train.launch.py"),
-                        {**launch_args, "save_dir": save_dir, "config_dir": str(CONFIG_DIR)})
-    assert [(n.kwargs["name"], n.kwargs["namespace"], n.kwargs["executable"]) for n in nodes] == \
-        [(s.name, s.namespace, s.executable) for s in expected]
-    for node, spec in zip(nodes, expected):
-        files, overrides = node.kwargs["parameters"][:-1], node.kwargs["parameters"][-1]
-        assert files == [str(CONFIG_DIR / f) for f in spec.params_files]
-        assert overrides == spec.parameters
-        assert node.kwargs["package"] == "carla_rl"
-        assert node.kwargs["remappings"] == list(spec.remappings)
-        # and the CLI's process gets the same files, then its overrides in a node-keyed params file
-        argv = node_command(spec, CONFIG_DIR, "info", tmp_path / "params")
-        ros_args = argv[argv.index("--ros-args"):]
-        given = [ros_args[i + 1] for i, a in enumerate(ros_args) if a == "--params-file"]
-        assert given[:len(files)] == files
-        overrides = yaml.safe_load(Path(given[-1]).read_text())
-        assert overrides == {spec.fqn: {"ros__parameters": unflatten(spec.parameters)}}
-        assert flatten(overrides[spec.fqn]["ros__parameters"]) == spec.parameters
+        actions = resolve(load_launch("train.launch.py"),
+                          {**launch_args, "save_dir": save_dir, "config_dir": str(CONFIG_DIR)})
+    assert [(n.kwargs["name"], n.kwargs["namespace"], n.kwargs["executable"]) for n in actions] == \
+        [(p.name, p.namespace, p.executable) for p in expected]
+    for action, process in zip(actions, expected):
+        assert action.kwargs["package"] == "carla_rl"
+        # the CLI runs the same process: same executable, same nodes with the same files and overrides
+        argv = node_command(process, CONFIG_DIR, "info", tmp_path / "params")
+        assert argv[2] == f"carla_rl.nodes.{process.executable}_node"
+        if not process.is_container:
+            spec = process.components[0]
+            files, overrides = action.kwargs["parameters"][:-1], action.kwargs["parameters"][-1]
+            assert files == [str(CONFIG_DIR / f) for f in spec.params_files]
+            assert overrides == spec.parameters
+            assert action.kwargs["remappings"] == list(spec.remappings)
+            _check_node_args(argv[argv.index("--ros-args"):], spec, files)
+            continue
+        launched, run = _sections(action.kwargs["arguments"]), _sections(argv)
+        assert list(launched) == list(run) == [c.fqn for c in process.components]
+        for spec in process.components:
+            files = [str(CONFIG_DIR / f) for f in spec.params_files]
+            _check_node_args(launched[spec.fqn], spec, files)
+            _check_node_args(run[spec.fqn], spec, files)
+
+
+def test_compositions_host_the_same_nodes():
+    """Composition changes the processes, never the nodes: same names, namespaces and parameters."""
+    base = GraphOptions(num_envs=3)
+    nodes = {c: [dataclasses.replace(s, container="") for s in build_graph(dataclasses.replace(base, composition=c))]
+             for c in COMPOSITIONS}
+    assert nodes["none"] == nodes["per_env"] == nodes["envs"]
+    counts = {c: len(group_processes(build_graph(dataclasses.replace(base, composition=c)))) for c in COMPOSITIONS}
+    # none: 3 sims + 3 preprocessors + policy, reward, curriculum, monitor; per_env: 3 containers + 4;
+    # envs: one container (sims, preprocessors, reward) + policy, curriculum, monitor
+    assert counts == {"none": 10, "per_env": 7, "envs": 4}
+    carla = group_processes(build_graph(dataclasses.replace(base, simulator="carla")))
+    assert not any(p.is_container for p in carla)  # the CARLA-side nodes run alone
 
 
 def test_eval_launch_is_the_graph_without_training(tmp_path):
@@ -110,7 +153,7 @@ def test_every_option_is_a_cli_flag_and_a_launch_argument():
 
 def test_every_executable_exists_in_the_installed_package():
     options = GraphOptions(num_envs=2)
-    executables = {s.executable for s in build_graph(options)}
+    executables = {s.executable for s in build_graph(options)} | {"component_container"}
     executables |= {s.executable for s in build_graph(dataclasses.replace(options, simulator="carla"))}
     executables |= {s.executable for s in build_graph(dataclasses.replace(options, simulator="bridge"))}
     prefix = Path(os.environ.get("COLCON_PREFIX_PATH", str(ROOT / "install")).split(os.pathsep)[0])

@@ -10,6 +10,18 @@ from carla_rl.semantic_palette import PALETTE, SemanticTag, colours_to_tags
 from carla_rl.sim.world import KIND_EGO, World
 
 
+def test_colour_lookup_equals_palette_search():
+    rng = np.random.default_rng(5)
+    tags = rng.integers(0, len(PALETTE), (84, 84)).astype(np.uint8)
+    image = PALETTE[tags]
+    image[rng.random((84, 84)) < 0.05] = (1, 2, 3)                 # not a palette colour
+    looked_up = colours_to_tags(image)                              # table path
+    searched = colours_to_tags(image, unknown=255)                  # binary-search path
+    assert np.array_equal(np.where(searched == 255, SemanticTag.UNLABELED, searched), looked_up)
+    assert np.array_equal(looked_up[searched != 255], tags[searched != 255])
+    assert (searched == 255).sum() > 0
+
+
 def test_frame_contents_phase_10(sim_config, phases):
     world = World(sim_config, phases[9].scenario, seed=3)
     frame = world.reset(seed=3, phase=10)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from carla_rl import __version__
 from carla_rl.config import ConfigError, default_config_dir
+from carla_rl.graph import COMPOSITIONS, GraphOptions
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -80,6 +81,10 @@ def _add_graph_flags(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--save-sensor-data", action="store_true",
                    help="record each episode's sensor topics to MCAP under SAVE_DIR/recordings")
     p.add_argument("--enable-profiler", action="store_true", help="profile every node (cProfile, per-node .prof)")
+    p.add_argument("--composition", choices=COMPOSITIONS, default=GraphOptions.composition,
+                   help="process layout: none = a process per node; per_env = each env's simulator + "
+                   "preprocessor in one component container; envs = every env's simulator + preprocessor "
+                   f"and the reward evaluator in one (default {GraphOptions.composition})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
 
 
@@ -156,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--envs", type=_positive_int, default=1)
     b.add_argument("--seconds", type=_non_negative_float, default=20.0)
     b.add_argument("--learn", action="store_true", help="learning on (default: learner paused)")
+    b.add_argument("--composition", choices=COMPOSITIONS, default=GraphOptions.composition,
+                   help=f"process layout of the graph (see carla-rl train; default {GraphOptions.composition})")
     b.add_argument("--phase", type=_positive_int, default=2)
     b.add_argument("--json", action="store_true")
 

@@ -24,7 +24,7 @@ def _graph_options(args: Namespace, training: bool):
                            batch_size=args.batch_size, num_episodes=args.num_episodes,
                            num_eval_episodes=args.num_eval_episodes, town=args.town,
                            log_level=args.log_level, save_sensor_data=args.save_sensor_data,
-                           enable_profiler=args.enable_profiler)
+                           enable_profiler=args.enable_profiler, composition=args.composition)
     try:
         options.validate()
     except ValueError as exc:
@@ -249,7 +249,7 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
         from carla_rl.graph_benchmark import run_graph_benchmark
 
         result = run_graph_benchmark(envs=args.envs, seconds=args.seconds, learn=args.learn,
-                                     phase=args.phase, config_dir=config_dir)
+                                     phase=args.phase, config_dir=config_dir, composition=args.composition)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

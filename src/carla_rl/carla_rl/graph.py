@@ -5,7 +5,7 @@ and the launch files (``launch/*.launch.py``) both build their processes from :f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,14 @@ from carla_rl import topics
 
 PACKAGE = "carla_rl"
 SIMULATORS = ("embedded", "carla", "bridge")
+# Process layout of the nodes (all nodes, topics and parameters stay the same; see nodes/component_container.py):
+#   none     every node its own process
+#   per_env  one container per env: its simulator + preprocessor
+#   envs     one container: every env's simulator + preprocessor, and the reward evaluator
+COMPOSITIONS = ("none", "per_env", "envs")
+CONTAINER_EXECUTABLE = "component_container"
+COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
+COMPOSABLE_SIMULATORS = ("embedded",)  # the CARLA-side nodes run alone
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 
@@ -38,12 +46,15 @@ class GraphOptions:
     enable_profiler: bool = False
     monitor: bool = True              # TensorBoard writer node
     config_dir: str = ""              # default: the package's config directory
+    composition: str = "envs"         # none | per_env | envs (COMPOSITIONS)
 
     def validate(self) -> None:
         if not 1 <= self.num_envs <= 64:
             raise ValueError(f"num_envs must be in 1..64, got {self.num_envs}")
         if self.simulator not in SIMULATORS:
             raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {self.simulator!r}")
+        if self.composition not in COMPOSITIONS:
+            raise ValueError(f"composition must be one of {', '.join(COMPOSITIONS)}, got {self.composition!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -77,6 +88,8 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
     "enable_profiler": ("--enable-profiler", "Profile every node (cProfile)"),
     "monitor": ("", "Start the TensorBoard writer node"),
     "config_dir": ("--config", "Config directory (default: the package's share/carla_rl/config)"),
+    "composition": ("--composition", "Process layout: none (a process per node) | per_env (an env's simulator "
+                    "+ preprocessor share one) | envs (every env's, plus the reward evaluator, share one)"),
 }
 
 
@@ -117,11 +130,68 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     role: str = ""
     critical: bool = False                      # the graph cannot go on without it (restart it)
+    container: str = ""                         # fqn of the component container hosting it; "" = own process
 
     @property
     def fqn(self) -> str:
         ns = self.namespace.rstrip("/")
         return f"{ns}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the graph: a node alone, or a component container hosting several."""
+
+    name: str
+    namespace: str
+    components: tuple[NodeSpec, ...]
+
+    @property
+    def fqn(self) -> str:
+        return f"{self.namespace.rstrip('/')}/{self.name}"
+
+    @property
+    def is_container(self) -> bool:
+        return bool(self.components[0].container)
+
+    @property
+    def executable(self) -> str:
+        return CONTAINER_EXECUTABLE if self.is_container else self.components[0].executable
+
+    @property
+    def critical(self) -> bool:
+        return any(c.critical for c in self.components)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(c.role for c in self.components)
+
+
+def group_processes(specs: list[NodeSpec]) -> list[ProcessSpec]:
+    """The processes of a graph, in the order of their first node: a node alone, or its container."""
+    processes: list[ProcessSpec] = []
+    containers: dict[str, int] = {}
+    for spec in specs:
+        if not spec.container:
+            processes.append(ProcessSpec(spec.name, spec.namespace, (spec,)))
+            continue
+        if spec.container in containers:
+            i = containers[spec.container]
+            processes[i] = replace(processes[i], components=processes[i].components + (spec,))
+            continue
+        namespace, _, name = spec.container.rpartition("/")
+        containers[spec.container] = len(processes)
+        processes.append(ProcessSpec(name, namespace, (spec,)))
+    return processes
+
+
+def _container_of(options: GraphOptions, role: str, env_id: int) -> str:
+    """The container (fqn) hosting a node under ``options.composition``; "" = its own process."""
+    if options.composition == "none" or options.simulator not in COMPOSABLE_SIMULATORS:
+        return ""
+    if options.composition == "per_env":
+        return f"{topics.env_namespace(env_id)}/env_container" if role in ("simulator", "preprocessor") else ""
+    return "/env_container" if role in ("simulator", "preprocessor", "reward") else ""
 
 
 def build_graph(options: GraphOptions) -> list[NodeSpec]:
@@ -144,10 +214,12 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         if options.town and options.simulator != "embedded":
             sim_params["carla.town"] = options.town
         specs.append(NodeSpec(name=sim_exec, executable=sim_exec, namespace=ns, params_files=sim_files,
-                              parameters=sim_params, role="simulator"))
+                              parameters=sim_params, role="simulator",
+                              container=_container_of(options, "simulator", env_id)))
         specs.append(NodeSpec(name="sensor_preprocessor", executable="sensor_preprocessor", namespace=ns,
                               params_files=("sim.yaml", "preprocess.yaml", "curriculum.yaml"),
-                              parameters={"env_id": env_id}, role="preprocessor"))
+                              parameters={"env_id": env_id}, role="preprocessor",
+                              container=_container_of(options, "preprocessor", env_id)))
     policy_params: dict[str, Any] = {"num_envs": options.num_envs, "device": options.device,
                                      "save_dir": options.save_dir, "seed": options.seed,
                                      "training": options.training,
@@ -158,7 +230,8 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
                           parameters=policy_params, role="policy", critical=True))
     specs.append(NodeSpec(name="reward_evaluator", executable="reward_evaluator",
                           params_files=("sim.yaml", "reward.yaml", "curriculum.yaml"),
-                          parameters={"num_envs": options.num_envs}, role="reward", critical=True))
+                          parameters={"num_envs": options.num_envs}, role="reward", critical=True,
+                          container=_container_of(options, "reward", 0)))
     curriculum_params: dict[str, Any] = {"save_dir": options.save_dir, "initial_phase": options.phase,
                                          "load_from": options.load_model_from,
                                          "num_episodes": options.num_episodes,
@@ -202,10 +275,10 @@ def overrides_params_file(spec: NodeSpec) -> dict[str, Any]:
     return {spec.fqn: {"ros__parameters": unflatten(spec.parameters)}}
 
 
-def ros_arguments(spec: NodeSpec, config_dir: Path, log_level: str = "info",
+def ros_arguments(spec: NodeSpec, config_dir: Path, log_level: str | None = "info",
                   overrides_file: Path | None = None) -> list[str]:
     """``--ros-args`` of a spec: its config files, then ``overrides_file`` (written by the caller from
-    :func:`overrides_params_file`), remaps and log level."""
+    :func:`overrides_params_file`), remaps and log level (None: none; the process-wide setting)."""
     args = ["--ros-args", "-r", f"__node:={spec.name}"]
     if spec.namespace:
         args += ["-r", f"__ns:={spec.namespace}"]
@@ -217,8 +290,22 @@ def ros_arguments(spec: NodeSpec, config_dir: Path, log_level: str = "info",
         args += ["--params-file", str(overrides_file)]
     for src, dst in spec.remappings:
         args += ["-r", f"{src}:={dst}"]
-    args += ["--log-level", log_level]
+    if log_level is not None:
+        args += ["--log-level", log_level]
     return args
+
+
+def process_arguments(process: ProcessSpec, config_dir: Path, log_level: str, params_dir: Path) -> list[str]:
+    """The command-line arguments of a process (after the executable): a node's ``--ros-args``, or a
+    container's ``--component EXE --ros-args ... --`` section per hosted node, then its log level."""
+    if not process.is_container:
+        spec = process.components[0]
+        return ros_arguments(spec, config_dir, log_level, write_overrides_file(spec, params_dir))
+    args: list[str] = []
+    for spec in process.components:
+        args += [COMPONENT_FLAG, spec.executable,
+                 *ros_arguments(spec, config_dir, None, write_overrides_file(spec, params_dir)), "--"]
+    return args + ["--ros-args", "--log-level", log_level]
 
 
 def write_overrides_file(spec: NodeSpec, directory: Path) -> Path | None:

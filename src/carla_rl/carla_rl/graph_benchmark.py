@@ -56,7 +56,8 @@ def run_inprocess(envs: int, seconds: float, phase: int, config_dir: Path) -> fl
     return steps / (time.perf_counter() - start)
 
 
-def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path) -> dict:
+def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path,
+                        composition: str = "envs") -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -67,7 +68,8 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
 
     inprocess = run_inprocess(envs, seconds, phase, config_dir)
     save_dir = Path(tempfile.mkdtemp(prefix="carla_rl_bench_"))
-    options = GraphOptions(num_envs=envs, phase=phase, save_dir=str(save_dir), monitor=False)
+    options = GraphOptions(num_envs=envs, phase=phase, save_dir=str(save_dir), monitor=False,
+                           composition=composition)
     specs = []
     for spec in build_graph(options):
         if spec.role == "policy":
@@ -120,7 +122,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
     steps = sum(ticks1[k] - ticks0.get(k, 0) for k in ticks1)
     steps_per_s = steps / (t1 - t0)
     return {
-        "envs": envs, "learn": learn, "phase": phase, "seconds": round(t1 - t0, 2),
+        "envs": envs, "learn": learn, "phase": phase, "composition": composition, "seconds": round(t1 - t0, 2),
         "steps_per_s": round(steps_per_s, 1),
         "inprocess_steps_per_s": round(inprocess, 1),
         "ratio_to_inprocess": round(steps_per_s / inprocess, 3) if inprocess else None,

@@ -8,7 +8,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from carla_rl.graph import OPTION_FLAGS, PACKAGE, GraphOptions, NodeSpec, options_from_strings
+from carla_rl.graph import (OPTION_FLAGS, PACKAGE, GraphOptions, NodeSpec, ProcessSpec, group_processes,
+                            options_from_strings, process_arguments)
 
 RESPAWN_DELAY_S = 2.0
 
@@ -46,6 +47,34 @@ def node_action(spec: NodeSpec, config_dir: Path, log_level: str):
                 arguments=["--ros-args", "--log-level", log_level], output="screen")
 
 
+def container_action(process: ProcessSpec, config_dir: Path, log_level: str, params_dir: Path):
+    """A component container (several nodes in one process, nodes/component_container_node.py) as a
+    launch_ros Node: each hosted node's parameter files, overrides (a node-keyed params file, as
+    launch_ros writes for a Node's dicts) and remappings travel in its ``--component`` section."""
+    from launch_ros.actions import Node
+
+    return Node(package=PACKAGE, executable=process.executable, name=process.name,
+                namespace=process.namespace or "",
+                arguments=process_arguments(process, config_dir, log_level, params_dir),
+                respawn=process.critical, respawn_delay=RESPAWN_DELAY_S if process.critical else None,
+                output="screen")
+
+
+def process_actions(specs: list[NodeSpec], config_dir: Path, log_level: str) -> list:
+    """One launch action per process of the graph (a node alone, or its component container)."""
+    import tempfile
+
+    actions = []
+    params_dir = None
+    for process in group_processes(specs):
+        if not process.is_container:
+            actions.append(node_action(process.components[0], config_dir, log_level))
+            continue
+        params_dir = params_dir or Path(tempfile.mkdtemp(prefix="carla_rl_launch_params_"))
+        actions.append(container_action(process, config_dir, log_level, params_dir))
+    return actions
+
+
 def graph_actions(build: Callable[[GraphOptions], list[NodeSpec]], fixed: dict[str, str] | None = None):
     """An OpaqueFunction that resolves the launch arguments and returns the graph's Node actions."""
     from launch.actions import OpaqueFunction
@@ -56,7 +85,7 @@ def graph_actions(build: Callable[[GraphOptions], list[NodeSpec]], fixed: dict[s
         values.update(fixed or {})
         options = options_from_strings(values)
         config_dir = Path(options.config_dir) if options.config_dir else default_config_dir()
-        return [node_action(spec, config_dir, options.log_level) for spec in build(options)]
+        return process_actions(build(options), config_dir, options.log_level)
 
     return OpaqueFunction(function=_resolve)
 

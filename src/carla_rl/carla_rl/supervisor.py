@@ -1,9 +1,11 @@
 """Runs the graph's nodes as child processes and keeps them alive.
 
-- Every :class:`~carla_rl.graph.NodeSpec` becomes one process (``python -m carla_rl.nodes.<exe>_node
-  --ros-args ...``), in its own process group, bound to die with the supervisor (PR_SET_PDEATHSIG).
-- A node that exits, or whose /diagnostics heartbeat stops for ``heartbeat_timeout_s``, is restarted
-  with exponential backoff; the policy comes back from the latest checkpoint in the save directory.
+- Every process of the graph (:func:`carla_rl.graph.group_processes`: a node alone, ``python -m
+  carla_rl.nodes.<exe>_node --ros-args ...``, or a component container hosting several) runs in its
+  own process group, bound to die with the supervisor (PR_SET_PDEATHSIG).
+- A process that exits, or one of whose nodes stops its /diagnostics heartbeat for
+  ``heartbeat_timeout_s``, is restarted with exponential backoff (a container with all its nodes);
+  the policy comes back from the latest checkpoint in the save directory.
 - ``stop()``: SIGINT to every node (the policy writes its final checkpoint), wait, then SIGKILL what is
   left: no orphan process.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from carla_rl.graph import NodeSpec, ros_arguments, write_overrides_file
+from carla_rl.graph import NodeSpec, ProcessSpec, group_processes, process_arguments
 
 PR_SET_PDEATHSIG = 1
 
@@ -44,21 +46,25 @@ class SupervisorConfig:
 
 @dataclass
 class ManagedNode:
-    spec: NodeSpec
+    """One process of the graph (a node, or a container of several) and its restart state."""
+
+    spec: ProcessSpec
     process: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
-    last_heartbeat: float = 0.0
+    last_heartbeat: dict[str, float] = field(default_factory=dict)  # node fqn -> last heartbeat
     log_path: Path | None = None
     history: list[str] = field(default_factory=list)
 
 
-def node_command(spec: NodeSpec, config_dir: Path, log_level: str, params_dir: Path) -> list[str]:
-    """The process of a spec; its parameter overrides go to a node-keyed params file in ``params_dir``."""
-    overrides = write_overrides_file(spec, params_dir)
-    return [sys.executable, "-m", f"carla_rl.nodes.{spec.executable}_node",
-            *ros_arguments(spec, config_dir, log_level, overrides)]
+def node_command(spec: NodeSpec | ProcessSpec, config_dir: Path, log_level: str, params_dir: Path) -> list[str]:
+    """The command of a process (a NodeSpec: the node alone); each node's parameter overrides go to a
+    node-keyed params file in ``params_dir``."""
+    process = spec if isinstance(spec, ProcessSpec) else ProcessSpec(spec.name, spec.namespace,
+                                                                     (replace(spec, container=""),))
+    return [sys.executable, "-m", f"carla_rl.nodes.{process.executable}_node",
+            *process_arguments(process, config_dir, log_level, params_dir)]
 
 
 class Supervisor:
@@ -73,7 +79,8 @@ class Supervisor:
         self.log_level = log_level
         self.resume_checkpoint = resume_checkpoint
         self.env = dict(os.environ if env is None else env)
-        self.nodes = {spec.fqn: ManagedNode(spec) for spec in specs}
+        self.nodes = {process.fqn: ManagedNode(process) for process in group_processes(specs)}
+        self.owner = {node.fqn: fqn for fqn, managed in self.nodes.items() for node in managed.spec.components}
         self.failed: str | None = None
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -83,10 +90,12 @@ class Supervisor:
 
     def _spawn(self, managed: ManagedNode) -> None:
         spec = managed.spec
-        if managed.restarts and spec.role == "policy" and self.resume_checkpoint is not None:
+        if managed.restarts and "policy" in spec.roles and self.resume_checkpoint is not None:
             checkpoint = self.resume_checkpoint()
             if checkpoint:
-                spec = replace(spec, parameters={**spec.parameters, "load_model_from": checkpoint})
+                spec = replace(spec, components=tuple(
+                    replace(c, parameters={**c.parameters, "load_model_from": checkpoint}) if c.role == "policy"
+                    else c for c in spec.components))
                 managed.history.append(f"resuming from {checkpoint}")
         safe = spec.fqn.strip("/").replace("/", "__")
         managed.log_path = self.log_dir / f"{safe}.log"
@@ -96,12 +105,14 @@ class Supervisor:
                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env=self.env, preexec_fn=_die_with_parent)
         log.close()
-        managed.started_at = managed.last_heartbeat = time.monotonic()
+        managed.started_at = time.monotonic()
+        managed.last_heartbeat = {node.fqn: managed.started_at for node in spec.components}
 
     def heartbeat(self, fqn: str) -> None:
-        managed = self.nodes.get(fqn)
-        if managed is not None:
-            managed.last_heartbeat = time.monotonic()
+        """A node's /diagnostics status arrived (``fqn``: the node's name, also inside a container)."""
+        managed = self.nodes.get(self.owner.get(fqn, ""))
+        if managed is not None and fqn in managed.last_heartbeat:
+            managed.last_heartbeat[fqn] = time.monotonic()
 
     def poll(self) -> list[str]:
         """Check every node once; restart the dead or silent. Returns what happened (for logging)."""
@@ -115,7 +126,7 @@ class Supervisor:
                     events.append(f"{fqn}: restarted (#{managed.restarts})")
                 continue
             code = proc.poll()
-            silent = now - managed.last_heartbeat > self.config.heartbeat_timeout_s
+            silent = now - min(managed.last_heartbeat.values()) > self.config.heartbeat_timeout_s
             if code is None and not silent:
                 continue
             if code is None:  # hung: no heartbeat

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rclpy.node import Node
 
+from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
 from carla_rl.nodes.simulator_shell import SimulatorShell, SimulatorShellConfig
@@ -13,9 +13,9 @@ from carla_rl.sim.autopilot import Autopilot
 from carla_rl.sim.world import World
 
 
-class EmbeddedSimulatorNode(Node):
-    def __init__(self) -> None:
-        super().__init__("embedded_simulator")
+class EmbeddedSimulatorNode(ComposableNode):
+    def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
+        super().__init__("embedded_simulator", **node_options)
         shell_cfg = declare_config(self, SimulatorShellConfig, "shell.")
         sim_cfg = declare_config(self, SimConfig)  # top level + the /** actions table
         self.phases = declare_phases(self)
@@ -31,6 +31,9 @@ class EmbeddedSimulatorNode(Node):
 
     def scenario_for_phase(self, phase: int):
         return self.phases[phase - 1].scenario
+
+
+COMPONENT = EmbeddedSimulatorNode  # for component_container
 
 
 def main(args: list[str] | None = None) -> int:

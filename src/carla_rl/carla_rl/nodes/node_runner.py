@@ -39,6 +39,13 @@ def make_executor(threads: int = 1):
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """Spin the node built by ``make_node`` until shutdown; returns the process exit code."""
+    return run_nodes(lambda: [make_node()], args, threads)
+
+
+def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = None, threads: int = 1,
+              after_turn: Callable[[], object] | None = None) -> int:
+    """Spin the nodes built by ``make_nodes`` in one executor until shutdown (``after_turn`` runs after
+    every executor turn: the component container drains its intra-process queue there)."""
     rclpy.init(args=args)
     # Python's default SIGINT handler raises KeyboardInterrupt at whatever bytecode runs next; inside a
     # message conversion pybind11 turns that into a RuntimeError that kills the node before its
@@ -47,17 +54,22 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
-    node = None
+    nodes: list[Node] = []
     profile_dir = os.environ.get(PROFILE_DIR_ENV)  # set by `carla-rl train --enable-profiler`
     profiler = cProfile.Profile() if profile_dir else None
     try:
-        node = make_node()
         executor = make_executor(threads)
-        executor.add_node(node)
+        nodes = make_nodes()
+        for node in nodes:
+            executor.add_node(node)
+        if after_turn is not None:
+            after_turn()  # what the nodes queued while they were built
         if profiler is not None:
             profiler.enable()
         while rclpy.ok() and not stop_requested.is_set():
             executor.spin_once(timeout_sec=STOP_POLL_S)
+            if after_turn is not None:
+                after_turn()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ConfigError as exc:
@@ -66,11 +78,13 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     finally:
         if profiler is not None:
             profiler.disable()
-            if node is not None:
+            if nodes:
                 Path(profile_dir).mkdir(parents=True, exist_ok=True)
-                name = node.get_fully_qualified_name().strip("/").replace("/", "__")
+                name = nodes[0].get_fully_qualified_name().strip("/").replace("/", "__")
+                if len(nodes) > 1:
+                    name += "__container"  # one profile for the process: every hosted node's callbacks
                 profiler.dump_stats(str(Path(profile_dir) / f"{name}.prof"))
-        if node is not None:
+        for node in nodes:
             shutdown = getattr(node, "on_shutdown", None)
             if callable(shutdown):
                 shutdown()

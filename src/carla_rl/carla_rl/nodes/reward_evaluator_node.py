@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nav_msgs.msg import Odometry as OdometryMsg
-from rclpy.node import Node
 from std_srvs.srv import SetBool
 
 from carla_rl import ros_conversions as conv
@@ -21,6 +20,7 @@ from carla_rl import topics
 from carla_rl.config import param
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
 from carla_rl.preprocess import StepSynchronizer
@@ -81,9 +81,9 @@ def evaluation_msg(result: EvaluationResult, stamp) -> EvaluationResultMsg:
                                mean_reward=float(result.mean_reward), passed=bool(result.passed))
 
 
-class RewardEvaluatorNode(Node):
-    def __init__(self) -> None:
-        super().__init__("reward_evaluator")
+class RewardEvaluatorNode(ComposableNode):
+    def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
+        super().__init__("reward_evaluator", **node_options)
         self.cfg = declare_config(self, RewardNodeConfig)
         self.reward_cfg = declare_config(self, RewardConfig)
         self.phases = declare_phases(self)
@@ -210,6 +210,9 @@ class RewardEvaluatorNode(Node):
         future = self.mode_client.call_async(SetBool.Request(data=on))
         future.add_done_callback(lambda f: self.diag.count("mode_switches" if f.result() is not None
                                                            else "mode_switch_failures"))
+
+
+COMPONENT = RewardEvaluatorNode  # for component_container
 
 
 def main(args: list[str] | None = None) -> int:

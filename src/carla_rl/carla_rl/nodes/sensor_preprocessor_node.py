@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from nav_msgs.msg import Odometry as OdometryMsg
 from nav_msgs.msg import Path
-from rclpy.node import Node
 from sensor_msgs.msg import Image, PointCloud2
 
 from carla_rl import ros_conversions as conv
@@ -20,6 +19,7 @@ from carla_rl import topics
 from carla_rl.config import param
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
 from carla_rl.preprocess import (ObservationBuilder, PreprocessConfig, SensorDataError, StepSynchronizer,
@@ -37,9 +37,9 @@ class PreprocessorNodeConfig:
 
 
 
-class SensorPreprocessorNode(Node):
-    def __init__(self) -> None:
-        super().__init__("sensor_preprocessor")
+class SensorPreprocessorNode(ComposableNode):
+    def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
+        super().__init__("sensor_preprocessor", **node_options)
         self.cfg = declare_config(self, PreprocessorNodeConfig)
         self.pre_cfg = declare_config(self, PreprocessConfig)
         self.phases = declare_phases(self)
@@ -116,6 +116,9 @@ class SensorPreprocessorNode(Node):
                 action_mask(self.phases[situation.phase - 1].scenario.allowed_actions))
         self.pub.publish(obs)
         self.diag.count("observations")
+
+
+COMPONENT = SensorPreprocessorNode  # for component_container
 
 
 def main(args: list[str] | None = None) -> int:

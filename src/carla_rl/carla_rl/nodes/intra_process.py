@@ -1,0 +1,158 @@
+"""Intra-process communication for nodes composed into one process (``component_container``).
+
+rclpy has no counterpart of rclcpp's intra-process manager: two rclpy nodes in one process still
+serialise every message into DDS and deserialise it again. The training graph's lockstep chain moves
+a camera image, a lidar cloud, odometry and the situation from each simulator to its preprocessor
+every tick, so :class:`IntraProcessBus` does what rclcpp does for composed nodes:
+
+- a publisher hands each message object straight to the subscriptions of the same topic (and type)
+  in the process, through a FIFO that the container drains after every executor turn;
+- it publishes into DDS only while a subscriber outside the process matches
+  (``get_subscription_count()`` greater than the in-process subscriptions of the topic, asked again
+  every ``MATCH_REFRESH_S``), so rviz2, a recorder or the policy in another process get every message
+  from at most ``MATCH_REFRESH_S`` after they subscribed;
+- in-process subscriptions keep their DDS subscription (publishers outside the process still reach
+  them) and drop the DDS copies of messages that a publisher in the process sent while someone outside
+  listened: a DDS sample equal to one of the topic's last ``RECENT_WINDOW`` in-process messages is
+  such a copy. (rclcpp filters by publisher GID; rclpy's EventsExecutor cannot hand a callback the
+  sample's MessageInfo, so the copy is recognised by content. Messages here carry stamps, so an
+  equal sample from another publisher does not occur in practice.)
+- a transient-local (latched) publisher keeps its last ``depth`` messages and hands them to an
+  in-process subscription created later, as DDS does for late joiners.
+
+Rules for composed nodes, as for rclcpp components with intra-process communication: a published
+message object is shared with the in-process subscribers, so a publisher must not change it after
+``publish()`` (every node here builds a new message per publish). Delivery is asynchronous and in
+publish order; KEEP_LAST depths are not enforced on the in-process FIFO (the lockstep graph never
+has more than one message per topic in flight).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from typing import Any, Callable
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+
+
+class _LocalSubscription:
+    def __init__(self, topic: str, msg_type: type, callback: Callable) -> None:
+        self.topic = topic
+        self.msg_type = msg_type
+        self.callback = callback
+
+
+RECENT_WINDOW = 8  # in-process messages per topic remembered to recognise their DDS copies
+MATCH_REFRESH_S = 0.1  # how long a publisher trusts its "someone outside listens" answer (an rmw query)
+
+
+class IntraProcessBus:
+    """The in-process topic table of one container process."""
+
+    def __init__(self) -> None:
+        self.subscriptions: dict[str, list[_LocalSubscription]] = defaultdict(list)
+        self.latched: dict[str, deque] = {}
+        self.pending: deque[tuple[_LocalSubscription, Any]] = deque()
+        self.recent: dict[str, deque] = {}           # topic -> last in-process messages sent into DDS too
+        self.delivered = 0                           # in-process deliveries (for diagnostics and tests)
+        self.dds_copies_dropped = 0
+
+    # --- registration (called by ComposableNode) --------------------------------------------------
+    def add_subscription(self, topic: str, msg_type: type, callback: Callable) -> _LocalSubscription:
+        local = _LocalSubscription(topic, msg_type, callback)
+        self.subscriptions[topic].append(local)
+        for msg in self.latched.get(topic, ()):
+            if isinstance(msg, msg_type):
+                self.pending.append((local, msg))
+        return local
+
+    def local_subscription_count(self, topic: str) -> int:
+        return len(self.subscriptions.get(topic, ()))
+
+    # --- data path ----------------------------------------------------------------------------------
+    def publish(self, topic: str, msg: Any, latched_depth: int = 0, also_dds: bool = False) -> None:
+        if also_dds and topic in self.subscriptions:
+            self.recent.setdefault(topic, deque(maxlen=RECENT_WINDOW)).append(msg)
+        if latched_depth:
+            self.latched.setdefault(topic, deque(maxlen=latched_depth)).append(msg)
+        for local in self.subscriptions.get(topic, ()):
+            if isinstance(msg, local.msg_type):
+                self.pending.append((local, msg))
+
+    def drain(self) -> int:
+        """Run the callbacks of every queued message, including those they publish in turn."""
+        n = 0
+        while self.pending:
+            local, msg = self.pending.popleft()
+            local.callback(msg)
+            n += 1
+        self.delivered += n
+        return n
+
+    def is_copy_of_local(self, topic: str, msg: Any) -> bool:
+        """Is this DDS sample the copy of a message published in this process?"""
+        recent = self.recent.get(topic)
+        return bool(recent) and any(sent == msg for sent in recent)  # kept: each in-process sub gets a copy
+
+
+class IntraProcessPublisher:
+    """A publisher of a composed node: in-process subscribers first, DDS when someone outside listens."""
+
+    def __init__(self, bus: IntraProcessBus, publisher: Any, qos: QoSProfile) -> None:
+        self._bus = bus
+        self._publisher = publisher
+        self.topic_name = publisher.topic_name
+        latched = qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        self._latched_depth = max(1, qos.depth) if latched else 0
+        self._outside = False
+        self._outside_checked_at = -1.0
+
+    def publish(self, msg: Any) -> None:
+        topic = self.topic_name
+        now = time.monotonic()
+        if now - self._outside_checked_at > MATCH_REFRESH_S:
+            self._outside = self._publisher.get_subscription_count() > self._bus.local_subscription_count(topic)
+            self._outside_checked_at = now
+        outside = self._outside
+        self._bus.publish(topic, msg, self._latched_depth, also_dds=outside)
+        if outside:
+            self._publisher.publish(msg)
+
+    def __getattr__(self, name: str) -> Any:  # get_subscription_count, destroy, handle, ...
+        return getattr(self._publisher, name)
+
+
+class ComposableNode(Node):
+    """A node that can run alone (``python -m carla_rl.nodes.<exe>_node``) or composed in a
+    ``component_container`` with others. ``intra_process`` is the container's bus (None when alone);
+    the other keyword arguments go to rclpy's Node (``cli_args``, ``use_global_arguments``)."""
+
+    def __init__(self, node_name: str, *, intra_process: IntraProcessBus | None = None, **node_kwargs: Any) -> None:
+        self._intra_process = intra_process  # before Node's own endpoints (/parameter_events, /rosout)
+        super().__init__(node_name, **node_kwargs)
+
+    def create_publisher(self, msg_type, topic, qos_profile, **kwargs):  # noqa: D102 (rclpy's signature)
+        publisher = super().create_publisher(msg_type, topic, qos_profile, **kwargs)
+        if self._intra_process is None:
+            return publisher
+        qos = qos_profile if isinstance(qos_profile, QoSProfile) else QoSProfile(depth=int(qos_profile))
+        return IntraProcessPublisher(self._intra_process, publisher, qos)
+
+    def create_subscription(self, msg_type, topic, callback, qos_profile, **kwargs):  # noqa: D102
+        bus = self._intra_process
+        if bus is None:
+            return super().create_subscription(msg_type, topic, callback, qos_profile, **kwargs)
+        holder: dict[str, str] = {}
+
+        def from_dds(msg) -> None:  # DDS copies of in-process messages are dropped
+            if bus.is_copy_of_local(holder["topic"], msg):
+                bus.dds_copies_dropped += 1
+                return
+            callback(msg)
+
+        subscription = super().create_subscription(msg_type, topic, from_dds, qos_profile, **kwargs)
+        holder["topic"] = subscription.topic_name
+        bus.add_subscription(subscription.topic_name, msg_type, callback)
+        return subscription
