@@ -71,3 +71,108 @@ def test_several_updates_per_graph_replay_keep_counters_and_target_copies():
     torch.cuda.synchronize()
     assert any(not torch.equal(a, b) for a, b in zip(agent.online.parameters(), agent.target.parameters()))
 
+
+
+def s2d_config(**overrides):
+    """tiny_config with a first conv whose stride divides its kernel (4x4 stride 2 on 8x8)."""
+    from carla_rl.learner.agent_config import NetworkConfig
+
+    cfg = tiny_config(**overrides)
+    cfg.network = NetworkConfig(conv_channels=[4, 8], conv_kernels=[4, 3], conv_strides=[2, 1],
+                                vector_hidden=[16], hidden_size=32)
+    return cfg
+
+
+@pytest.mark.parametrize("precision", ["off", "bf16"])
+def test_space_to_depth_graph_updates_and_values(precision):
+    cfg = s2d_config(learning_starts=32, cuda_graphs=True, space_to_depth=True,
+                     mixed_precision=precision)
+    agent = filled_cuda_agent(cfg)
+    assert agent.online.encoder.space_to_depth and agent.target.encoder.space_to_depth
+    for _ in range(8):  # 3 eager warm-up steps, capture, graph replays
+        stats = agent.update()
+        assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+    assert agent._fast.graph is not None
+    plain = DQNAgent(TINY_SPEC, 3, s2d_config(space_to_depth=False), device="cuda",
+                     seed=0).online
+    plain.load_state_dict(agent.online.state_dict())
+    assert not plain.encoder.space_to_depth
+    rng = np.random.default_rng(1)
+    frames = torch.as_tensor(rng.integers(0, 256, (16, 2, 8, 8), dtype=np.uint8), device="cuda")
+    vectors = torch.rand(16, 3, device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(agent.online(frames, vectors, noise=False),
+                                   plain(frames, vectors, noise=False), rtol=1e-2, atol=1e-2)
+
+
+def test_compiled_clip_and_adam_match_the_fused_step():
+    from carla_rl.learner.dqn_agent import DQNAlgorithm
+    from carla_rl.learner.networks import QNetwork
+
+    torch.manual_seed(0)
+    algorithms = []
+    for compiled in (False, True):
+        cfg = tiny_config(cuda_graphs=True, compile=compiled, compile_optimizer=compiled,
+                          grad_clip_norm=1.0, lr=1e-3)
+        net, target = (QNetwork(TINY_SPEC, 3, cfg).cuda() for _ in range(2))
+        if algorithms:
+            net.load_state_dict(algorithms[0].network.state_dict())
+        algorithms.append(DQNAlgorithm(net, target, cfg, torch.device("cuda"), capturable=True))
+    assert algorithms[1].compiled_optimizer and not algorithms[0].compiled_optimizer
+    for step in range(3):
+        grads = [torch.randn_like(p) * (10.0 if step == 1 else 0.01)  # clipped on step 1
+                 for p in algorithms[0].network.parameters()]
+        norms = []
+        for algorithm in algorithms:
+            for p, g in zip(algorithm.network.parameters(), grads):
+                p.grad = g.clone()
+            if algorithm.compiled_optimizer:
+                norms.append(algorithm._clip_and_step())
+            else:
+                norms.append(algorithm._clip_and_step_eager(use_scaler=True))
+        torch.testing.assert_close(norms[1], norms[0])
+        for a, b in zip(algorithms[1].network.parameters(), algorithms[0].network.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fully_compiled_graph_path_draws_fresh_samples_and_noise_on_every_replay():
+    """compile + compile_optimizer/replay/noise with space_to_depth, bf16: the captured graph
+    must still draw new samples and new noise on each replay (inductor's RNG under capture)."""
+    from carla_rl.learner.fast_update import FastUpdater
+
+    cfg = s2d_config(learning_starts=32, cuda_graphs=True, compile=True, space_to_depth=True,
+                     compile_optimizer=True, compile_replay=True, compile_noise=True,
+                     mixed_precision="bf16")
+    agent = filled_cuda_agent(cfg)
+    for _ in range(6):
+        stats = agent.update()
+        assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+    assert agent._fast.graph is not None and agent.algorithm.compiled_optimizer
+    eps = agent.online.advantage.fc1.weight_epsilon
+    before = [p.detach().clone() for p in agent.online.parameters()]
+    noises = []
+    for _ in range(2):
+        agent.update()
+        torch.cuda.synchronize()
+        noises.append(eps.clone())
+    assert not torch.equal(noises[0], noises[1])
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.online.parameters()))
+    # the compiled sampler itself, captured and replayed
+    fast = FastUpdater(agent, use_graph=True)
+    beta = torch.tensor(0.4, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fast._sample(16, beta)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        slots, batch, valid = fast._sample(16, beta)
+    draws = []
+    for _ in range(3):
+        graph.replay()
+        torch.cuda.synchronize()
+        draws.append(slots.clone())
+    assert bool(valid.all())
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])

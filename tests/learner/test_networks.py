@@ -65,3 +65,56 @@ def test_channels_last_network_computes_the_same_values_and_keys():
     vectors = torch.rand(3, 5)
     torch.testing.assert_close(nhwc(frames, vectors, noise=False),
                                plain(frames, vectors, noise=False), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,kernel,stride,size", [(4, 8, 4, 84), (4, 8, 4, 86),
+                                                         (3, 4, 2, 11), (2, 6, 3, 17)])
+def test_space_to_depth_conv_equals_the_strided_conv(channels, kernel, stride, size):
+    """An s x s stride conv whose stride divides its kernel == a stride-1 conv over s x s
+    space-to-depth blocks with the same weights reshaped (cropping rows the conv never reads)."""
+    from carla_rl.learner.networks import space_to_depth, space_to_depth_weight
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (3, channels, size, size + 1), dtype=torch.uint8)
+    weight = torch.randn(5, channels, kernel, kernel, dtype=torch.float64)
+    bias = torch.randn(5, dtype=torch.float64)
+    plain = torch.nn.functional.conv2d(x.double(), weight, bias, stride=stride)
+    blocks = space_to_depth(x, stride, kernel)
+    assert blocks.dtype == torch.uint8 and blocks.is_contiguous(memory_format=torch.channels_last)
+    s2d = torch.nn.functional.conv2d(blocks.double(), space_to_depth_weight(weight, stride), bias)
+    assert s2d.shape == plain.shape
+    torch.testing.assert_close(s2d, plain, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("preset", ["cpu", "nature"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_space_to_depth_network_has_the_same_values_gradients_and_keys(preset, channels_last):
+    torch.manual_seed(0)
+    spec = ObservationSpec(4, 84, 84, 5)
+    cfg = AgentConfig().with_network_preset(preset)
+    plain = QNetwork(spec, 6, cfg)
+    s2d = QNetwork(spec, 6, cfg)
+    s2d.load_state_dict(plain.state_dict())
+    if channels_last:
+        s2d.use_channels_last()
+    s2d.use_space_to_depth()
+    assert s2d.encoder.space_to_depth
+    assert list(s2d.state_dict()) == list(plain.state_dict())
+    assert architecture_fingerprint(s2d, spec, 6) == architecture_fingerprint(plain, spec, 6)
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    vectors = torch.rand(3, 5)
+    outs = []
+    for net in (plain, s2d):
+        net.zero_grad()
+        out = net(frames, vectors, noise=True)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        outs.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_space_to_depth_is_a_no_op_where_the_stride_does_not_divide_the_kernel():
+    net = QNetwork(TINY_SPEC, 5, tiny_config())  # 3x3 stride 2
+    net.use_space_to_depth()
+    assert not net.encoder.space_to_depth

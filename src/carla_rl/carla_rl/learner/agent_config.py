@@ -163,6 +163,22 @@ class AgentConfig:
     merge_online_passes: bool = param(True, "CUDA-graph path: one online pass over states and "
                                             "next states (fewer kernels, more conv work; measured "
                                             "neutral at batch 256)")
+    space_to_depth: bool = param(True, "CUDA-graph path: run the first conv (stride s dividing "
+                                       "kernel k) as the equal k/s x k/s stride-1 conv over "
+                                       "s x s space-to-depth blocks, same weights reshaped "
+                                       "(tensor-core friendly; ignored on CPU)")
+    compile_mode: str = param("default", "torch.compile mode of the compiled parts (with "
+                                         "compile); 'max-autotune-no-cudagraphs' autotunes "
+                                         "(compiles for minutes)",
+                              choices=("default", "max-autotune-no-cudagraphs"))
+    compile_optimizer: bool = param(True, "CUDA-graph path with compile: also torch.compile "
+                                          "gradient clipping + Adam (foreach Adam instead of "
+                                          "the fused kernel; same math)")
+    compile_replay: bool = param(True, "CUDA-graph path with compile: also torch.compile the "
+                                       "on-device prioritized sampling and priority update")
+    compile_noise: bool = param(True, "CUDA-graph path with compile: also torch.compile the "
+                                      "noisy-net resampling of both networks (same "
+                                      "distribution, fewer kernels)")
     updates_per_graph: int = param(1, "gradient steps captured back to back in one CUDA graph "
                                       "(cuda_graphs only; one replay = this many updates, which "
                                       "saves the per-replay host work; must divide "

@@ -211,15 +211,22 @@ class FastUpdater:
         self.steps_per_replay = cfg.updates_per_graph if self.use_graph else 1
         self._warmup_left = GRAPH_WARMUP_STEPS
         self._side_stream = torch.cuda.Stream() if self.use_graph else None
+        self._sample = self.replay.sample
+        self._update_priorities = self.replay.update_priorities
+        if self.use_graph and cfg.compile and cfg.compile_replay:
+            # sampling + gather and the priority update: a few fused kernels instead of ~40
+            mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+            self._sample = torch.compile(self.replay.sample, mode=mode)
+            self._update_priorities = torch.compile(self.replay.update_priorities, mode=mode)
 
     def _step(self) -> None:
         """One full update on static tensors (this is what the graph captures)."""
         cfg = self.agent.config
         algorithm = self.agent.algorithm
-        slots, batch, valid = self.replay.sample(cfg.batch_size, self.beta)
+        slots, batch, valid = self._sample(cfg.batch_size, self.beta)
         loss, priorities, td_abs, q_taken, grad_norm = algorithm.step(batch)
         if cfg.replay.prioritized:
-            self.replay.update_priorities(slots, priorities.detach(), valid)
+            self._update_priorities(slots, priorities.detach(), valid)
         if cfg.target_update == "soft":
             with torch.no_grad():
                 torch._foreach_lerp_(list(algorithm.target.parameters()),

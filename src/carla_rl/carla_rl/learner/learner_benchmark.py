@@ -10,7 +10,11 @@ synthetic interleaved episodes, then measures in the same run
 * ``graph_bf16``    the same under bf16 autocast (CUDA only),
 * ``..._xK``        K updates captured back to back per graph replay (``updates_per_graph``),
                     ``..._nchw`` without ``channels_last``, ``..._sep`` without
-                    ``merge_online_passes`` (to measure what each is worth),
+                    ``merge_online_passes`` (to measure what each is worth), ``..._s2d``
+                    with ``space_to_depth``; with compile: ``..._copt`` also compiles
+                    clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
+                    noise resampling, ``..._maxat`` uses
+                    mode max-autotune-no-cudagraphs,
 * ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
                     opt-in through ``variants``: compilation takes a minute or more), and
                     ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
@@ -159,7 +163,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                           vector_size: int = 16, action_size: int = 6, num_envs: int = 4,
                           episode_length: int = 500, variants: tuple[str, ...] | None = None,
                           act_repeats: int = 50, config: AgentConfig | None = None,
-                          profile: bool = False,
+                          profile: bool = False, profile_top: int = 15,
                           config_path: str | Path | None = None,
                           seed: int = 0) -> dict[str, Any]:
     """Measure the learner; see the module docstring. ``seconds`` is per variant. The agent
@@ -206,6 +210,12 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       updates_per_graph=per_graph[0] if per_graph else 1,
                                       channels_last="nchw" not in flags,
                                       merge_online_passes="sep" not in flags,
+                                      space_to_depth="s2d" in flags,
+                                      compile_optimizer="copt" in flags,
+                                      compile_replay="crep" in flags,
+                                      compile_noise="cnoise" in flags,
+                                      compile_mode="max-autotune-no-cudagraphs"
+                                      if "maxat" in flags else "default",
                                       mixed_precision="bf16" if "bf16" in flags
                                       else base.mixed_precision)
             agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
@@ -218,7 +228,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
             # warm-up covers the eager steps before capture (up to 3 + updates_per_graph - 1)
             rates[name] = _rate(step, counter, seconds, dev, warmup=4 + cfg.updates_per_graph)
             if profile and dev.type == "cuda":
-                profiles[name] = profile_update(step, counter, dev)
+                profiles[name] = profile_update(step, counter, dev, top=profile_top)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
             errors[name] = f"{type(exc).__name__}: {exc}"
     best = max(rates, key=rates.get) if rates else "none"
@@ -260,12 +270,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=None, help="params file with a dqn_policy.agent block")
     parser.add_argument("--profile", action="store_true",
                         help="also profile each device variant's kernels (CUDA only)")
+    parser.add_argument("--profile-top", type=int, default=15,
+                        help="kernels listed per profiled variant")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_learner_benchmark(args.device, args.batch_size, args.seconds, args.preset,
                                    capacity=args.capacity, config_path=args.config,
-                                   profile=args.profile,
+                                   profile=args.profile, profile_top=args.profile_top,
                                    variants=tuple(v for v in args.variants.split(",") if v))
     print(json.dumps(result, indent=2))
 

@@ -19,6 +19,40 @@ from carla_rl.learner.noisy_linear import NoisyLinear
 PIXEL_SCALE = 255.0  # uint8 frames -> [0, 1], applied on the device
 
 
+def space_to_depth_applies(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` can run as a stride-1 conv over space-to-depth blocks (see
+    :func:`space_to_depth`): square stride > 1 that divides the square kernel, no padding,
+    dilation or groups."""
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    return (kh == kw and sh == sw and sh > 1 and kh % sh == 0 and conv.groups == 1
+            and conv.padding in ((0, 0), "valid") and conv.dilation == (1, 1))
+
+
+def space_to_depth(x: torch.Tensor, block: int, kernel: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C*block*block, H', W'] with channel ``c*block*block + p*block + q``
+    holding pixel ``(block*i + p, block*j + q)`` of channel ``c``, cropped to the rows and
+    columns that a ``kernel`` x ``kernel`` conv of stride ``block`` reads. The result is
+    channels_last in memory (NHWC, what cuDNN wants); works on uint8 (cheap to permute)."""
+    b, c, h, w = x.shape
+    rows = (h - kernel) // block * block + kernel  # a multiple of block (kernel % block == 0)
+    cols = (w - kernel) // block * block + kernel
+    x = x[:, :, :rows, :cols].reshape(b, c, rows // block, block, cols // block, block)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # [B, H', W', C, p, q]
+    x = x.reshape(b, rows // block, cols // block, c * block * block)  # copies once (NHWC)
+    return x.permute(0, 3, 1, 2)  # [B, C*p*q, H', W'] logical, channels_last strides
+
+
+def space_to_depth_weight(weight: torch.Tensor, block: int) -> torch.Tensor:
+    """Conv weight [O, C, k, k] (stride ``block``) -> [O, C*block*block, k/block, k/block] for a
+    stride-1 conv over :func:`space_to_depth` input: ``w2[o, c*b*b + p*b + q, a, e] =
+    w[o, c, b*a + p, b*e + q]``. Differentiable (gradients flow to the original weight)."""
+    o, c, kh, kw = weight.shape
+    w = weight.reshape(o, c, kh // block, block, kw // block, block)  # [O, C, a, p, e, q]
+    w = w.permute(0, 2, 4, 1, 3, 5)                                    # [O, a, e, C, p, q]
+    w = w.reshape(o, kh // block, kw // block, c * block * block)
+    return w.permute(0, 3, 1, 2)  # [O, C*p*q, a, e] logical, channels_last strides like the input
+
+
 class Encoder(nn.Module):
     """Stacked frames [B, S, H, W] uint8 and vectors [B, V] float32 -> features [B, F]."""
 
@@ -50,11 +84,20 @@ class Encoder(nn.Module):
         self.has_vector = spec.vector_size > 0
         self.out_size = conv_out + (in_size if self.has_vector else 0)
         self.channels_last = False  # see QNetwork.use_channels_last
+        self.space_to_depth = False  # see QNetwork.use_space_to_depth
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:  # the uint8 permute is 4x cheaper than cuDNN's float one
-            frames = frames.contiguous(memory_format=torch.channels_last)
-        x = self.conv(frames.float() / PIXEL_SCALE)  # [B, C*h*w]
+        if self.space_to_depth:
+            first = self.conv[0]
+            block, kernel = first.stride[0], first.kernel_size[0]
+            blocks = space_to_depth(frames, block, kernel)  # uint8, NHWC [B, C*b*b, H', W']
+            x = nn.functional.conv2d(blocks.float() / PIXEL_SCALE,
+                                     space_to_depth_weight(first.weight, block), first.bias)
+            x = self.conv[1:](x)  # [B, C*h*w]
+        else:
+            if self.channels_last:  # the uint8 permute is 4x cheaper than cuDNN's float one
+                frames = frames.contiguous(memory_format=torch.channels_last)
+            x = self.conv(frames.float() / PIXEL_SCALE)  # [B, C*h*w]
         if self.has_vector:
             x = torch.cat([x, self.mlp(vectors.float())], dim=1)  # [B, F]
         return x
@@ -133,6 +176,15 @@ class QNetwork(nn.Module):
         of the GPU time of an update). Values and state_dict keys are unchanged."""
         self.encoder.channels_last = True
         return self.to(memory_format=torch.channels_last)
+
+    def use_space_to_depth(self) -> "QNetwork":
+        """Run the first conv (e.g. 8x8 stride 4 over 4 channels, which tensor cores handle
+        poorly) as the equal 2x2 stride-1 conv over 4x4 space-to-depth blocks (64 channels).
+        An exact re-parameterisation: the same weights, reshaped on the fly, so values (up to
+        float rounding), state_dict keys and gradients are unchanged. No-op where the first
+        conv's stride does not divide its kernel."""
+        self.encoder.space_to_depth = space_to_depth_applies(self.encoder.conv[0])
+        return self
 
     def q_from_output(self, out: torch.Tensor) -> torch.Tensor:
         """Expected Q [B, A] from ``forward``'s output."""
