@@ -14,6 +14,9 @@ from graph_harness import GraphRun  # noqa: E402
 TIMEOUT_S = 300.0
 NUM_ENVS = 2
 PHASE = 5  # static traffic + pedestrians: random driving meets collisions, sidewalks and proximity
+LEARNING_STARTS = 600
+MAX_LAG = 8  # the policy holds actions while the learner is more than 8 steps behind the replay ratio
+TRAIN_FREQUENCY = 4  # config/agent.yaml
 
 
 @pytest.mark.ros
@@ -21,7 +24,8 @@ PHASE = 5  # static traffic + pedestrians: random driving meets collisions, side
 def test_training_graph_end_to_end(tmp_path):
     # a random warm-up of 600 steps: uniform random driving in phase 5 meets sidewalks and cars
     run = GraphRun(tmp_path, NUM_ENVS, PHASE, sim_params={"shell.required_subscribers": 3},
-                   policy_params={"agent.learning_starts": 600})
+                   policy_params={"agent.learning_starts": LEARNING_STARTS,
+                                  "max_learner_lag_updates": MAX_LAG})
     rclpy.init()
     node = rclpy.create_node("graph_test_observer")
     run.attach(node, NUM_ENVS)
@@ -33,6 +37,10 @@ def test_training_graph_end_to_end(tmp_path):
                             and any(e.termination_reason in terminal for e in run.episodes), TIMEOUT_S)
         assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}\n{run.logs()}"
         assert all(run.supervisor.alive().values()), run.logs()
+        # env steps never outran the learner by more than MAX_LAG gradient steps (+ one action batch)
+        owed = [(t.env_steps - LEARNING_STARTS) // TRAIN_FREQUENCY + 1 - t.updates
+                for t in run.training if t.learning and not t.evaluation_mode and t.env_steps >= LEARNING_STARTS]
+        assert owed and max(owed) <= MAX_LAG + NUM_ENVS, owed
     finally:
         run.stop_and_check_no_orphans()
         node.destroy_node()

@@ -43,7 +43,7 @@ def test_bad_values_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="v_max"):
         load_agent_config(bad)
     bad.write_text("dqn_policy:\n  ros__parameters:\n    agent:\n      updates_per_graph: 3\n")
-    with pytest.raises(ConfigError, match="updates_per_graph .3. must divide target_update_interval .1000."):
+    with pytest.raises(ConfigError, match="updates_per_graph .3. must divide target_update_interval .250."):
         load_agent_config(bad)
     bad.write_text("dqn_policy:\n  ros__parameters:\n    agent:\n      no_such_key: 1\n")
     with pytest.raises(ConfigError, match="no_such_key"):

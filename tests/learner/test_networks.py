@@ -118,3 +118,30 @@ def test_space_to_depth_is_a_no_op_where_the_stride_does_not_divide_the_kernel()
     net = QNetwork(TINY_SPEC, 5, tiny_config())  # 3x3 stride 2
     net.use_space_to_depth()
     assert not net.encoder.space_to_depth
+
+
+def test_acting_copy_with_folded_noise_acts_like_the_noisy_network():
+    """DQNPolicy.load_weights folds mu + sigma * eps into an acting copy: same Q-values with noise as
+    the synced network computes per call, until the next sync; greedy (no noise) unchanged."""
+    import numpy as np
+
+    from carla_rl.learner.dqn_agent import DQNPolicy
+
+    cfg = tiny_config(noisy=True, distributional=True)
+    learner = QNetwork(TINY_SPEC, 5, cfg)
+    learner.reset_noise()
+    policy = DQNPolicy(QNetwork(TINY_SPEC, 5, cfg), cfg, torch.device("cpu"), np.random.default_rng(0))
+    policy.load_weights(learner.state_dict())
+    frames = np.random.default_rng(1).integers(0, 256, (6, 2, 8, 8), dtype=np.uint8)
+    vectors = np.random.default_rng(2).standard_normal((6, 3)).astype(np.float32)
+    with torch.no_grad():
+        noisy = learner.q_values(torch.as_tensor(frames), torch.as_tensor(vectors), noise=True)
+        greedy = learner.q_values(torch.as_tensor(frames), torch.as_tensor(vectors), noise=False)
+    assert torch.allclose(policy.q_values(frames, vectors, noise=True), noisy, atol=1e-6)
+    assert torch.allclose(policy.q_values(frames, vectors, noise=False), greedy, atol=1e-6)
+    assert not torch.allclose(noisy, greedy)  # the noise matters, so the first check could fail
+    learner.reset_noise()  # a new sync brings the new noise
+    policy.load_weights(learner.state_dict())
+    with torch.no_grad():
+        renewed = learner.q_values(torch.as_tensor(frames), torch.as_tensor(vectors), noise=True)
+    assert torch.allclose(policy.q_values(frames, vectors, noise=True), renewed, atol=1e-6)

@@ -118,7 +118,9 @@ def test_monitor_writes_scalars_images_video_and_hparams(ros_node, tmp_path):
     assert "_hparams_/experiment" in hparams
     start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
     values = start.session_start_info.hparams
-    assert values["lr"].number_value == pytest.approx(6.25e-5)
+    from carla_rl.learner.agent_config import AgentConfig
+
+    assert values["lr"].number_value == pytest.approx(AgentConfig().lr)  # config/agent.yaml = the defaults
     assert values["network.conv_channels"].string_value == "[16, 32, 32]"
     assert values["replay.prioritized"].number_value == 1.0  # torch stores bools as numbers
 

@@ -133,7 +133,7 @@ class AgentConfig:
     reward_scale: float = param(0.01, "rewards are multiplied by this before they are stored, so that "
                                 "returns fit the C51 support [v_min, v_max] (the seed's rewards reach "
                                 "-1000 / +300)", low=1e-6, high=1e6)
-    lr: float = param(6.25e-5, "Adam learning rate", low=0.0, high=1.0)
+    lr: float = param(5e-4, "Adam learning rate (2-core CPU: ~10-25 updates/s; 5e-4 learned fastest in the sweep of docs/BENCHMARKS.md)", low=0.0, high=1.0)
     adam_eps: float = param(1.5e-4, "Adam epsilon", low=0.0, high=1.0)
     batch_size: int = param(32, "transitions per gradient step", low=1, high=65536)
     learning_starts: int = param(5_000, "env steps (random actions) before the first update",
@@ -143,7 +143,7 @@ class AgentConfig:
                                    "gradient_steps * batch_size / train_frequency)", low=1)
     target_update: str = param("hard", "target network update: 'hard' copy or 'soft' Polyak",
                                choices=("hard", "soft"))
-    target_update_interval: int = param(1000, "updates between hard target copies", low=1)
+    target_update_interval: int = param(250, "updates between hard target copies", low=1)
     tau: float = param(0.005, "Polyak factor of soft target updates", low=0.0, high=1.0)
     huber_delta: float = param(1.0, "Huber loss threshold (scalar, non-C51 head)",
                                low=0.0, high=1e6)

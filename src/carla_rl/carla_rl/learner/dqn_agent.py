@@ -13,6 +13,7 @@ envs, ``update`` (from a background thread if wanted) while ``updates_due() > 0`
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -23,6 +24,7 @@ from torch import nn
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
 from carla_rl.learner.networks import QNetwork
+from carla_rl.learner.noisy_linear import NoisyLinear
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -99,7 +101,12 @@ def categorical_projection(next_probs: torch.Tensor, returns: torch.Tensor,
 
 
 class DQNPolicy:
-    """Observation -> action for a batch of envs."""
+    """Observation -> action for a batch of envs.
+
+    An acting copy that changes only through :meth:`load_weights` (the policy node's actor, synced
+    every N updates) keeps a second copy with the noise folded into the noisy layers' weights
+    (``mu + sigma * eps``, computed once per sync): acting with noise then costs a plain forward
+    pass instead of recomputing every noisy weight matrix per call (~30 % of a CPU act)."""
 
     def __init__(self, network: QNetwork, config: AgentConfig, device: torch.device,
                  rng: np.random.Generator) -> None:
@@ -107,6 +114,19 @@ class DQNPolicy:
         self.config = config
         self.device = device
         self.rng = rng
+        self._folded: QNetwork | None = None  # built by load_weights
+
+    def load_weights(self, state_dict: dict) -> None:
+        """Copy the learner's weights and noise into this (acting) copy; fold the noise."""
+        self.network.load_state_dict(state_dict)
+        folded = self._folded if self._folded is not None else copy.deepcopy(self.network)
+        folded.load_state_dict(state_dict)
+        with torch.no_grad():
+            for layer in folded.modules():
+                if isinstance(layer, NoisyLinear):
+                    layer.weight_mu.addcmul_(layer.weight_sigma, layer.weight_epsilon)
+                    layer.bias_mu.addcmul_(layer.bias_sigma, layer.bias_epsilon)
+        self._folded = folded
 
     def q_values(self, frames: np.ndarray, vectors: np.ndarray | None,
                  noise: bool) -> torch.Tensor:
@@ -114,8 +134,11 @@ class DQNPolicy:
         if vectors is None:
             vectors = np.zeros((frames.shape[0], self.network.spec.vector_size), np.float32)
         vectors_t = torch.as_tensor(vectors, dtype=torch.float32).to(self.device)  # [B, V]
+        network = self.network
+        if noise and self._folded is not None and self.network.training:
+            network, noise = self._folded, False  # the same noisy weights, computed at the last sync
         with torch.no_grad(), _autocast(self.device, self.config.mixed_precision):
-            return self.network.q_values(frames_t, vectors_t, noise=noise).float()  # [B, A]
+            return network.q_values(frames_t, vectors_t, noise=noise).float()  # [B, A]
 
     def act(self, frames: np.ndarray, vectors: np.ndarray | None, epsilon: float,
             noise: bool, action_mask: np.ndarray | None) -> ActResult:

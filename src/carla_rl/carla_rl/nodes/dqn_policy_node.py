@@ -32,7 +32,7 @@ from carla_rl.learner.checkpoint import CheckpointError, restore_checkpoint, sav
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
-from carla_rl.nodes.node_runner import run_node
+from carla_rl.nodes.node_runner import freeze_heap, run_node
 from carla_rl.nodes.ros_parameters import declare_config
 from carla_rl_interfaces.msg import Observation, StepReward, TrainingStats, VehicleCommand
 from carla_rl_interfaces.srv import SaveCheckpoint
@@ -69,6 +69,11 @@ class PolicyNodeConfig:
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
     max_pending_ticks: int = param(16, "Unmatched ticks kept per env before the oldest is dropped", low=1,
                                    high=10_000)
+    max_learner_lag_updates: int = param(0, "Training: hold the next action while the learner is more than "
+                                         "this many gradient steps behind the replay ratio (agent."
+                                         "train_frequency), so env steps never outrun learning; 0 = never "
+                                         "hold (the envs run at full speed, the learner takes the CPU left)",
+                                         low=0, high=1_000_000)
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,10 @@ class DQNPolicyNode(Node):
                                    f"{self.agent.env_steps} env steps, replay {len(self.agent.replay)}")
         self.actor = DQNPolicy(copy.deepcopy(self.agent.online), self.agent_cfg, self.agent.device,
                                self.agent.act_rng)
+        self.actor.load_weights(self.agent.online.state_dict())  # folds the noise for acting
         self.agent.policy = self.actor  # agent.act() (exploration schedule) now runs on the actor copy
         self.actor_synced_at = self.agent.updates
+        freeze_heap()  # the agent's modules and buffers: kept out of later GC scans
         self.learner_thread.start()
         self.get_logger().info(f"agent on {self.cfg.device}: observation {spec}, {NUM_ACTIONS} actions")
 
@@ -175,7 +182,7 @@ class DQNPolicyNode(Node):
                 stats = agent.update()
                 if stats is not None and agent.updates - self.actor_synced_at >= self.cfg.actor_sync_updates:
                     with self.actor_lock:
-                        self.actor.network.load_state_dict(agent.online.state_dict())
+                        self.actor.load_weights(agent.online.state_dict())
                     self.actor_synced_at = agent.updates
             if stats is not None:
                 self.last_stats = stats
@@ -222,9 +229,18 @@ class DQNPolicyNode(Node):
         self.act_on_ready()
 
     # --- acting -----------------------------------------------------------------------------------------
+    def learner_lagging(self) -> bool:
+        limit = self.cfg.max_learner_lag_updates
+        return (limit > 0 and self.cfg.training and not self.evaluation_mode and self.learning.is_set()
+                and self.agent.updates_due() > limit)
+
     def act_on_ready(self) -> None:
         ready = [(i, s.ready) for i, s in enumerate(self.envs) if s.ready is not None]
         if not ready or self.agent is None:
+            return
+        if self.learner_lagging():  # hold the envs until the learner catches up (checked every window)
+            self.diag.count("held_for_learner")
+            self.batch_timer.reset()
             return
         for slot in self.envs:
             slot.ready = None
