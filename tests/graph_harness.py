@@ -83,14 +83,14 @@ class GraphRun:
         return any(t.updates >= 5 and math.isfinite(t.loss) for t in self.training)
 
     def pid_of(self, role: str, env: int | None = None) -> int:
-        for managed in self.supervisor.nodes.values():
+        for managed in self.supervisor.processes.values():
             if self._hosts(managed.spec, role, env):
                 return managed.process.pid
         raise KeyError(role)
 
 
     def pid_of_safe(self, role: str, env: int | None = None):
-        for managed in self.supervisor.nodes.values():
+        for managed in self.supervisor.processes.values():
             if self._hosts(managed.spec, role, env):
                 proc = managed.process
                 return proc.pid if proc is not None and proc.poll() is None else None

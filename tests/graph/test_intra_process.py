@@ -50,7 +50,7 @@ def test_in_process_delivery_and_dds_copies(context):
         executor.add_node(n)
     pub = talker.create_publisher(Header, "chatter", qos.EVENTS)
     local, remote = [], []
-    listener.create_subscription(Header, "chatter", local.append, qos.EVENTS)
+    subscription = listener.create_subscription(Header, "chatter", local.append, qos.EVENTS)
 
     # nobody outside: nothing goes into DDS, the in-process subscriber gets the very object
     first = Header(frame_id="first")
@@ -77,6 +77,13 @@ def test_in_process_delivery_and_dds_copies(context):
     outside_pub.publish(Header(frame_id="from_outside"))
     assert spin_until(executor, bus, lambda: local[-1].frame_id == "from_outside")
     assert [m.frame_id for m in local].count("from_outside") == 1
+
+    # a destroyed in-process subscription gets nothing more
+    listener.destroy_subscription(subscription)
+    count = len(local)
+    pub.publish(Header(frame_id="after"))
+    bus.drain()
+    assert len(local) == count and bus.local_subscription_count(pub.topic_name) == 0
     for n in (talker, listener, outsider):
         n.destroy_node()
 

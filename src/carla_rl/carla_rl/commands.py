@@ -108,7 +108,8 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
 
         display_window = LiveDisplay(monitor, num_envs=options.num_envs)
     stop, previous = catch_stop_signals()
-    print(f"carla-rl: {len(specs)} nodes, {options.num_envs} env(s), simulator={options.simulator}, "
+    print(f"carla-rl: {len(specs)} nodes in {len(supervisor.processes)} processes ({options.composition}), "
+          f"{options.num_envs} env(s), simulator={options.simulator}, "
           f"device={options.device}; logs in {save_dir / 'logs'}, TensorBoard: "
           f"tensorboard --logdir {save_dir / 'tensorboard'}", file=sys.stderr)
     supervisor.start()

@@ -6,8 +6,8 @@
 - A process that exits, or one of whose nodes stops its /diagnostics heartbeat for
   ``heartbeat_timeout_s``, is restarted with exponential backoff (a container with all its nodes);
   the policy comes back from the latest checkpoint in the save directory.
-- ``stop()``: SIGINT to every node (the policy writes its final checkpoint), wait, then SIGKILL what is
-  left: no orphan process.
+- ``stop()``: SIGINT to every process (the policy writes its final checkpoint), wait, then SIGKILL what
+  is left: no orphan process.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class SupervisorConfig:
 
 
 @dataclass
-class ManagedNode:
+class ManagedProcess:
     """One process of the graph (a node, or a container of several) and its restart state."""
 
     spec: ProcessSpec
@@ -79,16 +79,16 @@ class Supervisor:
         self.log_level = log_level
         self.resume_checkpoint = resume_checkpoint
         self.env = dict(os.environ if env is None else env)
-        self.nodes = {process.fqn: ManagedNode(process) for process in group_processes(specs)}
-        self.owner = {node.fqn: fqn for fqn, managed in self.nodes.items() for node in managed.spec.components}
+        self.processes = {process.fqn: ManagedProcess(process) for process in group_processes(specs)}
+        self.owner = {node.fqn: fqn for fqn, managed in self.processes.items() for node in managed.spec.components}
         self.failed: str | None = None
 
     # --- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        for managed in self.nodes.values():
+        for managed in self.processes.values():
             self._spawn(managed)
 
-    def _spawn(self, managed: ManagedNode) -> None:
+    def _spawn(self, managed: ManagedProcess) -> None:
         spec = managed.spec
         if managed.restarts and "policy" in spec.roles and self.resume_checkpoint is not None:
             checkpoint = self.resume_checkpoint()
@@ -110,7 +110,7 @@ class Supervisor:
 
     def heartbeat(self, fqn: str) -> None:
         """A node's /diagnostics status arrived (``fqn``: the node's name, also inside a container)."""
-        managed = self.nodes.get(self.owner.get(fqn, ""))
+        managed = self.processes.get(self.owner.get(fqn, ""))
         if managed is not None and fqn in managed.last_heartbeat:
             managed.last_heartbeat[fqn] = time.monotonic()
 
@@ -118,7 +118,7 @@ class Supervisor:
         """Check every node once; restart the dead or silent. Returns what happened (for logging)."""
         events = []
         now = time.monotonic()
-        for fqn, managed in self.nodes.items():
+        for fqn, managed in self.processes.items():
             proc = managed.process
             if proc is None:
                 if now >= managed.next_start:
@@ -145,13 +145,13 @@ class Supervisor:
         return events
 
     def alive(self) -> dict[str, bool]:
-        return {fqn: m.process is not None and m.process.poll() is None for fqn, m in self.nodes.items()}
+        return {fqn: m.process is not None and m.process.poll() is None for fqn, m in self.processes.items()}
 
     def pids(self) -> list[int]:
-        return [m.process.pid for m in self.nodes.values() if m.process is not None]
+        return [m.process.pid for m in self.processes.values() if m.process is not None]
 
     def stop(self) -> None:
-        procs = [m.process for m in self.nodes.values() if m.process is not None and m.process.poll() is None]
+        procs = [m.process for m in self.processes.values() if m.process is not None and m.process.poll() is None]
         for proc in procs:
             try:
                 os.killpg(proc.pid, signal.SIGINT)
@@ -164,7 +164,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self._kill(proc)
                 proc.wait()
-        for managed in self.nodes.values():
+        for managed in self.processes.values():
             managed.process = None
 
     @staticmethod

@@ -68,6 +68,12 @@ class IntraProcessBus:
                 self.pending.append((local, msg))
         return local
 
+    def remove_subscription(self, local: _LocalSubscription) -> None:
+        entries = self.subscriptions.get(local.topic, [])
+        if local in entries:
+            entries.remove(local)
+        self.pending = deque(item for item in self.pending if item[0] is not local)
+
     def local_subscription_count(self, topic: str) -> int:
         return len(self.subscriptions.get(topic, ()))
 
@@ -131,6 +137,7 @@ class ComposableNode(Node):
 
     def __init__(self, node_name: str, *, intra_process: IntraProcessBus | None = None, **node_kwargs: Any) -> None:
         self._intra_process = intra_process  # before Node's own endpoints (/parameter_events, /rosout)
+        self._local_subscriptions: dict = {}  # rclpy Subscription -> its in-process entry
         super().__init__(node_name, **node_kwargs)
 
     def create_publisher(self, msg_type, topic, qos_profile, **kwargs):  # noqa: D102 (rclpy's signature)
@@ -154,5 +161,11 @@ class ComposableNode(Node):
 
         subscription = super().create_subscription(msg_type, topic, from_dds, qos_profile, **kwargs)
         holder["topic"] = subscription.topic_name
-        bus.add_subscription(subscription.topic_name, msg_type, callback)
+        self._local_subscriptions[subscription] = bus.add_subscription(subscription.topic_name, msg_type, callback)
         return subscription
+
+    def destroy_subscription(self, subscription) -> bool:  # noqa: D102 (rclpy's signature)
+        local = self._local_subscriptions.pop(subscription, None) if self._intra_process is not None else None
+        if local is not None:
+            self._intra_process.remove_subscription(local)
+        return super().destroy_subscription(subscription)
