@@ -9,7 +9,9 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from std_msgs.msg import Header, String  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from carla_rl_interfaces.msg import EgoSituation  # noqa: E402
 
 from carla_rl.nodes import qos_profiles as qos  # noqa: E402
 from carla_rl.nodes.component_container_node import component_class, parse_components  # noqa: E402
@@ -38,50 +40,61 @@ def spin_until(executor, bus, predicate, timeout=TIMEOUT_S) -> bool:
     return True
 
 
-def test_in_process_delivery_and_dds_copies(context):
+def make_executor(kind: str, context):
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.experimental import EventsExecutor
 
+    return EventsExecutor(context=context) if kind == "events" else SingleThreadedExecutor(context=context)
+
+
+def situation(i: int) -> EgoSituation:
+    # float32 fields assigned float64 values: a message object differs from its own DDS copy
+    return EgoSituation(step_id=i, route_remaining_m=199.97670749423156 - i, nearest_actor_distance_m=31.7334221154)
+
+
+@pytest.mark.parametrize("executor_kind", ["events", "single"])
+def test_in_process_delivery_and_dds_copies(context, executor_kind):
     bus = IntraProcessBus()
     talker = ComposableNode("talker", intra_process=bus, context=context)
     listener = ComposableNode("listener", intra_process=bus, context=context)
     outsider = rclpy.create_node("outsider", context=context)  # no bus: a DDS subscriber, like rviz2
-    executor = SingleThreadedExecutor(context=context)
+    executor = make_executor(executor_kind, context)
     for n in (talker, listener, outsider):
         executor.add_node(n)
-    pub = talker.create_publisher(Header, "chatter", qos.EVENTS)
+    pub = talker.create_publisher(EgoSituation, "situation", qos.EVENTS)
     local, remote = [], []
-    subscription = listener.create_subscription(Header, "chatter", local.append, qos.EVENTS)
+    subscription = listener.create_subscription(EgoSituation, "situation", local.append, qos.EVENTS)
 
     # nobody outside: nothing goes into DDS, the in-process subscriber gets the very object
-    first = Header(frame_id="first")
+    first = situation(0)
     pub.publish(first)
     assert spin_until(executor, bus, lambda: len(local) == 1)
     assert local[0] is first
     assert pub.get_subscription_count() == 1  # the in-process subscription is a DDS subscription too
 
     # an outside subscriber: it gets the messages through DDS, the in-process one still exactly once
-    outsider.create_subscription(Header, "chatter", remote.append, qos.EVENTS)
+    outsider.create_subscription(EgoSituation, "situation", remote.append, qos.EVENTS)
     assert spin_until(executor, bus, lambda: pub.get_subscription_count() == 2)
     pub._outside_checked_at = -1.0  # do not wait MATCH_REFRESH_S for the publisher to notice
-    sent = [Header(frame_id=f"m{i}") for i in range(5)]
+    sent = [situation(i) for i in range(1, 6)]
     for msg in sent:
         pub.publish(msg)
     assert spin_until(executor, bus, lambda: len(remote) == 5)
     assert spin_until(executor, bus, lambda: bus.dds_copies_dropped >= 5)
-    assert [m.frame_id for m in local] == ["first"] + [m.frame_id for m in sent]
-    assert [m.frame_id for m in remote] == [m.frame_id for m in sent]
+    assert [m.step_id for m in local] == [0, 1, 2, 3, 4, 5]
+    assert [m.step_id for m in remote] == [1, 2, 3, 4, 5]
 
     # a publisher outside the process reaches the in-process subscriber through DDS
-    outside_pub = outsider.create_publisher(Header, "chatter", qos.EVENTS)
+    outside_pub = outsider.create_publisher(EgoSituation, "situation", qos.EVENTS)
     assert spin_until(executor, bus, lambda: outside_pub.get_subscription_count() == 2)
-    outside_pub.publish(Header(frame_id="from_outside"))
-    assert spin_until(executor, bus, lambda: local[-1].frame_id == "from_outside")
-    assert [m.frame_id for m in local].count("from_outside") == 1
+    outside_pub.publish(situation(99))
+    assert spin_until(executor, bus, lambda: local[-1].step_id == 99)
+    assert [m.step_id for m in local].count(99) == 1
 
     # a destroyed in-process subscription gets nothing more
     listener.destroy_subscription(subscription)
     count = len(local)
-    pub.publish(Header(frame_id="after"))
+    pub.publish(situation(100))
     bus.drain()
     assert len(local) == count and bus.local_subscription_count(pub.topic_name) == 0
     for n in (talker, listener, outsider):

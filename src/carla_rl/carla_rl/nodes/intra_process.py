@@ -13,10 +13,13 @@ every tick, so :class:`IntraProcessBus` does what rclcpp does for composed nodes
   from at most ``MATCH_REFRESH_S`` after they subscribed;
 - in-process subscriptions keep their DDS subscription (publishers outside the process still reach
   them) and drop the DDS copies of messages that a publisher in the process sent while someone outside
-  listened: a DDS sample equal to one of the topic's last ``RECENT_WINDOW`` in-process messages is
-  such a copy. (rclcpp filters by publisher GID; rclpy's EventsExecutor cannot hand a callback the
-  sample's MessageInfo, so the copy is recognised by content. Messages here carry stamps, so an
-  equal sample from another publisher does not occur in practice.)
+  listened. Such a publisher serialises the message once, publishes those bytes and remembers them; the
+  DDS subscriptions of hosted nodes take raw samples and drop one whose bytes equal one of the topic's
+  last ``RECENT_WINDOW`` in-process samples (a dropped copy is never deserialised). rclcpp filters by
+  publisher GID; rclpy's EventsExecutor cannot hand a callback the sample's MessageInfo. Messages here
+  carry stamps, so a byte-equal sample from another publisher does not occur in practice. (Comparing
+  message objects would not do: a float32 field holds the float64 that was assigned until the sample is
+  serialised.)
 - a transient-local (latched) publisher keeps its last ``depth`` messages and hands them to an
   in-process subscription created later, as DDS does for late joiners.
 
@@ -35,6 +38,7 @@ from typing import Any, Callable
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.serialization import deserialize_message, serialize_message
 
 
 class _LocalSubscription:
@@ -55,7 +59,7 @@ class IntraProcessBus:
         self.subscriptions: dict[str, list[_LocalSubscription]] = defaultdict(list)
         self.latched: dict[str, deque] = {}
         self.pending: deque[tuple[_LocalSubscription, Any]] = deque()
-        self.recent: dict[str, deque] = {}           # topic -> last in-process messages sent into DDS too
+        self.recent: dict[str, deque] = {}           # topic -> serialised in-process messages sent into DDS too
         self.delivered = 0                           # in-process deliveries (for diagnostics and tests)
         self.dds_copies_dropped = 0
 
@@ -78,9 +82,11 @@ class IntraProcessBus:
         return len(self.subscriptions.get(topic, ()))
 
     # --- data path ----------------------------------------------------------------------------------
-    def publish(self, topic: str, msg: Any, latched_depth: int = 0, also_dds: bool = False) -> None:
-        if also_dds and topic in self.subscriptions:
-            self.recent.setdefault(topic, deque(maxlen=RECENT_WINDOW)).append(msg)
+    def publish(self, topic: str, msg: Any, latched_depth: int = 0, serialized: bytes | None = None) -> None:
+        """Queue ``msg`` for the hosted subscriptions of ``topic``; ``serialized``: the bytes that also go
+        into DDS (remembered to recognise their copies)."""
+        if serialized is not None and topic in self.subscriptions:
+            self.recent.setdefault(topic, deque(maxlen=RECENT_WINDOW)).append(serialized)
         if latched_depth:
             self.latched.setdefault(topic, deque(maxlen=latched_depth)).append(msg)
         for local in self.subscriptions.get(topic, ()):
@@ -97,10 +103,10 @@ class IntraProcessBus:
         self.delivered += n
         return n
 
-    def is_copy_of_local(self, topic: str, msg: Any) -> bool:
-        """Is this DDS sample the copy of a message published in this process?"""
+    def is_copy_of_local(self, topic: str, serialized: bytes) -> bool:
+        """Is this raw DDS sample the copy of a message published in this process?"""
         recent = self.recent.get(topic)
-        return bool(recent) and any(sent == msg for sent in recent)  # kept: each in-process sub gets a copy
+        return bool(recent) and serialized in recent  # kept: each hosted subscription receives a copy
 
 
 class IntraProcessPublisher:
@@ -121,10 +127,12 @@ class IntraProcessPublisher:
         if now - self._outside_checked_at > MATCH_REFRESH_S:
             self._outside = self._publisher.get_subscription_count() > self._bus.local_subscription_count(topic)
             self._outside_checked_at = now
-        outside = self._outside
-        self._bus.publish(topic, msg, self._latched_depth, also_dds=outside)
-        if outside:
-            self._publisher.publish(msg)
+        if not self._outside:
+            self._bus.publish(topic, msg, self._latched_depth)
+            return
+        serialized = serialize_message(msg)  # once: remembered, and what DDS sends
+        self._bus.publish(topic, msg, self._latched_depth, serialized)
+        self._publisher.publish(serialized)
 
     def __getattr__(self, name: str) -> Any:  # get_subscription_count, destroy, handle, ...
         return getattr(self._publisher, name)
@@ -153,12 +161,13 @@ class ComposableNode(Node):
             return super().create_subscription(msg_type, topic, callback, qos_profile, **kwargs)
         holder: dict[str, str] = {}
 
-        def from_dds(msg) -> None:  # DDS copies of in-process messages are dropped
-            if bus.is_copy_of_local(holder["topic"], msg):
+        def from_dds(serialized: bytes) -> None:  # DDS copies of in-process messages are dropped
+            if bus.is_copy_of_local(holder["topic"], serialized):
                 bus.dds_copies_dropped += 1
                 return
-            callback(msg)
+            callback(deserialize_message(serialized, msg_type))
 
+        kwargs["raw"] = True
         subscription = super().create_subscription(msg_type, topic, from_dds, qos_profile, **kwargs)
         holder["topic"] = subscription.topic_name
         self._local_subscriptions[subscription] = bus.add_subscription(subscription.topic_name, msg_type, callback)
