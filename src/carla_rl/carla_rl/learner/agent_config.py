@@ -193,6 +193,11 @@ class AgentConfig:
             raise ConfigError(f"updates_per_graph ({self.updates_per_graph}) must divide "
                               f"target_update_interval ({self.target_update_interval})")
 
+    @property
+    def torch_compile_mode(self) -> str | None:
+        """``mode`` for ``torch.compile`` (None = torch's default)."""
+        return None if self.compile_mode == "default" else self.compile_mode
+
     def with_network_preset(self, name: str) -> "AgentConfig":
         """A copy of this config with network preset ``name`` (``cpu`` or ``nature``)."""
         return dataclasses.replace(self, network=network_preset(name))

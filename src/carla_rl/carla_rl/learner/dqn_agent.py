@@ -192,7 +192,7 @@ class DQNAlgorithm:
         self.target.requires_grad_(False)
         # the fast path only: the eager path stays the straightforward reference implementation
         self.merge_online_passes = device.type == "cuda" and capturable and config.merge_online_passes
-        mode = None if config.compile_mode == "default" else config.compile_mode
+        mode = config.torch_compile_mode
         if compiling:
             # The loss (three forward passes + C51 / TD math) is where kernel fusion pays; the
             # modules themselves stay plain (state_dict keys, deepcopy for actor copies).

@@ -215,7 +215,7 @@ class FastUpdater:
         self._update_priorities = self.replay.update_priorities
         if self.use_graph and cfg.compile and cfg.compile_replay:
             # sampling + gather and the priority update: a few fused kernels instead of ~40
-            mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+            mode = cfg.torch_compile_mode
             self._sample = torch.compile(self.replay.sample, mode=mode)
             self._update_priorities = torch.compile(self.replay.update_priorities, mode=mode)
 
