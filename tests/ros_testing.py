@@ -115,12 +115,12 @@ def wait_for_service(node, srv_type, name: str, timeout: float):
 
 
 def call(node, client, request, timeout: float):
-    import rclpy
+    """Call an idempotent service, re-sending the request while DDS discovery loses the answer."""
+    from carla_rl.nodes.service_calls import call_idempotent
 
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-    assert future.done(), f"service call did not complete within {timeout} s"
-    return future.result()
+    response = call_idempotent(node, client, request, timeout)
+    assert response is not None, f"service {client.service_name} did not answer within {timeout} s"
+    return response
 
 
 def pid_alive(pid: int) -> bool:

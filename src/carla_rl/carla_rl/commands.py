@@ -176,7 +176,11 @@ class _ProgressBar:
 
 
 def _service_call(srv_type, name: str, request, timeout: float):
+    """Call an idempotent service of the running graph (re-sending while the answer is lost to the
+    DDS discovery race: nodes/service_calls.py)."""
     import rclpy
+
+    from carla_rl.nodes.service_calls import call_idempotent
 
     rclpy.init(args=[])
     node = rclpy.create_node("carla_rl_cli_client")
@@ -185,11 +189,10 @@ def _service_call(srv_type, name: str, request, timeout: float):
         if not client.wait_for_service(timeout_sec=timeout):
             raise CommandError(f"service {name} is not available (is the graph running? same "
                                f"ROS_DOMAIN_ID?) after {timeout:.0f} s")
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-        if not future.done():
+        response = call_idempotent(node, client, request, timeout)
+        if response is None:
             raise CommandError(f"service {name} did not answer within {timeout:.0f} s")
-        return future.result()
+        return response
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
