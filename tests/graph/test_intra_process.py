@@ -122,6 +122,33 @@ def test_latched_message_reaches_a_late_in_process_subscriber(context):
     late.destroy_node()
 
 
+def test_a_chain_that_closes_in_the_process_yields_to_the_executor(context):
+    # simulator -> preprocessor -> policy -> simulator, all hosted: each drain runs one hop and says
+    # more is queued, so the container's executor gets its turn (timers, services, DDS) in between
+    bus = IntraProcessBus()
+    ping = ComposableNode("ping", intra_process=bus, context=context)
+    pong = ComposableNode("pong", intra_process=bus, context=context)
+    to_pong = ping.create_publisher(String, "to_pong", qos.EVENTS)
+    to_ping = pong.create_publisher(String, "to_ping", qos.EVENTS)
+    hops = []
+
+    def bounce(publisher):
+        def callback(msg):
+            hops.append(msg.data)
+            publisher.publish(String(data=str(int(msg.data) + 1)))
+        return callback
+
+    pong.create_subscription(String, "to_pong", bounce(to_ping), qos.EVENTS)
+    ping.create_subscription(String, "to_ping", bounce(to_pong), qos.EVENTS)
+    to_pong.publish(String(data="0"))
+    for expected in range(1, 5):
+        assert bus.drain() is True
+        assert hops == [str(i) for i in range(expected)]
+    ping.destroy_node()
+    pong.destroy_node()
+    assert bus.drain() is False and bus.delivered == 4  # the hop queued for a destroyed node is dropped
+
+
 def test_container_command_line():
     components, rest = parse_components(
         ["--component", "embedded_simulator", "--ros-args", "-r", "__ns:=/env_0", "--",
@@ -135,6 +162,6 @@ def test_container_command_line():
     with pytest.raises(ValueError, match="no --component"):
         parse_components(["--ros-args"])
     with pytest.raises(ValueError, match="cannot be composed"):
-        component_class("dqn_policy")
+        component_class("training_monitor")
     with pytest.raises(ValueError, match="no such carla_rl node"):
         component_class("no_such_node")

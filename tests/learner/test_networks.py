@@ -145,3 +145,39 @@ def test_acting_copy_with_folded_noise_acts_like_the_noisy_network():
     with torch.no_grad():
         renewed = learner.q_values(torch.as_tensor(frames), torch.as_tensor(vectors), noise=True)
     assert torch.allclose(policy.q_values(frames, vectors, noise=True), renewed, atol=1e-6)
+
+
+@pytest.mark.parametrize("dueling,noisy,distributional",
+                         list(itertools.product([False, True], repeat=3)))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_frozen_network_computes_the_q_values_of_the_network(dueling, noisy, distributional, channels_last):
+    """FrozenQNetwork (the acting path) against QNetwork.q_values, with the noise and without, for
+    every head combination and both encoder layouts."""
+    from carla_rl.learner.networks import FrozenQNetwork
+
+    cfg = tiny_config(dueling=dueling, noisy=noisy, distributional=distributional)
+    torch.manual_seed(3)
+    net = QNetwork(TINY_SPEC, 5, cfg)
+    if channels_last:
+        net.use_channels_last()
+    net.reset_noise()
+    frames = torch.randint(0, 256, (6, 2, 8, 8), dtype=torch.uint8)
+    vectors = torch.randn(6, 3)
+    with torch.no_grad():
+        for noise in (True, False):
+            expected = net.q_values(frames, vectors, noise=noise)
+            got = FrozenQNetwork(net, with_noise=noise).q_values(frames, vectors)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        if noisy:  # the noise changes the values, so the comparison above could fail
+            assert not torch.allclose(net.q_values(frames, vectors, noise=True),
+                                      net.q_values(frames, vectors, noise=False))
+
+
+def test_frozen_network_is_refused_for_space_to_depth_encoders():
+    from carla_rl.learner.networks import FrozenQNetwork
+
+    spec = ObservationSpec(4, 84, 84, 3)
+    net = QNetwork(spec, 6, AgentConfig()).use_space_to_depth()
+    assert net.encoder.space_to_depth
+    with pytest.raises(ValueError, match="space-to-depth"):
+        FrozenQNetwork(net, with_noise=True)

@@ -84,7 +84,8 @@ def _add_graph_flags(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--composition", choices=COMPOSITIONS, default=GraphOptions.composition,
                    help="process layout: none = a process per node; per_env = each env's simulator + "
                    "preprocessor in one component container; envs = every env's simulator + preprocessor "
-                   f"and the reward evaluator in one (default {GraphOptions.composition})")
+                   "and the reward evaluator in one; all = those, the policy and the curriculum manager in "
+                   f"one (default {GraphOptions.composition})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
 
 

@@ -17,7 +17,9 @@ SIMULATORS = ("embedded", "carla", "bridge")
 #   none     every node its own process
 #   per_env  one container per env: its simulator + preprocessor
 #   envs     one container: every env's simulator + preprocessor, and the reward evaluator
-COMPOSITIONS = ("none", "per_env", "envs")
+#   all      one container: the envs' nodes, the reward evaluator, the policy and the curriculum manager
+#            (no DDS in the tick's path; one process, so the learner shares its interpreter with the envs)
+COMPOSITIONS = ("none", "per_env", "envs", "all")
 CONTAINER_EXECUTABLE = "component_container"
 COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
 COMPOSABLE_SIMULATORS = ("embedded",)  # the CARLA-side nodes run alone
@@ -89,7 +91,8 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
     "monitor": ("", "Start the TensorBoard writer node"),
     "config_dir": ("--config", "Config directory (default: the package's share/carla_rl/config)"),
     "composition": ("--composition", "Process layout: none (a process per node) | per_env (an env's simulator "
-                    "+ preprocessor share one) | envs (every env's, plus the reward evaluator, share one)"),
+                    "+ preprocessor share one) | envs (every env's, plus the reward evaluator, share one) | all "
+                    "(those, the policy and the curriculum manager share one)"),
 }
 
 
@@ -191,7 +194,9 @@ def _container_of(options: GraphOptions, role: str, env_id: int) -> str:
         return ""
     if options.composition == "per_env":
         return f"{topics.env_namespace(env_id)}/env_container" if role in ("simulator", "preprocessor") else ""
-    return "/env_container" if role in ("simulator", "preprocessor", "reward") else ""
+    if options.composition == "envs":
+        return "/env_container" if role in ("simulator", "preprocessor", "reward") else ""
+    return "/graph_container" if role in ("simulator", "preprocessor", "reward", "policy", "curriculum") else ""
 
 
 def build_graph(options: GraphOptions) -> list[NodeSpec]:
@@ -227,7 +232,8 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
     if options.batch_size:
         policy_params["agent.batch_size"] = options.batch_size
     specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy", params_files=("sim.yaml", "agent.yaml"),
-                          parameters=policy_params, role="policy", critical=True))
+                          parameters=policy_params, role="policy", critical=True,
+                          container=_container_of(options, "policy", 0)))
     specs.append(NodeSpec(name="reward_evaluator", executable="reward_evaluator",
                           params_files=("sim.yaml", "reward.yaml", "curriculum.yaml"),
                           parameters={"num_envs": options.num_envs}, role="reward", critical=True,
@@ -240,7 +246,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         curriculum_params["eval_episodes_override"] = options.num_eval_episodes
     specs.append(NodeSpec(name="curriculum_manager", executable="curriculum_manager",
                           params_files=("curriculum.yaml",), parameters=curriculum_params,
-                          role="curriculum", critical=True))
+                          role="curriculum", critical=True, container=_container_of(options, "curriculum", 0)))
     if options.monitor:
         specs.append(NodeSpec(name="training_monitor", executable="training_monitor",
                               params_files=("monitor.yaml",),

@@ -13,7 +13,6 @@ envs, ``update`` (from a background thread if wanted) while ``updates_due() > 0`
 
 from __future__ import annotations
 
-import copy
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
-from carla_rl.learner.networks import QNetwork
+from carla_rl.learner.networks import FrozenQNetwork, QNetwork
 from carla_rl.learner.noisy_linear import NoisyLinear
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 
@@ -104,9 +103,10 @@ class DQNPolicy:
     """Observation -> action for a batch of envs.
 
     An acting copy that changes only through :meth:`load_weights` (the policy node's actor, synced
-    every N updates) keeps a second copy with the noise folded into the noisy layers' weights
-    (``mu + sigma * eps``, computed once per sync): acting with noise then costs a plain forward
-    pass instead of recomputing every noisy weight matrix per call (~30 % of a CPU act)."""
+    every N updates) acts through :class:`FrozenQNetwork` copies built at each sync: one with the noisy
+    layers' noise folded into their weights (``mu + sigma * eps``, the noise of the sync), one with
+    ``mu`` alone (greedy). Acting then costs plain functional layers instead of the module stack
+    recomputing every noisy weight matrix per call (batch-1 CPU act: docs/BENCHMARKS.md)."""
 
     def __init__(self, network: QNetwork, config: AgentConfig, device: torch.device,
                  rng: np.random.Generator) -> None:
@@ -114,19 +114,14 @@ class DQNPolicy:
         self.config = config
         self.device = device
         self.rng = rng
-        self._folded: QNetwork | None = None  # built by load_weights
+        self._frozen: dict[bool, FrozenQNetwork] = {}  # with noise? -> frozen copy; built by load_weights
 
     def load_weights(self, state_dict: dict) -> None:
-        """Copy the learner's weights and noise into this (acting) copy; fold the noise."""
+        """Copy the learner's weights and noise into this (acting) copy and freeze them for acting."""
         self.network.load_state_dict(state_dict)
-        folded = self._folded if self._folded is not None else copy.deepcopy(self.network)
-        folded.load_state_dict(state_dict)
-        with torch.no_grad():
-            for layer in folded.modules():
-                if isinstance(layer, NoisyLinear):
-                    layer.weight_mu.addcmul_(layer.weight_sigma, layer.weight_epsilon)
-                    layer.bias_mu.addcmul_(layer.bias_sigma, layer.bias_epsilon)
-        self._folded = folded
+        if self.network.encoder.space_to_depth:
+            return  # acts through the module (FrozenQNetwork covers the plain and NHWC encoders)
+        self._frozen = {noise: FrozenQNetwork(self.network, with_noise=noise) for noise in (True, False)}
 
     def q_values(self, frames: np.ndarray, vectors: np.ndarray | None,
                  noise: bool) -> torch.Tensor:
@@ -134,11 +129,11 @@ class DQNPolicy:
         if vectors is None:
             vectors = np.zeros((frames.shape[0], self.network.spec.vector_size), np.float32)
         vectors_t = torch.as_tensor(vectors, dtype=torch.float32).to(self.device)  # [B, V]
-        network = self.network
-        if noise and self._folded is not None and self.network.training:
-            network, noise = self._folded, False  # the same noisy weights, computed at the last sync
-        with torch.no_grad(), _autocast(self.device, self.config.mixed_precision):
-            return network.q_values(frames_t, vectors_t, noise=noise).float()  # [B, A]
+        frozen = self._frozen.get(noise and self.network.training)  # eval mode: noisy layers use mu
+        with torch.inference_mode(), _autocast(self.device, self.config.mixed_precision):
+            if frozen is not None:
+                return frozen.q_values(frames_t, vectors_t).float()  # [B, A]
+            return self.network.q_values(frames_t, vectors_t, noise=noise).float()  # [B, A]
 
     def act(self, frames: np.ndarray, vectors: np.ndarray | None, epsilon: float,
             noise: bool, action_mask: np.ndarray | None) -> ActResult:

@@ -214,3 +214,72 @@ def architecture_fingerprint(network: nn.Module, spec: ObservationSpec,
     desc = {"spec": [spec.frame_stack, spec.height, spec.width, spec.vector_size],
             "actions": action_size, "tensors": items, "class": type(network).__name__}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _linear_weights(layer: nn.Module, with_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a plain or noisy linear layer as acting uses them: a noisy layer's
+    ``mu + sigma * eps`` with its current noise, or its ``mu`` alone."""
+    if isinstance(layer, NoisyLinear):
+        if with_noise:
+            return (torch.addcmul(layer.weight_mu, layer.weight_sigma, layer.weight_epsilon),
+                    torch.addcmul(layer.bias_mu, layer.bias_sigma, layer.bias_epsilon))
+        return layer.weight_mu.clone(), layer.bias_mu.clone()
+    return layer.weight.clone(), layer.bias.clone()
+
+
+class FrozenQNetwork:
+    """The Q-values of a :class:`QNetwork` at fixed weights, for acting: the same layers as plain
+    tensors and functional calls, built once per weight sync.
+
+    A batch-1 CPU act is dispatch-bound (a few MFLOP against ~40 module calls and torch ops); this
+    drops the module machinery and runs the two heads' first layers (advantage and value) as one
+    matrix product. Values equal ``QNetwork.q_values`` up to float rounding (tested). Covers the
+    plain and channels-last encoders; a space-to-depth encoder acts through the module itself."""
+
+    def __init__(self, network: QNetwork, with_noise: bool) -> None:
+        encoder = network.encoder
+        if encoder.space_to_depth:
+            raise ValueError("FrozenQNetwork: space-to-depth encoders act through QNetwork")
+        with torch.no_grad():
+            memory_format = torch.channels_last if encoder.channels_last else torch.contiguous_format
+            self.convs = [(layer.weight.detach().clone().contiguous(memory_format=memory_format),
+                           layer.bias.detach().clone(), layer.stride)
+                          for layer in encoder.conv if isinstance(layer, nn.Conv2d)]
+            self.channels_last = encoder.channels_last
+            self.mlp = [(layer.weight.detach().clone(), layer.bias.detach().clone())
+                        for layer in encoder.mlp if isinstance(layer, nn.Linear)]
+            self.has_vector = encoder.has_vector
+            heads = [network.advantage] + ([network.value] if network.value is not None else [])
+            first = [_linear_weights(head.fc1, with_noise) for head in heads]
+            self.fc1 = (torch.cat([w for w, _ in first]), torch.cat([b for _, b in first]))  # [heads*H, F]
+            self.fc2 = [_linear_weights(head.fc2, with_noise) for head in heads]
+            self.hidden = first[0][0].shape[0]
+        self.action_size = network.action_size
+        self.n_atoms = network.n_atoms
+        self.distributional = network.distributional
+        self.support = network.support.detach().clone()
+
+    def q_values(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [B, S, H, W] and vectors [B, V] -> expected Q [B, A]."""
+        functional = nn.functional
+        if self.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        x = frames.float() / PIXEL_SCALE
+        for weight, bias, stride in self.convs:
+            x = functional.relu(functional.conv2d(x, weight, bias, stride))
+        x = x.flatten(1)                                                   # [B, C*h*w]
+        if self.has_vector:
+            h = vectors.float()
+            for weight, bias in self.mlp:
+                h = functional.relu(functional.linear(h, weight, bias))
+            x = torch.cat([x, h], dim=1)                                   # [B, F]
+        hidden = functional.relu(functional.linear(x, *self.fc1))          # [B, heads*H]
+        adv = functional.linear(hidden[:, :self.hidden], *self.fc2[0]).view(-1, self.action_size, self.n_atoms)
+        if len(self.fc2) > 1:                                              # dueling
+            value = functional.linear(hidden[:, self.hidden:], *self.fc2[1]).view(-1, 1, self.n_atoms)
+            out = value + adv - adv.mean(dim=1, keepdim=True)              # [B, A, N]
+        else:
+            out = adv
+        if self.distributional:
+            return (out.float().softmax(dim=-1) * self.support).sum(-1)    # [B, A]
+        return out.float().squeeze(-1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from carla_rl import ros_conversions as conv
@@ -22,6 +21,7 @@ from carla_rl.curriculum import (CurriculumConfig, CurriculumState, CurriculumSt
                                  DecisionKind)
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
 from carla_rl.reward import EpisodeStats, EvaluationResult
@@ -67,9 +67,9 @@ def stats_from_msg(msg: EpisodeStatsMsg) -> EpisodeStats:
                         mean_speed_mps=msg.mean_speed_mps)
 
 
-class CurriculumManagerNode(Node):
-    def __init__(self) -> None:
-        super().__init__("curriculum_manager")
+class CurriculumManagerNode(ComposableNode):
+    def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
+        super().__init__("curriculum_manager", **node_options)
         self.cfg = declare_config(self, CurriculumNodeConfig)
         self.cur_cfg = declare_config(self, CurriculumConfig)
         self.phases = declare_phases(self, tolerant=True)
@@ -223,6 +223,8 @@ class CurriculumManagerNode(Node):
 def main(args: list[str] | None = None) -> int:
     return run_node(CurriculumManagerNode, args)
 
+
+COMPONENT = CurriculumManagerNode  # for component_container
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rclpy.node import Node
 from std_srvs.srv import SetBool
 
 from carla_rl import ros_conversions as conv
@@ -32,6 +31,7 @@ from carla_rl.learner.checkpoint import CheckpointError, restore_checkpoint, sav
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import freeze_heap, run_node
 from carla_rl.nodes.ros_parameters import declare_config
 from carla_rl_interfaces.msg import Observation, StepReward, TrainingStats, VehicleCommand
@@ -102,9 +102,9 @@ class EnvSlot:
         self.finished_episode: int | None = None  # the end of an episode is announced until the reset
 
 
-class DQNPolicyNode(Node):
-    def __init__(self) -> None:
-        super().__init__("dqn_policy")
+class DQNPolicyNode(ComposableNode):
+    def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
+        super().__init__("dqn_policy", **node_options)
         self.cfg = declare_config(self, PolicyNodeConfig)
         if self.cfg.torch_threads > 0:
             torch.set_num_threads(self.cfg.torch_threads)
@@ -397,6 +397,8 @@ class DQNPolicyNode(Node):
 def main(args: list[str] | None = None) -> int:
     return run_node(DQNPolicyNode, args)
 
+
+COMPONENT = DQNPolicyNode  # for component_container
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -93,15 +93,18 @@ class IntraProcessBus:
             if isinstance(msg, local.msg_type):
                 self.pending.append((local, msg))
 
-    def drain(self) -> int:
-        """Run the callbacks of every queued message, including those they publish in turn."""
-        n = 0
-        while self.pending:
+    def drain(self) -> bool:
+        """Run the callbacks of the messages queued so far; returns whether they queued more.
+
+        What the callbacks publish waits for the next drain, after an executor turn: a chain that
+        closes inside the process (simulator -> preprocessor -> policy -> simulator) must not keep
+        timers, services and DDS subscriptions waiting."""
+        n = len(self.pending)
+        for _ in range(n):
             local, msg = self.pending.popleft()
             local.callback(msg)
-            n += 1
         self.delivered += n
-        return n
+        return bool(self.pending)
 
     def is_copy_of_local(self, topic: str, serialized: bytes) -> bool:
         """Is this raw DDS sample the copy of a message published in this process?"""

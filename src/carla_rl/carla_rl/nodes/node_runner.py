@@ -51,9 +51,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
 
 
 def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = None, threads: int = 1,
-              after_turn: Callable[[], object] | None = None) -> int:
+              after_turn: Callable[[], bool] | None = None) -> int:
     """Spin the nodes built by ``make_nodes`` in one executor until shutdown (``after_turn`` runs after
-    every executor turn: the component container drains its intra-process queue there)."""
+    every executor turn: the component container drains its intra-process queue there; while it
+    returns True, more work is queued and the next turn does not wait for events)."""
     rclpy.init(args=args)
     # Python's default SIGINT handler raises KeyboardInterrupt at whatever bytecode runs next; inside a
     # message conversion pybind11 turns that into a RuntimeError that kills the node before its
@@ -70,15 +71,14 @@ def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = Non
         nodes = make_nodes()
         for node in nodes:
             executor.add_node(node)
-        if after_turn is not None:
-            after_turn()  # what the nodes queued while they were built
+        more = after_turn() if after_turn is not None else False  # what the nodes queued while built
         freeze_heap()
         if profiler is not None:
             profiler.enable()
         while rclpy.ok() and not stop_requested.is_set():
-            executor.spin_once(timeout_sec=STOP_POLL_S)
+            executor.spin_once(timeout_sec=0.0 if more else STOP_POLL_S)
             if after_turn is not None:
-                after_turn()
+                more = after_turn()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ConfigError as exc:
