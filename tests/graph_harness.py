@@ -17,13 +17,14 @@ FAST_LEARNER = {"agent.learning_starts": 64, "agent.batch_size": 16, "agent.repl
 
 class GraphRun:
     def __init__(self, tmp_path: Path, num_envs: int, phase: int, policy_params: dict | None = None,
-                 sim_params: dict | None = None, seed: int = 3, heartbeat_timeout_s: float = 60.0) -> None:
+                 sim_params: dict | None = None, seed: int = 3, heartbeat_timeout_s: float = 60.0,
+                 composition: str | None = None) -> None:
         from carla_rl.graph import GraphOptions, build_graph
         from carla_rl.supervisor import Supervisor, SupervisorConfig, latest_checkpoint
 
         self.save_dir = tmp_path / "run"
         options = GraphOptions(num_envs=num_envs, phase=phase, save_dir=str(self.save_dir), monitor=False,
-                               seed=seed)
+                               seed=seed, composition=composition or GraphOptions.composition)
         specs = []
         for spec in build_graph(options):
             if spec.role == "policy":

@@ -123,8 +123,8 @@ def test_latched_message_reaches_a_late_in_process_subscriber(context):
 
 
 def test_a_chain_that_closes_in_the_process_yields_to_the_executor(context):
-    # simulator -> preprocessor -> policy -> simulator, all hosted: each drain runs one hop and says
-    # more is queued, so the container's executor gets its turn (timers, services, DDS) in between
+    # simulator -> preprocessor -> policy -> simulator, all hosted: a drain stops after its time
+    # budget and says more is queued, so the container's executor gets its turn (timers, services, DDS)
     bus = IntraProcessBus()
     ping = ComposableNode("ping", intra_process=bus, context=context)
     pong = ComposableNode("pong", intra_process=bus, context=context)
@@ -141,12 +141,15 @@ def test_a_chain_that_closes_in_the_process_yields_to_the_executor(context):
     pong.create_subscription(String, "to_pong", bounce(to_ping), qos.EVENTS)
     ping.create_subscription(String, "to_ping", bounce(to_pong), qos.EVENTS)
     to_pong.publish(String(data="0"))
-    for expected in range(1, 5):
-        assert bus.drain() is True
+    for expected in range(1, 4):  # no budget: one hop per drain
+        assert bus.drain(budget_s=0.0) is True
         assert hops == [str(i) for i in range(expected)]
+    assert bus.drain(budget_s=0.02) is True  # an endless chain: the budget ends the drain
+    assert len(hops) > 4 and hops == [str(i) for i in range(len(hops))]
     ping.destroy_node()
     pong.destroy_node()
-    assert bus.drain() is False and bus.delivered == 4  # the hop queued for a destroyed node is dropped
+    assert bus.drain() is False  # the hop queued for a destroyed node is dropped
+    assert bus.delivered == len(hops)
 
 
 def test_container_command_line():

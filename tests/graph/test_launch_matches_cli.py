@@ -74,6 +74,7 @@ def _check_node_args(ros_args: list[str], spec, files: list[str]) -> None:
      {"num_envs": "3", "seed": "7", "phase": "2", "batch_size": "64", "num_episodes": "40"}),
     (["--parallel-envs", "2", "--composition", "per_env"], {"num_envs": "2", "composition": "per_env"}),
     (["--parallel-envs", "2", "--composition", "none"], {"num_envs": "2", "composition": "none"}),
+    (["--parallel-envs", "2", "--composition", "all"], {"num_envs": "2", "composition": "all"}),
 ])
 def test_train_launch_builds_the_cli_graph(tmp_path, cli_argv, launch_args):
     save_dir = str(tmp_path / "run")
@@ -109,11 +110,12 @@ def test_compositions_host_the_same_nodes():
     base = GraphOptions(num_envs=3)
     nodes = {c: [dataclasses.replace(s, container="") for s in build_graph(dataclasses.replace(base, composition=c))]
              for c in COMPOSITIONS}
-    assert nodes["none"] == nodes["per_env"] == nodes["envs"]
+    assert nodes["none"] == nodes["per_env"] == nodes["envs"] == nodes["all"]
     counts = {c: len(group_processes(build_graph(dataclasses.replace(base, composition=c)))) for c in COMPOSITIONS}
     # none: 3 sims + 3 preprocessors + policy, reward, curriculum, monitor; per_env: 3 containers + 4;
-    # envs: one container (sims, preprocessors, reward) + policy, curriculum, monitor
-    assert counts == {"none": 10, "per_env": 7, "envs": 4}
+    # envs: one container (sims, preprocessors, reward) + policy, curriculum, monitor;
+    # all: one container (those, the policy and the curriculum manager) + monitor
+    assert counts == {"none": 10, "per_env": 7, "envs": 4, "all": 2}
     carla = group_processes(build_graph(dataclasses.replace(base, simulator="carla")))
     assert not any(p.is_container for p in carla)  # the CARLA-side nodes run alone
 

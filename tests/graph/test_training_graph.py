@@ -83,3 +83,30 @@ def test_training_graph_end_to_end(tmp_path):
     assert checked["collision"] + checked["sidewalk"] > 0, f"no terminal event was exercised: {checked}"
     reasons = {e.termination_reason for e in run.episodes}
     assert reasons <= {"collision", "sidewalk", "off_road", "goal_reached", "timeout", "stuck"}, reasons
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_training_graph_in_one_container(tmp_path):
+    """composition 'all': every node of the tick in one process, the policy's learner thread beside
+    the simulators. It trains (finite losses), episodes end and start again, the curriculum counts
+    them, and a stop writes the final checkpoint and leaves no process behind."""
+    from carla_rl.graph import group_processes
+
+    run = GraphRun(tmp_path, NUM_ENVS, 2, composition="all", policy_params={"max_learner_lag_updates": MAX_LAG})
+    assert len(group_processes(run.specs)) == 1
+    rclpy.init()
+    node = rclpy.create_node("graph_test_observer")
+    run.attach(node, NUM_ENVS)
+    try:
+        run.supervisor.start()
+        ok = run.spin_until(node, lambda: len(run.episodes) >= 3 and run.learning_ok(), TIMEOUT_S)
+        assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}\n{run.logs()}"
+        assert all(run.supervisor.alive().values()), run.logs()
+    finally:
+        run.stop_and_check_no_orphans()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert all(math.isfinite(t.loss) for t in run.training if t.updates > 0)
+    assert {e.env_id for e in run.episodes} == set(range(NUM_ENVS))
+    assert (run.save_dir / "checkpoints" / "final.pt").is_file(), run.logs()

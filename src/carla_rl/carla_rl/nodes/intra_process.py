@@ -49,6 +49,7 @@ class _LocalSubscription:
 
 
 RECENT_WINDOW = 8  # in-process messages per topic remembered to recognise their DDS copies
+DRAIN_BUDGET_S = 0.005  # longest the in-process queue keeps the container's executor waiting
 MATCH_REFRESH_S = 0.1  # how long a publisher trusts its "someone outside listens" answer (an rmw query)
 
 
@@ -93,16 +94,21 @@ class IntraProcessBus:
             if isinstance(msg, local.msg_type):
                 self.pending.append((local, msg))
 
-    def drain(self) -> bool:
-        """Run the callbacks of the messages queued so far; returns whether they queued more.
+    def drain(self, budget_s: float = DRAIN_BUDGET_S) -> bool:
+        """Run the callbacks of the queued messages, and of those they publish in turn, for up to
+        ``budget_s`` seconds (at least one message); returns whether messages are still queued.
 
-        What the callbacks publish waits for the next drain, after an executor turn: a chain that
-        closes inside the process (simulator -> preprocessor -> policy -> simulator) must not keep
-        timers, services and DDS subscriptions waiting."""
-        n = len(self.pending)
-        for _ in range(n):
+        The budget matters where a chain closes inside the process (simulator -> preprocessor ->
+        policy -> simulator): the container's timers, services and DDS subscriptions get their
+        executor turn at least that often."""
+        deadline = time.monotonic() + budget_s
+        n = 0
+        while self.pending:
             local, msg = self.pending.popleft()
             local.callback(msg)
+            n += 1
+            if time.monotonic() >= deadline:
+                break
         self.delivered += n
         return bool(self.pending)
 
