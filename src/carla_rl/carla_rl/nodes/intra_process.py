@@ -49,7 +49,7 @@ class _LocalSubscription:
 
 
 RECENT_WINDOW = 8  # in-process messages per topic remembered to recognise their DDS copies
-DRAIN_BUDGET_S = 0.005  # longest the in-process queue keeps the container's executor waiting
+DRAIN_BUDGET_S = 0.02  # longest the in-process queue keeps the container's executor waiting
 MATCH_REFRESH_S = 0.1  # how long a publisher trusts its "someone outside listens" answer (an rmw query)
 
 
