@@ -176,3 +176,29 @@ def test_fully_compiled_graph_path_draws_fresh_samples_and_noise_on_every_replay
         draws.append(slots.clone())
     assert bool(valid.all())
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+
+
+@pytest.mark.parametrize("precision", ["off", "bf16"])
+def test_acting_copy_on_cuda_matches_the_learner_network(precision):
+    """The policy node's acting copy (FrozenQNetwork, NHWC on CUDA) picks from the same Q-values as the
+    learner's module on the GPU (bf16: within bf16 rounding)."""
+    import copy
+
+    from carla_rl.learner.dqn_agent import DQNPolicy
+
+    cfg = tiny_config(learning_starts=32, cuda_graphs=True, mixed_precision=precision)
+    agent = filled_cuda_agent(cfg)
+    for _ in range(3):
+        agent.update()
+    actor = DQNPolicy(copy.deepcopy(agent.online), cfg, agent.device, np.random.default_rng(0))
+    actor.load_weights(agent.online.state_dict())
+    assert actor._frozen  # the acting path under test, not the module fallback
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (16, 2, 8, 8), dtype=np.uint8)
+    vectors = rng.random((16, 3), dtype=np.float32)
+    tolerance = 1e-4 if precision == "off" else 5e-2
+    for noise in (True, False):
+        expected = agent.policy.q_values(frames, vectors, noise=noise)
+        got = actor.q_values(frames, vectors, noise=noise)
+        assert got.device.type == "cuda"
+        torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)

@@ -28,6 +28,7 @@ and reports the fastest as ``updates_per_s`` / ``fast_path`` (on CPU: ``eager``)
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec, load_agent_config
-from carla_rl.learner.dqn_agent import DQNAgent
+from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.learner.fast_update import FastUpdater
 
 DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_x8")
@@ -133,8 +134,19 @@ def profile_update(step: Callable[[], Any], updates: Callable[[], int], device: 
     }
 
 
-def _act_latency(agent: DQNAgent, repeats: int) -> dict[str, float]:
+def _act_latency(agent: DQNAgent, repeats: int, acting_copy: bool) -> dict[str, float]:
+    """Median ms per batched action selection, by batch size: through an acting copy as the policy
+    node acts (:class:`FrozenQNetwork`, noise folded), or through the learner's QNetwork module."""
     spec = agent.spec
+    if acting_copy:
+        policy = DQNPolicy(copy.deepcopy(agent.online), agent.config, agent.device, agent.act_rng)
+        policy.load_weights(agent.online.state_dict())
+
+        def act(frames, vectors):
+            return policy.act(frames, vectors, epsilon=0.0, noise=True, action_mask=None)
+    else:
+        def act(frames, vectors):
+            return agent.act(frames, vectors, explore=False)
     rng = np.random.default_rng(0)
     out = {}
     for batch in ACT_BATCHES:
@@ -142,11 +154,11 @@ def _act_latency(agent: DQNAgent, repeats: int) -> dict[str, float]:
                               dtype=np.uint8)
         vectors = rng.random((batch, spec.vector_size), dtype=np.float32)
         for _ in range(3):
-            agent.act(frames, vectors, explore=False)
+            act(frames, vectors)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            agent.act(frames, vectors, explore=False)  # returns numpy: includes the sync
+            act(frames, vectors)  # returns numpy: includes the sync
             times.append(time.perf_counter() - start)
         out[str(batch)] = 1000.0 * float(np.median(times))
     return out
@@ -248,7 +260,8 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
         "variant_errors": errors,
         "bytes_per_transition": eager.replay.bytes_per_transition,
         "device_replay_bytes_per_transition": device_bytes,
-        "act_latency_ms": _act_latency(eager, act_repeats),
+        "act_latency_ms": _act_latency(eager, act_repeats, acting_copy=True),  # the policy node's path
+        "module_act_latency_ms": _act_latency(eager, act_repeats, acting_copy=False),
     }
     if profiles:
         result["profile"] = profiles
