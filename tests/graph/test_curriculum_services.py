@@ -3,6 +3,7 @@ the next episode boundary), 0 and 11 fail with a message naming the valid range,
 config is broken fails and says why; GetStatus and the latched status/scenario topics agree."""
 
 import shutil
+import time
 
 import pytest
 import yaml
@@ -104,3 +105,39 @@ def test_graph_overrides_beat_the_config_files(tmp_path, ros_node):
     with start_curriculum(tmp_path, CONFIG_DIR / "curriculum.yaml", overrides={"initial_phase": 4}) as proc:
         client = wait_for_service(ros_node, GetStatus, topics.GET_STATUS_SERVICE, TIMEOUT_S)
         assert call(ros_node, client, GetStatus.Request(), TIMEOUT_S).status.phase == 4, proc.output()
+
+
+@pytest.mark.ros
+def test_an_evaluation_without_a_result_times_out(tmp_path, ros_node):
+    """The evaluator accepted an evaluation and then never reported (it restarted): after
+    evaluation_timeout_s the curriculum gives it up (status, diagnostics) instead of waiting forever."""
+    from std_srvs.srv import Trigger
+
+    from carla_rl_interfaces.srv import Evaluate
+    from ros_testing import watch_diagnostics
+
+    accepted = []
+
+    def on_evaluate(request, response):  # a reward evaluator that accepts and is never heard of again
+        accepted.append(request.phase)
+        response.accepted, response.message = True, "evaluating"
+        return response
+
+    ros_node.create_service(Evaluate, topics.EVALUATE_SERVICE, on_evaluate)
+    statuses = []
+    ros_node.create_subscription(CurriculumStatus, topics.CURRICULUM_STATUS, statuses.append, qos.LATCHED)
+    counters = watch_diagnostics(ros_node, "/curriculum_manager")
+    with start_curriculum(tmp_path, CONFIG_DIR / "curriculum.yaml", {"evaluation_timeout_s": 1.0}) as proc:
+        client = wait_for_service(ros_node, Trigger, topics.EVALUATE_NOW_SERVICE, TIMEOUT_S)
+        deadline = time.monotonic() + TIMEOUT_S
+        while not accepted:  # asked until the curriculum has discovered our Evaluate service (refused until then)
+            assert time.monotonic() < deadline, proc.output()
+            response = call(ros_node, client, Trigger.Request(), TIMEOUT_S)
+            if not response.success:
+                assert "not available" in response.message, response.message
+            spin_until(ros_node, lambda: accepted, 0.2)
+        assert spin_until(ros_node, lambda: statuses and not statuses[-1].evaluating
+                          and int(counters.get("evaluations_timed_out", 0)) >= 1, TIMEOUT_S), proc.output()
+        assert any(s.evaluating for s in statuses)  # it was running before it timed out
+        assert "no evaluation result" in proc.output()
+        assert proc.alive(), proc.output()

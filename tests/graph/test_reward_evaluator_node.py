@@ -67,3 +67,33 @@ def test_collision_scored_and_end_reannounced(tmp_path):
         node.destroy_node()
         rclpy.try_shutdown()
     assert code == 0, proc.output()
+
+
+@pytest.mark.ros
+def test_a_new_evaluator_switches_the_policy_out_of_evaluation_mode(tmp_path):
+    """A restarted evaluator runs no evaluation, so it switches off the evaluation mode its predecessor
+    may have left on in the policy (else the policy would act greedily and store nothing for good)."""
+    from std_srvs.srv import SetBool
+
+    rclpy.init()
+    node = rclpy.create_node("fake_policy")
+    requests = []
+
+    def on_mode(request, response):
+        requests.append(request.data)
+        response.success = True
+        return response
+
+    node.create_service(SetBool, topics.SET_EVALUATION_MODE_SERVICE, on_mode)
+    proc = NodeProcess.node("reward_evaluator", ["--params-file", str(CONFIG_DIR / "reward.yaml"),
+                                                 "--params-file", str(CONFIG_DIR / "curriculum.yaml")],
+                            tmp_path, overrides={"num_envs": 1})
+    try:
+        assert spin_until(node, lambda: requests, TIMEOUT_S), proc.output()
+        assert requests[0] is False
+        assert proc.alive(), proc.output()
+    finally:
+        code = proc.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert code == 0, proc.output()

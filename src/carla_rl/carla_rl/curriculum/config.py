@@ -52,6 +52,10 @@ class CurriculumConfig:
     resume: bool = param(True, "Continue from state_file when it exists")
     save_every_episodes: int = param(1, "Save the state after every N counted training episodes "
                                      "(and after every phase change)", low=1, high=100_000)
+    evaluation_timeout_s: float = param(1800.0, "ROS graph: an evaluation without a result this long after "
+                                        "its request is given up and requested again at the next episode "
+                                        "end (the evaluator restarted, or its answer was lost); 0 = wait "
+                                        "forever", low=0.0, high=1e6)
 
 
 def load_curriculum_config(path: Path) -> CurriculumConfig:

@@ -9,6 +9,7 @@ in the same phase with the same counters. Services: set_phase, get_status, evalu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
 from carla_rl_interfaces.msg import EvaluationResult as EvaluationResultMsg
 from carla_rl_interfaces.msg import ScenarioConfig as ScenarioConfigMsg
 from carla_rl_interfaces.srv import Evaluate, GetStatus, SaveCheckpoint, SetPhase
+
+
+EVALUATION_CHECK_PERIOD_S = 5.0  # longest between two looks at a running evaluation's age
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ class CurriculumManagerNode(ComposableNode):
         self.learning_client = self.create_client(SetBool, topics.SET_LEARNING_SERVICE)
         self.checkpoint_client = self.create_client(SaveCheckpoint, topics.SAVE_CHECKPOINT_SERVICE)
         self.best_goal_rate: dict[int, float] = {}
+        self.evaluation_requested_at: float | None = None  # monotonic time of the running evaluation's request
+        if self.cur_cfg.evaluation_timeout_s > 0.0:
+            self.create_timer(min(self.cur_cfg.evaluation_timeout_s / 4.0, EVALUATION_CHECK_PERIOD_S),
+                              self.check_evaluation_timeout)
         self.publish_scenario(self.state.phase)
         self.publish_status()
 
@@ -151,6 +159,7 @@ class CurriculumManagerNode(ComposableNode):
             self.state.cancel_evaluation()
             self.diag.count("evaluations_unavailable")
             return
+        self.evaluation_requested_at = time.monotonic()
         future = self.evaluate_client.call_async(Evaluate.Request(phase=decision.phase,
                                                                   episodes=decision.episodes))
 
@@ -162,6 +171,20 @@ class CurriculumManagerNode(ComposableNode):
                 self.publish_status()
 
         future.add_done_callback(done)
+
+    def check_evaluation_timeout(self) -> None:
+        started = self.evaluation_requested_at
+        if not self.state.evaluating or started is None:
+            return
+        waited = time.monotonic() - started
+        if waited <= self.cur_cfg.evaluation_timeout_s:
+            return
+        self.state.cancel_evaluation()
+        self.evaluation_requested_at = None
+        self.diag.count("evaluations_timed_out")
+        self.get_logger().warn(f"no evaluation result {waited:.0f} s after the request (timeout "
+                               f"{self.cur_cfg.evaluation_timeout_s:.0f} s): requested again at the next episode end")
+        self.publish_status()
 
     def on_evaluation(self, msg: EvaluationResultMsg) -> None:
         result = result_from_msg(msg)

@@ -112,6 +112,9 @@ class RewardEvaluatorNode(ComposableNode):
         self.create_service(Evaluate, topics.EVALUATE_SERVICE, self.on_evaluate)
         self.mode_client = self.create_client(SetBool, topics.SET_EVALUATION_MODE_SERVICE)
         self.evaluation: EvaluationAggregator | None = None
+        # No evaluation runs in a new evaluator, but the policy may still be in evaluation mode: a previous
+        # evaluator (before a restart) switched it on and never off. Switched off once the policy is up.
+        self.mode_reset_timer = self.create_timer(self.cfg.diagnostics_period_s, self.reset_policy_evaluation_mode)
 
     # --- per tick -----------------------------------------------------------------------------------
     def on_sample(self, env: EnvReward, kind: str, msg) -> None:
@@ -201,10 +204,16 @@ class RewardEvaluatorNode(ComposableNode):
         phase_cfg = self.phases[phase - 1]
         episodes = int(request.episodes) or phase_cfg.eval_episodes
         self.evaluation = EvaluationAggregator(phase, phase_cfg.thresholds, episodes)
+        self.mode_reset_timer.cancel()  # switching it on supersedes the start-up reset
         self.set_policy_evaluation_mode(True)
         response.accepted = True
         response.message = f"evaluating phase {phase} over {episodes} episodes"
         return response
+
+    def reset_policy_evaluation_mode(self) -> None:
+        if self.mode_client.service_is_ready():
+            self.mode_reset_timer.cancel()
+            self.set_policy_evaluation_mode(False)
 
     def set_policy_evaluation_mode(self, on: bool) -> None:
         future = self.mode_client.call_async(SetBool.Request(data=on))
