@@ -24,15 +24,6 @@ def start_curriculum(tmp_path, config_file, overrides=None):
                             overrides={"save_dir": str(tmp_path), **(overrides or {})})
 
 
-@pytest.fixture
-def ros_node():
-    rclpy.init()
-    node = rclpy.create_node("curriculum_test_client")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
-
-
 @pytest.mark.ros
 def test_set_phase_service(tmp_path, ros_node):
     statuses, scenarios = [], []

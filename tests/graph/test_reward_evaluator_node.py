@@ -70,30 +70,23 @@ def test_collision_scored_and_end_reannounced(tmp_path):
 
 
 @pytest.mark.ros
-def test_a_new_evaluator_switches_the_policy_out_of_evaluation_mode(tmp_path):
+def test_a_new_evaluator_switches_the_policy_out_of_evaluation_mode(tmp_path, ros_node):
     """A restarted evaluator runs no evaluation, so it switches off the evaluation mode its predecessor
     may have left on in the policy (else the policy would act greedily and store nothing for good)."""
     from std_srvs.srv import SetBool
 
-    rclpy.init()
-    node = rclpy.create_node("fake_policy")
     requests = []
 
-    def on_mode(request, response):
+    def on_mode(request, response):  # the policy's service
         requests.append(request.data)
         response.success = True
         return response
 
-    node.create_service(SetBool, topics.SET_EVALUATION_MODE_SERVICE, on_mode)
-    proc = NodeProcess.node("reward_evaluator", ["--params-file", str(CONFIG_DIR / "reward.yaml"),
-                                                 "--params-file", str(CONFIG_DIR / "curriculum.yaml")],
-                            tmp_path, overrides={"num_envs": 1})
-    try:
-        assert spin_until(node, lambda: requests, TIMEOUT_S), proc.output()
+    ros_node.create_service(SetBool, topics.SET_EVALUATION_MODE_SERVICE, on_mode)
+    with NodeProcess.node("reward_evaluator", ["--params-file", str(CONFIG_DIR / "reward.yaml"),
+                                               "--params-file", str(CONFIG_DIR / "curriculum.yaml")],
+                          tmp_path, overrides={"num_envs": 1}) as proc:
+        assert spin_until(ros_node, lambda: requests, TIMEOUT_S), proc.output()
         assert requests[0] is False
         assert proc.alive(), proc.output()
-    finally:
-        code = proc.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    assert code == 0, proc.output()
+    assert proc.proc.returncode == 0, proc.output()

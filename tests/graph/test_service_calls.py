@@ -30,33 +30,24 @@ class LossyClient:
         self.removed.append(future)
 
 
-@pytest.fixture
-def node():
-    rclpy.init()
-    node = rclpy.create_node("service_calls_test")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
-
-
 @pytest.mark.ros
-def test_a_lost_answer_is_recovered_by_resending(node):
+def test_a_lost_answer_is_recovered_by_resending(ros_node):
     client = LossyClient(answer_on=3)
-    response = call_idempotent(node, client, "phase 3", timeout=30.0, first_attempt_s=0.05)
+    response = call_idempotent(ros_node, client, "phase 3", timeout=30.0, first_attempt_s=0.05)
     assert response == "answer to phase 3 #3"
     assert len(client.sent) == 3
     assert client.removed == client.sent[:2]  # the unanswered attempts are withdrawn
 
 
 @pytest.mark.ros
-def test_an_answer_to_the_first_request_is_not_resent(node):
+def test_an_answer_to_the_first_request_is_not_resent(ros_node):
     client = LossyClient(answer_on=1)
-    assert call_idempotent(node, client, "status", timeout=30.0) == "answer to status #1"
+    assert call_idempotent(ros_node, client, "status", timeout=30.0) == "answer to status #1"
     assert len(client.sent) == 1 and client.removed == []
 
 
 @pytest.mark.ros
-def test_no_answer_within_the_timeout_is_none(node):
+def test_no_answer_within_the_timeout_is_none(ros_node):
     client = LossyClient(answer_on=None)
-    assert call_idempotent(node, client, "status", timeout=0.5, first_attempt_s=0.1) is None
+    assert call_idempotent(ros_node, client, "status", timeout=0.5, first_attempt_s=0.1) is None
     assert client.sent and client.removed == client.sent  # nothing left pending
