@@ -33,6 +33,7 @@ from carla_rl_interfaces.msg import LaneInvasionEvent, StepReward
 from carla_rl_interfaces.srv import Evaluate
 
 EVENT_COUNT_FIELDS = {"collision": "collision_events", "lane_invasion": "lane_invasion_events"}
+MODE_RESET_POLL_S = 0.5  # how often a new evaluator looks for the policy's mode service (until found)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class RewardEvaluatorNode(ComposableNode):
         self.evaluation: EvaluationAggregator | None = None
         # No evaluation runs in a new evaluator, but the policy may still be in evaluation mode: a previous
         # evaluator (before a restart) switched it on and never off. Switched off once the policy is up.
-        self.mode_reset_timer = self.create_timer(self.cfg.diagnostics_period_s, self.reset_policy_evaluation_mode)
+        self.mode_reset_timer = self.create_timer(MODE_RESET_POLL_S, self.reset_policy_evaluation_mode)
 
     # --- per tick -----------------------------------------------------------------------------------
     def on_sample(self, env: EnvReward, kind: str, msg) -> None:
