@@ -23,7 +23,6 @@ from torch import nn
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
 from carla_rl.learner.networks import FrozenQNetwork, QNetwork
-from carla_rl.learner.noisy_linear import NoisyLinear
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -19,6 +19,16 @@ from carla_rl.learner.noisy_linear import NoisyLinear
 PIXEL_SCALE = 255.0  # uint8 frames -> [0, 1], applied on the device
 
 
+def dueling(value: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Value [B, 1, N] + advantage [B, A, N] - the advantage's mean over actions -> [B, A, N]."""
+    return value + adv - adv.mean(dim=1, keepdim=True)
+
+
+def expected_q(logits: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """C51 logits [B, A, N] -> expected Q [B, A] over ``support`` [N]."""
+    return (logits.float().softmax(dim=-1) * support).sum(-1)
+
+
 def space_to_depth_applies(conv: nn.Conv2d) -> bool:
     """Whether ``conv`` can run as a stride-1 conv over space-to-depth blocks (see
     :func:`space_to_depth`): square stride > 1 that divides the square kernel, no padding,
@@ -163,7 +173,7 @@ class QNetwork(nn.Module):
         adv = self.advantage(x, noise).view(-1, self.action_size, self.n_atoms)  # [B, A, N]
         if self.value is not None:
             value = self.value(x, noise).view(-1, 1, self.n_atoms)  # [B, 1, N]
-            out = value + adv - adv.mean(dim=1, keepdim=True)  # [B, A, N]
+            out = dueling(value, adv)  # [B, A, N]
         else:
             out = adv
         if self.distributional:
@@ -189,7 +199,7 @@ class QNetwork(nn.Module):
     def q_from_output(self, out: torch.Tensor) -> torch.Tensor:
         """Expected Q [B, A] from ``forward``'s output."""
         if self.distributional:
-            return (out.float().softmax(dim=-1) * self.support).sum(-1)  # [B, A]
+            return expected_q(out, self.support)  # [B, A]
         return out.float()
 
     def q_values(self, frames: torch.Tensor, vectors: torch.Tensor,
@@ -277,9 +287,9 @@ class FrozenQNetwork:
         adv = functional.linear(hidden[:, :self.hidden], *self.fc2[0]).view(-1, self.action_size, self.n_atoms)
         if len(self.fc2) > 1:                                              # dueling
             value = functional.linear(hidden[:, self.hidden:], *self.fc2[1]).view(-1, 1, self.n_atoms)
-            out = value + adv - adv.mean(dim=1, keepdim=True)              # [B, A, N]
+            out = dueling(value, adv)                                      # [B, A, N]
         else:
             out = adv
         if self.distributional:
-            return (out.float().softmax(dim=-1) * self.support).sum(-1)    # [B, A]
+            return expected_q(out, self.support)                           # [B, A]
         return out.float().squeeze(-1)
