@@ -135,14 +135,51 @@ def test_compiled_clip_and_adam_match_the_fused_step():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_fully_compiled_graph_path_draws_fresh_samples_and_noise_on_every_replay():
-    """compile + compile_optimizer/replay/noise with space_to_depth, bf16: the captured graph
-    must still draw new samples and new noise on each replay (inductor's RNG under capture)."""
+@pytest.mark.parametrize("precision", ["off", "bf16"])
+def test_parallel_next_passes_on_side_streams_match_the_serial_loss(precision):
+    """The two next-state passes forked onto side streams (and joined) give the serial loss,
+    priorities and gradients on the GPU; the captured graph with them runs and learns."""
+    from carla_rl.learner.fast_update import FastUpdater
+
+    cfg = s2d_config(learning_starts=32, cuda_graphs=True, space_to_depth=True,
+                     parallel_next_passes=True, mixed_precision=precision)
+    agent = filled_cuda_agent(cfg)
+    algorithm = agent.algorithm
+    assert algorithm.parallel_next_passes and algorithm._next_streams is not None
+    fast = FastUpdater(agent, use_graph=False)
+    _, batch, _ = fast.replay.sample(cfg.batch_size, torch.tensor(0.4, device="cuda"))
+    results = {}
+    for parallel in (False, True):
+        algorithm.parallel_next_passes = parallel
+        agent.online.zero_grad(set_to_none=True)
+        loss, priorities, td_abs, q_taken = algorithm.loss(batch)
+        loss.backward()
+        results[parallel] = [loss.detach(), priorities, td_abs, q_taken] + \
+            [p.grad.clone() for p in agent.online.parameters()]
+    torch.cuda.synchronize()
+    tolerance = 1e-4 if precision == "off" else 2e-2
+    for a, b in zip(results[False], results[True]):
+        torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance)
+    agent = filled_cuda_agent(cfg)  # a fresh one: the graph captured in its own first updates
+    before = [p.detach().clone() for p in agent.online.parameters()]
+    for _ in range(8):  # 3 eager warm-up steps, capture, graph replays
+        stats = agent.update()
+        assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+    assert agent._fast.graph is not None
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.online.parameters()))
+
+
+@pytest.mark.parametrize("fast_options", [{"parallel_next_passes": False},
+                                          {"parallel_next_passes": True}])
+def test_fully_compiled_graph_path_draws_fresh_samples_and_noise_on_every_replay(fast_options):
+    """compile + compile_optimizer/replay/noise with space_to_depth, bf16, with and without the
+    parallel next passes: the captured graph must still draw new samples and new noise on each
+    replay (inductor's RNG under capture)."""
     from carla_rl.learner.fast_update import FastUpdater
 
     cfg = s2d_config(learning_starts=32, cuda_graphs=True, compile=True, space_to_depth=True,
                      compile_optimizer=True, compile_replay=True, compile_noise=True,
-                     mixed_precision="bf16")
+                     mixed_precision="bf16", **fast_options)
     agent = filled_cuda_agent(cfg)
     for _ in range(6):
         stats = agent.update()

@@ -143,11 +143,14 @@ def test_update_step_has_no_host_syncs(distributional, prioritized):
     assert spy.hits == []
 
 
+@pytest.mark.parametrize("double", [True, False])
 @pytest.mark.parametrize("distributional", [True, False])
-def test_merged_online_pass_gives_the_same_loss_and_gradients(distributional):
-    """The fast path runs the online net once over [states; next states]; loss, priorities and
-    gradients must equal the two-pass reference (checked on CPU)."""
-    cfg = tiny_config(learning_starts=32, distributional=distributional, noisy=True)
+def test_merged_and_parallel_passes_give_the_same_loss_and_gradients(distributional, double):
+    """The fast path runs the online net once over [states; next states] (merged), or the two
+    next-state passes on side streams (parallel; in order on a CPU); loss, priorities and
+    gradients must equal the serial two-pass reference (checked on CPU)."""
+    cfg = tiny_config(learning_starts=32, distributional=distributional, noisy=True,
+                      double=double)
     agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
     rng = np.random.default_rng(0)
     for t in range(100):
@@ -160,14 +163,50 @@ def test_merged_online_pass_gives_the_same_loss_and_gradients(distributional):
     _, batch, _ = fast.replay.sample(cfg.batch_size, torch.tensor(0.4))
     algorithm = agent.algorithm
     results = {}
-    for merged in (False, True):
-        algorithm.merge_online_passes = merged
+    for mode in ("serial", "merged", "parallel"):
+        algorithm.merge_online_passes = mode == "merged"
+        algorithm.parallel_next_passes = mode == "parallel"
         agent.online.zero_grad(set_to_none=True)
         loss, priorities, td_abs, q_taken = algorithm.loss(batch)
         loss.backward()
         grads = [p.grad.clone() for p in agent.online.parameters()]
-        results[merged] = (loss.detach(), priorities, td_abs, q_taken, grads)
-    for a, b in zip(results[False][:4], results[True][:4]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    for a, b in zip(results[False][4], results[True][4]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        results[mode] = (loss.detach(), priorities, td_abs, q_taken, grads)
+    assert results["serial"][0] > 0
+    for mode in ("merged", "parallel"):
+        for a, b in zip(results["serial"][:4], results[mode][:4]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(results["serial"][4], results[mode][4]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.5, 1e6])
+def test_foreach_norm_then_scaled_step_equals_clip_grad_norm(clip):
+    """compile_optimizer's split (global norm by one multi-tensor kernel, then scaling + Adam)
+    gives clip_grad_norm_ + Adam's norm and parameters (run uncompiled on CPU)."""
+    from carla_rl.learner.dqn_agent import DQNAlgorithm
+    from carla_rl.learner.networks import QNetwork
+
+    torch.manual_seed(0)
+    cfg = tiny_config(grad_clip_norm=clip, lr=1e-2)
+    algorithms = []
+    for _ in range(2):
+        net, target = QNetwork(TINY_SPEC, 3, cfg), QNetwork(TINY_SPEC, 3, cfg)
+        if algorithms:
+            net.load_state_dict(algorithms[0].network.state_dict())
+        algorithms.append(DQNAlgorithm(net, target, cfg, torch.device("cpu")))
+    split = algorithms[1]
+    split._scaled_step = split._scaled_step_eager
+    for step in range(3):
+        grads = [torch.randn_like(p) for p in algorithms[0].network.parameters()]
+        for algorithm in algorithms:
+            for p, g in zip(algorithm.network.parameters(), grads):
+                p.grad = g.clone()
+        reference = algorithms[0]._clip_and_step_eager()
+        norm = split._norm_then_compiled_step()
+        torch.testing.assert_close(norm, reference)
+        for a, b in zip(split.network.parameters(), algorithms[0].network.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        if 0 < clip < 1:  # the clipped gradients have the clip norm
+            clipped = torch.linalg.vector_norm(torch.stack(
+                [p.grad.norm() for p in split.network.parameters()]))
+            torch.testing.assert_close(clipped, torch.tensor(clip), rtol=1e-4, atol=1e-6)

@@ -167,6 +167,13 @@ class AgentConfig:
                                        "kernel k) as the equal k/s x k/s stride-1 conv over "
                                        "s x s space-to-depth blocks, same weights reshaped "
                                        "(tensor-core friendly; ignored on CPU)")
+    parallel_next_passes: bool = param(True, "CUDA-graph path: run the two no-grad next-state "
+                                             "passes (online selection, target evaluation) on "
+                                             "side CUDA streams, concurrent with the online "
+                                             "pass (replaces merge_online_passes)")
+    cudnn_benchmark: bool = param(False, "CUDA: let cuDNN time its algorithms for the (static) "
+                                         "convolution shapes on first use; process-wide "
+                                         "setting")
     compile_mode: str = param("default", "torch.compile mode of the compiled parts (with "
                                          "compile); 'max-autotune-no-cudagraphs' autotunes "
                                          "(compiles for minutes)",

@@ -11,7 +11,9 @@ synthetic interleaved episodes, then measures in the same run
 * ``..._xK``        K updates captured back to back per graph replay (``updates_per_graph``),
                     ``..._nchw`` without ``channels_last``, ``..._sep`` without
                     ``merge_online_passes`` (to measure what each is worth), ``..._s2d``
-                    with ``space_to_depth``; with compile: ``..._copt`` also compiles
+                    with ``space_to_depth``, ``..._par`` with ``parallel_next_passes``,
+                    ``..._cbench`` with
+                    ``cudnn_benchmark``; with compile: ``..._copt`` also compiles
                     clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
                     noise resampling, ``..._maxat`` uses
                     mode max-autotune-no-cudagraphs,
@@ -223,6 +225,8 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       channels_last="nchw" not in flags,
                                       merge_online_passes="sep" not in flags,
                                       space_to_depth="s2d" in flags,
+                                      parallel_next_passes="par" in flags,
+                                      cudnn_benchmark="cbench" in flags,
                                       compile_optimizer="copt" in flags,
                                       compile_replay="crep" in flags,
                                       compile_noise="cnoise" in flags,
@@ -230,6 +234,8 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       if "maxat" in flags else "default",
                                       mixed_precision="bf16" if "bf16" in flags
                                       else base.mixed_precision)
+            if dev.type == "cuda":  # process-wide; the agent turns it on for ..._cbench only
+                torch.backends.cudnn.benchmark = False
             agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
             agent.replay = eager.replay  # share the filled host ring
             agent.env_steps = eager.env_steps
