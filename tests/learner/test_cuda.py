@@ -135,17 +135,21 @@ def test_compiled_clip_and_adam_match_the_fused_step():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("precision", ["off", "bf16"])
-def test_parallel_next_passes_on_side_streams_match_the_serial_loss(precision):
-    """The two next-state passes forked onto side streams (and joined) give the serial loss,
-    priorities and gradients on the GPU; the captured graph with them runs and learns."""
+def test_parallel_next_passes_on_side_streams_match_the_serial_loss(precision, grouped):
+    """The two next-state passes forked onto side streams (and joined), or as one paired pass on
+    one side stream, give the serial loss, priorities and gradients on the GPU; the captured
+    graph with them runs and learns."""
     from carla_rl.learner.fast_update import FastUpdater
 
     cfg = s2d_config(learning_starts=32, cuda_graphs=True, space_to_depth=True,
-                     parallel_next_passes=True, mixed_precision=precision)
+                     parallel_next_passes=True, grouped_next_passes=grouped,
+                     mixed_precision=precision)
     agent = filled_cuda_agent(cfg)
     algorithm = agent.algorithm
     assert algorithm.parallel_next_passes and algorithm._next_streams is not None
+    assert algorithm.grouped_next_passes == grouped
     fast = FastUpdater(agent, use_graph=False)
     _, batch, _ = fast.replay.sample(cfg.batch_size, torch.tensor(0.4, device="cuda"))
     results = {}

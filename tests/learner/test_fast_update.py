@@ -147,8 +147,9 @@ def test_update_step_has_no_host_syncs(distributional, prioritized):
 @pytest.mark.parametrize("distributional", [True, False])
 def test_merged_and_parallel_passes_give_the_same_loss_and_gradients(distributional, double):
     """The fast path runs the online net once over [states; next states] (merged), or the two
-    next-state passes on side streams (parallel; in order on a CPU); loss, priorities and
-    gradients must equal the serial two-pass reference (checked on CPU)."""
+    next-state passes on side streams (parallel; in order on a CPU), or those two as one paired
+    pass (grouped); loss, priorities and gradients must equal the serial two-pass reference
+    (checked on CPU)."""
     cfg = tiny_config(learning_starts=32, distributional=distributional, noisy=True,
                       double=double)
     agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
@@ -163,16 +164,17 @@ def test_merged_and_parallel_passes_give_the_same_loss_and_gradients(distributio
     _, batch, _ = fast.replay.sample(cfg.batch_size, torch.tensor(0.4))
     algorithm = agent.algorithm
     results = {}
-    for mode in ("serial", "merged", "parallel"):
+    for mode in ("serial", "merged", "parallel", "grouped"):
         algorithm.merge_online_passes = mode == "merged"
-        algorithm.parallel_next_passes = mode == "parallel"
+        algorithm.parallel_next_passes = mode in ("parallel", "grouped")
+        algorithm.grouped_next_passes = mode == "grouped"
         agent.online.zero_grad(set_to_none=True)
         loss, priorities, td_abs, q_taken = algorithm.loss(batch)
         loss.backward()
         grads = [p.grad.clone() for p in agent.online.parameters()]
         results[mode] = (loss.detach(), priorities, td_abs, q_taken, grads)
     assert results["serial"][0] > 0
-    for mode in ("merged", "parallel"):
+    for mode in ("merged", "parallel", "grouped"):
         for a, b in zip(results["serial"][:4], results[mode][:4]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         for a, b in zip(results["serial"][4], results[mode][4]):

@@ -181,3 +181,37 @@ def test_frozen_network_is_refused_for_space_to_depth_encoders():
     assert net.encoder.space_to_depth
     with pytest.raises(ValueError, match="space-to-depth"):
         FrozenQNetwork(net, with_noise=True)
+
+
+@pytest.mark.parametrize("dueling, noisy, distributional",
+                         [(True, True, True), (False, False, False), (True, False, False),
+                          (False, True, True)])
+@pytest.mark.parametrize("layout", ["plain", "channels_last", "space_to_depth"])
+def test_paired_outputs_equal_two_separate_passes(dueling, noisy, distributional, layout):
+    """Two networks side by side in one pass (grouped convs, batched matmuls) give each one's
+    own forward output, with and without noise, in training and evaluation mode."""
+    from carla_rl.learner.networks import paired_outputs
+
+    torch.manual_seed(0)
+    spec = ObservationSpec(4, 84, 84, 5)
+    cfg = AgentConfig()
+    cfg.dueling, cfg.noisy, cfg.distributional = dueling, noisy, distributional
+    nets = [QNetwork(spec, 6, cfg), QNetwork(spec, 6, cfg)]  # different weights and noise
+    for net in nets:
+        if layout == "channels_last":
+            net.use_channels_last()
+        elif layout == "space_to_depth":
+            net.use_space_to_depth()
+    frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    vectors = torch.rand(5, 5)
+    with torch.no_grad():
+        for training in (True, False):
+            for net in nets:
+                net.train(training)
+            for noise in (True, False):
+                got = paired_outputs(nets[0], nets[1], frames, vectors, noise)
+                for net, out in zip(nets, got):
+                    expected = net(frames, vectors, noise)
+                    assert out.shape == expected.shape
+                    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(got[0], got[1])  # really two networks

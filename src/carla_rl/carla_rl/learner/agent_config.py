@@ -171,6 +171,11 @@ class AgentConfig:
                                              "passes (online selection, target evaluation) on "
                                              "side CUDA streams, concurrent with the online "
                                              "pass (replaces merge_online_passes)")
+    grouped_next_passes: bool = param(True, "CUDA-graph path with parallel_next_passes and "
+                                            "double: the online selection and the target "
+                                            "evaluation as one pass with both networks' layers "
+                                            "side by side (grouped convs, batched matmuls), on "
+                                            "one side stream")
     cudnn_benchmark: bool = param(False, "CUDA: let cuDNN time its algorithms for the (static) "
                                          "convolution shapes on first use; process-wide "
                                          "setting")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
-from carla_rl.learner.networks import FrozenQNetwork, QNetwork
+from carla_rl.learner.networks import FrozenQNetwork, QNetwork, paired_outputs
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -198,9 +198,11 @@ class DQNAlgorithm:
         # side streams of the next-state passes (target, online selection); see _parallel_loss
         self._next_streams = (torch.cuda.Stream(device), torch.cuda.Stream(device)) \
             if self.parallel_next_passes else None
+        self.grouped_next_passes = self.parallel_next_passes and config.grouped_next_passes
         self._online_output = self._online_output_eager
         self._next_select = self._next_select_eager
         self._next_target = self._next_target_eager
+        self._next_pair = self._next_pair_eager
         self._loss_terms = self._loss_terms_eager
         mode = config.torch_compile_mode
         if compiling:
@@ -212,6 +214,7 @@ class DQNAlgorithm:
             self._online_output = torch.compile(self._online_output_eager, mode=mode)
             self._next_select = torch.compile(self._next_select_eager, mode=mode)
             self._next_target = torch.compile(self._next_target_eager, mode=mode)
+            self._next_pair = torch.compile(self._next_pair_eager, mode=mode)
             self._loss_terms = torch.compile(self._loss_terms_eager, mode=mode)
         self._scaled_step = torch.compile(self._scaled_step_eager, mode=mode) \
             if self.compiled_optimizer else self._scaled_step_eager
@@ -273,12 +276,16 @@ class DQNAlgorithm:
             main = torch.cuda.current_stream(self.device)
             for stream in streams:
                 stream.wait_stream(main)
-        with _on_stream(streams, 0):
-            next_target = self._next_target(batch.next_frames, batch.next_vectors)
         next_select = None
-        if double:
-            with _on_stream(streams, 1):
-                next_select = self._next_select(batch.next_frames, batch.next_vectors)
+        if double and self.grouped_next_passes:  # both passes as one, on one side stream
+            with _on_stream(streams, 0):
+                next_select, next_target = self._next_pair(batch.next_frames, batch.next_vectors)
+        else:
+            with _on_stream(streams, 0):
+                next_target = self._next_target(batch.next_frames, batch.next_vectors)
+            if double:
+                with _on_stream(streams, 1):
+                    next_select = self._next_select(batch.next_frames, batch.next_vectors)
         out = self._online_output(batch.frames, batch.vectors)
         if streams is not None:
             for stream in streams:
@@ -300,6 +307,14 @@ class DQNAlgorithm:
     def _next_target_eager(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         with _autocast(self.device, self.config.mixed_precision):
             return self.target(frames, vectors)  # [B, A, N] or [B, A]
+
+    @torch.no_grad()
+    def _next_pair_eager(self, frames: torch.Tensor,
+                         vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(online selection Q [B, A], target output) of the next states in one paired pass."""
+        with _autocast(self.device, self.config.mixed_precision):
+            select_out, target_out = paired_outputs(self.network, self.target, frames, vectors)
+            return self.network.q_from_output(select_out), target_out
 
     @torch.no_grad()
     def _target_q(self, next_target: torch.Tensor) -> torch.Tensor:
@@ -337,9 +352,29 @@ class DQNAlgorithm:
         loss = (batch.weights * per_sample).mean()
         return loss, priorities, td.abs(), q_taken
 
-    def step(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        """One gradient step. Returns device tensors (loss, priorities, |td|, q, grad_norm)."""
-        self._reset_noise()
+    @contextlib.contextmanager
+    def overlapped_noise_reset(self):
+        """Resample both networks' noise while the body runs (the replay sampling of the fast
+        path): on a side stream, joined at exit, where there are side streams; else first. Pass
+        ``reset_noise=False`` to the :meth:`step` that follows. The noise buffers are read only
+        after the join, and the fork waits for everything the current stream did before."""
+        streams = self._next_streams
+        if streams is None:
+            self._reset_noise()
+            yield
+            return
+        main = torch.cuda.current_stream(self.device)
+        streams[1].wait_stream(main)
+        with torch.cuda.stream(streams[1]):
+            self._reset_noise()
+        yield
+        main.wait_stream(streams[1])
+
+    def step(self, batch: Batch, reset_noise: bool = True) -> tuple[torch.Tensor, ...]:
+        """One gradient step (resampling the noise first unless ``reset_noise`` is False).
+        Returns device tensors (loss, priorities, |td|, q, grad_norm)."""
+        if reset_noise:
+            self._reset_noise()
         loss, priorities, td_abs, q_taken = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -365,11 +400,12 @@ class DQNAlgorithm:
         return grad_norm
 
     def _norm_then_compiled_step(self) -> torch.Tensor:
-        """:meth:`_clip_and_step_eager` for ``compile_optimizer``: the global norm by one
-        multi-tensor kernel (compiled, it took one kernel per parameter), then clipping + Adam
-        compiled (:meth:`_scaled_step_eager`). Returns the norm before clipping."""
+        """:meth:`_clip_and_step_eager` for ``compile_optimizer``: the global norm as one copy
+        of all gradients and one reduction (compiled, it took one kernel per parameter; the
+        multi-tensor norm kernel took 14 us on an H100), then clipping + Adam compiled
+        (:meth:`_scaled_step_eager`). Returns the norm before clipping."""
         grads = [p.grad for p in self.network.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        grad_norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
         self._scaled_step(grad_norm)
         return grad_norm
 

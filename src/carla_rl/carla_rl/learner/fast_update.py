@@ -64,6 +64,7 @@ class DeviceReplay:
         self.boot_slots = torch.zeros(n, dtype=torch.int64, device=device)
         self.masks = torch.full((n,), -1, dtype=torch.int64, device=device)  # allowed bits
         self.size = torch.zeros((), dtype=torch.int64, device=device)  # len(buffer)
+        self._size_host = 0  # the value in self.size
         self.block = 1 << max(0, math.ceil(math.log2(math.sqrt(n))))  # K ~ sqrt(capacity)
         self.n_blocks = -(-n // self.block)
         self.leaves = torch.zeros((self.n_blocks, self.block), dtype=torch.float32,
@@ -97,7 +98,9 @@ class DeviceReplay:
         Newly completed transitions get the maximum priority, invalid ones 0."""
         b = self.buffer
         lo, total = b.oldest_seq, b.total
-        self.size.fill_(len(b))
+        if len(b) != self._size_host:  # a kernel launch per update otherwise
+            self.size.fill_(len(b))
+            self._size_host = len(b)
         if slots is None:
             seqs = np.arange(lo, total, dtype=np.int64)
         else:
@@ -223,8 +226,9 @@ class FastUpdater:
         """One full update on static tensors (this is what the graph captures)."""
         cfg = self.agent.config
         algorithm = self.agent.algorithm
-        slots, batch, valid = self._sample(cfg.batch_size, self.beta)
-        loss, priorities, td_abs, q_taken, grad_norm = algorithm.step(batch)
+        with algorithm.overlapped_noise_reset():  # concurrent with the sampling where possible
+            slots, batch, valid = self._sample(cfg.batch_size, self.beta)
+        loss, priorities, td_abs, q_taken, grad_norm = algorithm.step(batch, reset_noise=False)
         if cfg.replay.prioritized:
             self._update_priorities(slots, priorities.detach(), valid)
         if cfg.target_update == "soft":

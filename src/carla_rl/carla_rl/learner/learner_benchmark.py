@@ -11,7 +11,8 @@ synthetic interleaved episodes, then measures in the same run
 * ``..._xK``        K updates captured back to back per graph replay (``updates_per_graph``),
                     ``..._nchw`` without ``channels_last``, ``..._sep`` without
                     ``merge_online_passes`` (to measure what each is worth), ``..._s2d``
-                    with ``space_to_depth``, ``..._par`` with ``parallel_next_passes``,
+                    with ``space_to_depth``, ``..._par`` with ``parallel_next_passes``
+                    (``..._grp`` also ``grouped_next_passes``),
                     ``..._cbench`` with
                     ``cudnn_benchmark``; with compile: ``..._copt`` also compiles
                     clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
@@ -226,6 +227,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       merge_online_passes="sep" not in flags,
                                       space_to_depth="s2d" in flags,
                                       parallel_next_passes="par" in flags,
+                                      grouped_next_passes="grp" in flags,
                                       cudnn_benchmark="cbench" in flags,
                                       compile_optimizer="copt" in flags,
                                       compile_replay="crep" in flags,
