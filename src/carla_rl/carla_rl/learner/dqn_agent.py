@@ -367,8 +367,10 @@ class DQNAlgorithm:
         streams[1].wait_stream(main)
         with torch.cuda.stream(streams[1]):
             self._reset_noise()
-        yield
-        main.wait_stream(streams[1])
+        try:
+            yield
+        finally:
+            main.wait_stream(streams[1])
 
     def step(self, batch: Batch, reset_noise: bool = True) -> tuple[torch.Tensor, ...]:
         """One gradient step (resampling the noise first unless ``reset_noise`` is False).

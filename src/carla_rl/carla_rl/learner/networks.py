@@ -303,12 +303,10 @@ def _paired_linear(x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tenso
 def _linear_weights(layer: nn.Module, with_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of a plain or noisy linear layer as acting uses them: a noisy layer's
     ``mu + sigma * eps`` with its current noise, or its ``mu`` alone."""
-    if isinstance(layer, NoisyLinear):
-        if with_noise:
-            return (torch.addcmul(layer.weight_mu, layer.weight_sigma, layer.weight_epsilon),
-                    torch.addcmul(layer.bias_mu, layer.bias_sigma, layer.bias_epsilon))
-        return layer.weight_mu.clone(), layer.bias_mu.clone()
-    return layer.weight.clone(), layer.bias.clone()
+    if isinstance(layer, NoisyLinear) and with_noise:
+        return layer.noisy_weights()  # new tensors
+    weight, bias = _layer_weights(layer, noise=False)
+    return weight.clone(), bias.clone()
 
 
 class FrozenQNetwork:

@@ -59,13 +59,20 @@ class NoisyLinear(nn.Module):
         self.eps_out.normal_()
         self.set_noise(self.scale_noise(self.eps_in), self.scale_noise(self.eps_out))
 
-    def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
+    def noisy_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu_w + sigma_w * eps_w [out, in], mu_b + sigma_b * eps_b [out]) with the current noise."""
+        return (torch.addcmul(self.weight_mu, self.weight_sigma, self.weight_epsilon),
+                torch.addcmul(self.bias_mu, self.bias_sigma, self.bias_epsilon))
+
+    def weights(self, noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) as :meth:`forward` uses them: noisy in training mode with ``noise``,
+        else the means."""
         if noise and self.training:
-            weight = torch.addcmul(self.weight_mu, self.weight_sigma, self.weight_epsilon)
-            bias = torch.addcmul(self.bias_mu, self.bias_sigma, self.bias_epsilon)  # [out]
-        else:
-            weight, bias = self.weight_mu, self.bias_mu
-        return nn.functional.linear(x, weight, bias)
+            return self.noisy_weights()
+        return self.weight_mu, self.bias_mu
+
+    def forward(self, x: torch.Tensor, noise: bool = True) -> torch.Tensor:
+        return nn.functional.linear(x, *self.weights(noise))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
