@@ -188,3 +188,84 @@ def test_route_lookahead_points_are_in_the_ego_frame():
     _, vector = builder.build(camera, lidar, Odometry(yaw=np.pi / 2), 0.0, EgoSituation())
     assert vector[names.index("route_ahead_10m_x")] == pytest.approx(0.0, abs=1e-6)
     assert vector[names.index("route_ahead_10m_y")] == pytest.approx(-10.0 / scale)
+
+
+def test_palette_decoder_equals_the_tag_then_intensity_lookup():
+    """PaletteDecoder (one table, strided uint32 keys) gives intensity[colours_to_tags(image)] for every
+    palette colour, colours outside the palette, odd sizes and non-contiguous views."""
+    from carla_rl.preprocess import semantic_intensity_lut
+    from carla_rl.semantic_palette import PaletteDecoder, colours_to_tags
+
+    lut = semantic_intensity_lut(SemanticIntensityConfig())
+    decode = PaletteDecoder(lut)
+    rng = np.random.default_rng(0)
+    for height, width in ((84, 84), (7, 13), (1, 1)):
+        image = PALETTE[rng.integers(0, len(PALETTE), (height, width))]
+        noise = rng.random((height, width)) < 0.2          # some pixels get random (mostly unknown) colours
+        image[noise] = rng.integers(0, 256, (int(noise.sum()), 3), dtype=np.uint8)
+        expected = lut[colours_to_tags(image)]
+        got = decode(image)
+        assert got.shape == (height, width) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+    wide = PALETTE[rng.integers(0, len(PALETTE), (20, 40))]
+    view = wide[:, ::2]                                     # non-contiguous
+    np.testing.assert_array_equal(decode(view), lut[colours_to_tags(view)])
+    first = decode(wide[:, :20].copy())
+    decode(PALETTE[np.zeros((20, 20), int)])
+    assert not (first == lut[0]).all() or (wide[:, :20] == PALETTE[0]).all()  # results are not aliased
+    with pytest.raises(ValueError):
+        decode(np.zeros((4, 4), np.uint8))
+
+
+def _reference_vector_features(builder, odometry, speed, situation):
+    """The numpy formulation the builder used before its plain-float one (scalars + route look-ahead)."""
+    scales = builder.config.vector
+    half_lane = max(situation.lane_width_m, 0.0) / 2.0
+    lateral = situation.lateral_offset_m / half_lane if half_lane > 0.0 else 0.0
+    from carla_rl.preprocess.observation import (TRAFFIC_LIGHT_SLOTS, _normalised_distance, _SIGNALLING_STATES,
+                                                 _wrap_angle)
+    state, distance = situation.traffic_light_state, situation.traffic_light_distance_m
+    ahead_light = math.isfinite(distance) and state in _SIGNALLING_STATES
+    one_hot = [float(ahead_light and state == s) for _, s in TRAFFIC_LIGHT_SLOTS] + [float(not ahead_light)]
+    heading = situation.heading_error_rad
+    values = [speed / scales.speed_scale_mps, odometry.vy / scales.lateral_speed_scale_mps,
+              odometry.yaw_rate / scales.yaw_rate_scale_rps, _wrap_angle(heading) / math.pi, math.sin(heading),
+              math.cos(heading), lateral, *one_hot,
+              _normalised_distance(distance if ahead_light else math.inf, scales.traffic_light_range_m),
+              _normalised_distance(situation.nearest_actor_distance_m, scales.actor_range_m),
+              situation.route_remaining_m / scales.route_remaining_scale_m]
+    scalars = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0), -scales.clip, scales.clip)
+    ahead = np.asarray(scales.route_lookahead_m, dtype=np.float64)
+    s = np.clip(situation.route_progress_m + ahead, 0.0, builder._route_s[-1])
+    px = np.interp(s, builder._route_s, builder._route[:, 0]) - odometry.x
+    py = np.interp(s, builder._route_s, builder._route[:, 1]) - odometry.y
+    c, si = math.cos(odometry.yaw), math.sin(odometry.yaw)
+    look = np.stack([c * px + si * py, -si * px + c * py], axis=1).reshape(-1) / scales.route_lookahead_scale_m
+    return np.concatenate([scalars, np.clip(look, -scales.clip, scales.clip)]).astype(np.float32)
+
+
+def test_vector_features_match_the_numpy_formulation():
+    builder = ObservationBuilder(PreprocessConfig())
+    rng = np.random.default_rng(1)
+    route = np.cumsum(rng.uniform(-1.0, 3.0, (60, 2)), axis=0)
+    route[10] = route[9]                                    # a zero-length segment
+    builder.set_route(route)
+    camera = np.zeros((84, 84, 3), np.uint8)
+    lights = list(TrafficLightState)
+    specials = [math.nan, math.inf, -math.inf]
+    n_vector = len(builder.vector_names) - builder.config.lidar.count
+    for trial in range(300):
+        def value(scale=10.0):
+            return specials[trial % 3] if rng.random() < 0.05 else float(rng.normal(0.0, scale))
+        def finite(scale=10.0):
+            return float(rng.normal(0.0, scale))
+        # odometry is validated (finite) before build; the situation's distances may be inf / NaN
+        odometry = Odometry(x=finite(50), y=finite(50), yaw=finite(3), vx=finite(), vy=finite(), yaw_rate=finite(1))
+        situation = EgoSituation(lane_width_m=value(4), lateral_offset_m=value(2), heading_error_rad=finite(3),
+                                 traffic_light_state=lights[trial % len(lights)],
+                                 traffic_light_distance_m=value(30), nearest_actor_distance_m=value(20),
+                                 route_remaining_m=value(100), route_progress_m=float(rng.uniform(-20, 220)))
+        speed = abs(finite())
+        _, vector = builder.build(camera, NO_POINTS, odometry, speed, situation)
+        expected = _reference_vector_features(builder, odometry, speed, situation)
+        np.testing.assert_allclose(vector[:n_vector], expected, rtol=1e-6, atol=1e-6, equal_nan=True)

@@ -182,16 +182,16 @@ def path_array(msg: Path) -> np.ndarray:
 
 # --- our interfaces -------------------------------------------------------------------------------
 _SITUATION_FIELDS = tuple(EgoSituation.__dataclass_fields__)
+# (name, the message field's Python type) of each situation field, looked up once
+_SITUATION_FIELD_TYPES = tuple((name, type(getattr(EgoSituationMsg(), name))) for name in _SITUATION_FIELDS)
 
 
 def situation_msg(situation: EgoSituation, stamp: Time, frame_id: str) -> EgoSituationMsg:
     msg = EgoSituationMsg()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    for name in _SITUATION_FIELDS:
-        value = getattr(situation, name)
-        field_type = type(getattr(msg, name))
-        setattr(msg, name, field_type(value))
+    for name, field_type in _SITUATION_FIELD_TYPES:
+        setattr(msg, name, field_type(getattr(situation, name)))
     return msg
 
 

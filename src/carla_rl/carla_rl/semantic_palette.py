@@ -89,6 +89,51 @@ def colours_to_tags(image_rgb: np.ndarray, unknown: int = SemanticTag.UNLABELED)
     return np.where(found, _SORT[pos], unknown).astype(np.uint8)
 
 
+_COLOUR_TABLES: dict[bytes, np.ndarray] = {}  # per-tag values -> their 24-bit colour table (16 MiB each)
+_RGB_MASK = 0xFFFFFF  # the three colour bytes of a little-endian uint32 read at a pixel
+
+
+class PaletteDecoder:
+    """Palette image -> one value per pixel of its tag (e.g. a grey level), unknown colours -> the
+    UNLABELED tag's value: what ``values_per_tag[colours_to_tags(image)]`` gives, in fewer passes.
+
+    The image's bytes are copied once into a buffer one byte longer, read as little-endian uint32 at
+    a stride of 3 bytes (each pixel's r, g, b and the next pixel's r), masked to ``r | g << 8 | b << 16``,
+    and one table (key -> value, 16 MiB, shared by every decoder with the same values) answers each
+    pixel: ~26 us for an 84x84 frame against ~85 us for the colour keys, the tag table and the value
+    table one after the other."""
+
+    def __init__(self, values_per_tag: np.ndarray) -> None:
+        values = np.ascontiguousarray(values_per_tag, dtype=np.uint8)
+        if values.shape != (len(SemanticTag),):
+            raise ValueError(f"values_per_tag must hold {len(SemanticTag)} values, got {values.shape}")
+        key = values.tobytes()
+        if key not in _COLOUR_TABLES:
+            table = np.full(1 << 24, values[SemanticTag.UNLABELED], dtype=np.uint8)
+            rgb = PALETTE.astype(np.uint32)
+            table[rgb[:, 0] | (rgb[:, 1] << 8) | (rgb[:, 2] << 16)] = values[:len(PALETTE)]
+            _COLOUR_TABLES[key] = table
+        self._table = _COLOUR_TABLES[key]
+        self._shape: tuple[int, int] | None = None
+        self._bytes = np.zeros(1, dtype=np.uint8)   # [H * W * 3 + 1]: the image, then one spare byte
+        self._keys = np.zeros(0, dtype=np.uint32)   # [H * W]
+
+    def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
+        """[H, W, 3] uint8 -> [H, W] uint8 (a new array)."""
+        if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            raise ValueError(f"expected an [H, W, 3] uint8 image, got {image_rgb.shape} {image_rgb.dtype}")
+        shape = image_rgb.shape[:2]
+        pixels = shape[0] * shape[1]
+        if shape != self._shape:
+            self._shape = shape
+            self._bytes = np.zeros(pixels * 3 + 1, dtype=np.uint8)
+            self._keys = np.zeros(pixels, dtype=np.uint32)
+        self._bytes[:-1] = image_rgb.reshape(-1)
+        words = np.ndarray((pixels,), dtype="<u4", buffer=self._bytes, offset=0, strides=(3,))  # unaligned
+        np.bitwise_and(words, _RGB_MASK, out=self._keys)
+        return self._table.take(self._keys).reshape(shape)
+
+
 def tags_to_colours(tags: np.ndarray) -> np.ndarray:
     """[H, W] tags -> [H, W, 3] uint8 palette image."""
     return PALETTE[tags]

@@ -10,6 +10,7 @@ so acting never waits for a gradient step (only for that short copy).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import threading
@@ -74,6 +75,15 @@ class PolicyNodeConfig:
                                          "train_frequency), so env steps never outrun learning; 0 = never "
                                          "hold (the envs run at full speed, the learner takes the CPU left)",
                                          low=0, high=1_000_000)
+    composed_act_threads: int = param(2, "torch intra-op threads of an act batch of at least "
+                                      "composed_act_threads_min_batch envs while the policy is composed with "
+                                      "the simulators (composition all: one process, whose envs all wait for "
+                                      "the batch); the learner keeps torch_threads. Alone in its process the "
+                                      "policy always acts with torch_threads (more would spin against the "
+                                      "simulator processes)", low=1, high=256, read_only=True)
+    composed_act_threads_min_batch: int = param(8, "Smallest act batch that uses composed_act_threads (smaller "
+                                                "ones: too little work per convolution to share)", low=1,
+                                                high=1024)
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ class DQNPolicyNode(ComposableNode):
         self.batch_timer.cancel()
         self.create_timer(self.cfg.stats_period_s, self.publish_stats)
         self.learner_thread = threading.Thread(target=self.learner_loop, name="learner", daemon=True)
+        self.composed = self._intra_process is not None
 
     # --- agent --------------------------------------------------------------------------------------
     def build_agent(self, obs: Observation) -> None:
@@ -276,7 +287,7 @@ class DQNPolicyNode(ComposableNode):
         masks = np.stack([self.mask(a[1]) for a in acting])               # [B, A]
         explore = self.cfg.training and not self.evaluation_mode
         explore_rows = np.array([explore and not a[1].evaluation for a in acting])
-        with self.actor_lock:
+        with self.actor_lock, self.act_threads(len(acting)):
             result = agent.act(frames, vectors, explore=bool(explore_rows.any()), action_mask=masks)
             if explore_rows.any() and not explore_rows.all():  # evaluation episodes act greedily
                 greedy = agent.act(frames[~explore_rows], vectors[~explore_rows], explore=False,
@@ -294,6 +305,22 @@ class DQNPolicyNode(ComposableNode):
             cmd.header = obs.header
             self.cmd_pubs[env_id].publish(cmd)
         self.new_data.set()
+
+    @contextlib.contextmanager
+    def act_threads(self, batch: int):
+        """torch's intra-op threads for one act call (composed_act_threads), then back to torch_threads,
+        so that threads started later (the learner's) keep torch_threads."""
+        threads = self.cfg.composed_act_threads
+        if not (self.composed and threads != torch.get_num_threads()
+                and batch >= self.cfg.composed_act_threads_min_batch):
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
     @staticmethod
     def mask(obs: Observation) -> np.ndarray:

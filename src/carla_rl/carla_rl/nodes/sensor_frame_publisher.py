@@ -14,6 +14,7 @@ from std_msgs.msg import Float32
 from carla_rl import ros_conversions as conv
 from carla_rl import topics
 from carla_rl.nodes import qos_profiles as qos
+from carla_rl.nodes.subscriber_check import SubscriberCheck
 from carla_rl.sensor_frame import SensorFrame
 from carla_rl_interfaces.msg import CollisionEvent, EgoSituation, LaneInvasionEvent
 
@@ -35,6 +36,8 @@ class SensorFramePublisher:
         self.situation = p(EgoSituation, topics.SITUATION, qos.SENSOR)
         self.route = p(Path, topics.ROUTE, qos.LATCHED)
         self.route_version: int | None = None
+        self.radar_listened = SubscriberCheck(self.radar)
+        self.speedometer_listened = SubscriberCheck(self.speedometer)
 
     def publish_sensors(self, frame: SensorFrame, stamp) -> None:
         """Everything of the tick but the situation."""
@@ -46,10 +49,10 @@ class SensorFramePublisher:
         self.lidar.publish(conv.point_cloud_msg(frame.lidar, conv.LIDAR_FIELDS, stamp, fid))
         # Radar and speedometer have no consumer in the training graph (rviz2, recorders, users
         # do): built and published only while subscribed — every message per tick costs.
-        if self.publish_radar and self.radar.get_subscription_count() > 0:
+        if self.publish_radar and self.radar_listened():
             self.radar.publish(conv.point_cloud_msg(frame.radar, conv.RADAR_FIELDS, stamp, fid))
         self.odometry.publish(conv.odometry_msg(frame.odometry, stamp, fid))
-        if self.speedometer.get_subscription_count() > 0:
+        if self.speedometer_listened():
             self.speedometer.publish(Float32(data=float(frame.speed)))
         for event in frame.collisions:
             self.collision.publish(conv.collision_msg(event, stamp, fid))

@@ -23,6 +23,7 @@ from carla_rl.config import param
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.sensor_frame_publisher import SensorFramePublisher
+from carla_rl.nodes.subscriber_check import SubscriberCheck
 from carla_rl.scenario import ScenarioConfig
 from carla_rl.seeds import evaluation_seed, training_seed
 from carla_rl.sensor_frame import SensorFrame, VehicleControl
@@ -106,6 +107,11 @@ class SimulatorShell:
         self.pub_markers = p(MarkerArray, topics.MARKERS, qos.SENSOR)
         self.pub_map_markers = p(MarkerArray, topics.MAP_MARKERS, qos.LATCHED)
         self.pub_topdown = p(Image, topics.TOPDOWN_IMAGE, qos.SENSOR)
+        # per-tick "does anybody listen" checks of the optional topics (an rmw query each, so cached)
+        self.clock_listened = SubscriberCheck(self.pub_clock)
+        self.markers_listened = SubscriberCheck(self.pub_markers)
+        self.topdown_listened = SubscriberCheck(self.pub_topdown)
+        self.tf_listened = SubscriberCheck(self.tf_pub) if self.tf_pub is not None else None
 
         node.create_subscription(VehicleCommand, topics.VEHICLE_COMMAND, self.on_command, qos.SENSOR)
         node.create_subscription(ScenarioConfigMsg, topics.SCENARIO, self.on_scenario, qos.LATCHED)
@@ -213,11 +219,11 @@ class SimulatorShell:
     def publish(self, frame: SensorFrame) -> None:
         self.last_frame = frame
         stamp = conv.time_msg(frame.sim_time)
-        if self.pub_clock.get_subscription_count() > 0:  # no node of the graph uses sim time
+        if self.clock_listened():  # no node of the graph uses sim time
             self.pub_clock.publish(Clock(clock=stamp))
         self.sensors.publish_sensors(frame, stamp)
         self.publish_views(frame, stamp)
-        if self.tf_pub is not None and self.tf_pub.get_subscription_count() > 0:
+        if self.tf_listened is not None and self.tf_listened():
             self.publish_tf(frame, stamp)
         # last: the situation announces the tick's event counts; consumers complete the tick on it
         self.awaiting_step = frame.step_id
@@ -237,11 +243,11 @@ class SimulatorShell:
                 self.static_markers_sent_for = key
                 self.pub_map_markers.publish(self.markers.static(self.world, stamp))
             if (frame.step_id % self.cfg.markers_period_ticks == 0
-                    and self.pub_markers.get_subscription_count() > 0):
+                    and self.markers_listened()):
                 self.pub_markers.publish(self.markers.dynamic(self.world, stamp))
         render = getattr(self.world, "render_topdown", None)
         if (render is not None and frame.step_id % self.cfg.topdown_period_ticks == 0
-                and self.pub_topdown.get_subscription_count() > 0):
+                and self.topdown_listened()):
             self.pub_topdown.publish(conv.image_msg(render(self.cfg.topdown_size_px), stamp, "map"))
 
     def report_latency(self) -> None:

@@ -5,6 +5,7 @@ The vector holds the scalar features (SCALAR_FEATURE_NAMES) followed by the lida
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from carla_rl.preprocess.config import LidarBinsConfig, PreprocessConfig, semant
 from carla_rl.preprocess.validation import (LIDAR_FIELDS, LIDAR_POINT_STEP, validate_image,
                                             validate_lidar, validate_odometry)
 from carla_rl.scenario import NUM_ACTIONS
-from carla_rl.semantic_palette import colours_to_tags
+from carla_rl.semantic_palette import PaletteDecoder
 from carla_rl.sensor_frame import EgoSituation, Odometry, TrafficLightState
 
 # Traffic light one-hot slots; OFF and UNKNOWN (and no light ahead) share the "none" slot.
@@ -88,11 +89,13 @@ class ObservationBuilder:
     def __init__(self, config: PreprocessConfig) -> None:
         self.config = config
         self._intensity_lut = semantic_intensity_lut(config.semantic_intensity)   # [num_tags]
+        self._decode_intensity = PaletteDecoder(self._intensity_lut)              # palette image -> grey
         self._frames = np.zeros((config.frame_stack, config.image_height, config.image_width),
                                 dtype=np.uint8)                                     # [S, H, W]
         self._episode_started = False
         self._route = np.zeros((0, 2), dtype=np.float64)      # [K, 2] map frame
         self._route_s = np.zeros(0, dtype=np.float64)          # [K] arc length at each point
+        self._route_lists: tuple[list[float], list[float], list[float]] = ([], [], [])  # s, x, y as floats
         self.vector_names: tuple[str, ...] = (SCALAR_FEATURE_NAMES
                                               + route_lookahead_names(config.vector.route_lookahead_m)
                                               + lidar_bin_names(config.lidar.count))
@@ -115,6 +118,7 @@ class ObservationBuilder:
         self._route = route
         seg = np.linalg.norm(np.diff(route, axis=0), axis=1)
         self._route_s = np.concatenate([[0.0], np.cumsum(seg)]) if len(route) else np.zeros(0)
+        self._route_lists = (self._route_s.tolist(), route[:, 0].tolist(), route[:, 1].tolist())
 
     # -- validation (explicit step; raises SensorDataError) ------------------------------------
     def validate_image(self, data, height: int, width: int, encoding: str,
@@ -136,7 +140,7 @@ class ObservationBuilder:
     # -- building -------------------------------------------------------------------------------
     def semantic_frame(self, camera_rgb: np.ndarray) -> np.ndarray:
         """[H, W, 3] palette image -> [H, W] uint8 grey levels of the semantic classes."""
-        return self._intensity_lut[colours_to_tags(camera_rgb)]
+        return self._decode_intensity(camera_rgb)
 
     def build(self, camera_rgb: np.ndarray, lidar: np.ndarray, odometry: Odometry, speed: float,
               situation: EgoSituation) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +170,7 @@ class ObservationBuilder:
         one_hot = [float(light_ahead and light_state == state) for _, state in TRAFFIC_LIGHT_SLOTS]
         one_hot.append(float(not light_ahead))
         heading = situation.heading_error_rad
+        clip = scales.clip
         values = [
             speed / scales.speed_scale_mps,
             odometry.vy / scales.lateral_speed_scale_mps,
@@ -180,8 +185,8 @@ class ObservationBuilder:
             _normalised_distance(situation.nearest_actor_distance_m, scales.actor_range_m),
             situation.route_remaining_m / scales.route_remaining_scale_m,
         ]
-        features = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
-        return np.clip(features, -scales.clip, scales.clip).astype(np.float32)
+        # NaN -> 0, then clipped (inf -> +-clip), in plain floats: 14 values, numpy's per-call cost dominated
+        return np.array([0.0 if v != v else min(max(v, -clip), clip) for v in values], dtype=np.float32)
 
 
     def _route_lookahead(self, odometry: Odometry, situation: EgoSituation) -> np.ndarray:
@@ -190,14 +195,26 @@ class ObservationBuilder:
         ahead = np.asarray(scales.route_lookahead_m, dtype=np.float64)               # [L]
         if len(self._route) < 2:
             return np.zeros(2 * len(ahead), dtype=np.float32)
-        s = np.clip(situation.route_progress_m + ahead, 0.0, self._route_s[-1])        # [L]
-        px = np.interp(s, self._route_s, self._route[:, 0]) - odometry.x               # [L]
-        py = np.interp(s, self._route_s, self._route[:, 1]) - odometry.y               # [L]
+        # np.interp of each coordinate at the arc lengths ahead, in plain floats (a few points:
+        # numpy's per-call cost dominated); NaN propagates as it does through numpy
+        route_s, route_x, route_y = self._route_lists
+        last = len(route_s) - 1
+        end_s = route_s[last]
         cos_yaw, sin_yaw = math.cos(odometry.yaw), math.sin(odometry.yaw)
-        forward = cos_yaw * px + sin_yaw * py                                         # [L]
-        left = -sin_yaw * px + cos_yaw * py                                           # [L]
-        features = np.stack([forward, left], axis=1).reshape(-1) / scales.route_lookahead_scale_m
-        return np.clip(features, -scales.clip, scales.clip).astype(np.float32)
+        scale, clip = scales.route_lookahead_scale_m, scales.clip
+        features = []
+        for distance in scales.route_lookahead_m:
+            s = min(max(situation.route_progress_m + distance, 0.0), end_s)
+            upper = min(max(bisect.bisect_right(route_s, s), 1), last)
+            lower = upper - 1
+            span = route_s[upper] - route_s[lower]
+            t = (s - route_s[lower]) / span if span > 0.0 else 0.0
+            px = route_x[lower] + t * (route_x[upper] - route_x[lower]) - odometry.x
+            py = route_y[lower] + t * (route_y[upper] - route_y[lower]) - odometry.y
+            forward = (cos_yaw * px + sin_yaw * py) / scale
+            left = (-sin_yaw * px + cos_yaw * py) / scale
+            features += [min(max(forward, -clip), clip), min(max(left, -clip), clip)]
+        return np.array(features, dtype=np.float32)
 
 
 def route_lookahead_names(distances: list[float]) -> tuple[str, ...]:
