@@ -27,8 +27,9 @@ def test_collision_scored_and_end_reannounced(tmp_path):
     rclpy.init()
     node = rclpy.create_node("reward_test")
     rewards, stats = [], []
-    node.create_subscription(StepReward, f"/env_0/{topics.STEP_REWARD}", rewards.append, qos.SENSOR)
-    node.create_subscription(EpisodeStats, topics.EPISODE_STATS, stats.append, qos.EVENTS)
+    reward_sub = node.create_subscription(StepReward, f"/env_0/{topics.STEP_REWARD}", rewards.append,
+                                          qos.SENSOR)
+    stats_sub = node.create_subscription(EpisodeStats, topics.EPISODE_STATS, stats.append, qos.EVENTS)
     c = lambda name: f"/env_0/{topics.carla_topic(ROLE, name)}"  # noqa: E731
     odom = node.create_publisher(OdometryMsg, c(topics.ODOMETRY), qos.SENSOR)
     situation = node.create_publisher(EgoSituationMsg, c(topics.SITUATION), qos.SENSOR)
@@ -47,8 +48,12 @@ def test_collision_scored_and_end_reannounced(tmp_path):
         situation.publish(conv.situation_msg(sit, stamp, ROLE))
 
     try:
-        assert spin_until(node, lambda: situation.get_subscription_count() > 0
-                          and collision.get_subscription_count() > 0, TIMEOUT_S), proc.output()
+        # every topic matched both ways before the first tick: a best-effort message sent before
+        # its reader matched is lost, and the test would wait for it in vain
+        assert spin_until(node, lambda: all(pub.get_subscription_count() > 0
+                                            for pub in (odom, situation, collision))
+                          and reward_sub.get_publisher_count() > 0
+                          and stats_sub.get_publisher_count() > 0, TIMEOUT_S), proc.output()
         for i, collide in enumerate([False, False, True]):
             tick(10 + i, i, collide)
             assert spin_until(node, lambda: len(rewards) == i + 1, TIMEOUT_S), proc.output()

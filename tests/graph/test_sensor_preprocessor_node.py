@@ -54,7 +54,8 @@ def test_observations_and_bad_input(tmp_path):
     rclpy.init()
     node = rclpy.create_node("preprocessor_test")
     observations = []
-    node.create_subscription(Observation, f"{NS}/{topics.OBSERVATION}", observations.append, qos.SENSOR)
+    observation_sub = node.create_subscription(Observation, f"{NS}/{topics.OBSERVATION}", observations.append,
+                                               qos.SENSOR)
     counters = watch_diagnostics(node, f"{NS}/sensor_preprocessor")
     pub = Publisher(node)
     proc = NodeProcess.node("sensor_preprocessor",
@@ -62,8 +63,10 @@ def test_observations_and_bad_input(tmp_path):
                              "--params-file", str(CONFIG_DIR / "curriculum.yaml")], tmp_path, namespace=NS,
                             overrides={"env_id": 2, "diagnostics_period_s": 0.2})
     try:
-        assert spin_until(node, lambda: pub.situation.get_subscription_count() > 0
-                          and pub.camera.get_subscription_count() > 0, TIMEOUT_S), proc.output()
+        # every topic matched both ways first: a best-effort message sent before its reader matched is lost
+        assert spin_until(node, lambda: all(p.get_subscription_count() > 0
+                                            for p in (pub.camera, pub.lidar, pub.odom, pub.situation))
+                          and observation_sub.get_publisher_count() > 0, TIMEOUT_S), proc.output()
         pub.tick(100, episode_step=0)
         assert spin_until(node, lambda: len(observations) == 1, TIMEOUT_S), proc.output()
         obs = observations[0]
