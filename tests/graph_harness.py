@@ -83,13 +83,15 @@ class GraphRun:
     def learning_ok(self) -> bool:
         return any(t.updates >= 5 and math.isfinite(t.loss) for t in self.training)
 
-    def losses_since_first_stats(self) -> list[float]:
-        """Losses of the TrainingStats messages from the first that carries update statistics on.
-        Before it the policy reports NaN ("none yet"), possibly with updates = 1: its learner
-        thread counts an update just before it stores that update's statistics."""
+    def check_trained_every_env(self, num_envs: int) -> None:
+        """Every loss is finite from the first TrainingStats that carries update statistics on, and
+        every env ended episodes. Before the first statistics the policy reports NaN ("none yet"),
+        possibly with updates = 1: its learner thread counts an update just before it stores that
+        update's statistics."""
         losses = [t.loss for t in self.training]
         first = next((i for i, loss in enumerate(losses) if not math.isnan(loss)), len(losses))
-        return losses[first:]
+        assert losses[first:] and all(math.isfinite(v) for v in losses[first:]), losses
+        assert {e.env_id for e in self.episodes} == set(range(num_envs))
 
     def pid_of(self, role: str, env: int | None = None) -> int:
         for managed in self.supervisor.processes.values():

@@ -75,7 +75,7 @@ def test_in_process_delivery_and_dds_copies(context, executor_kind):
     # an outside subscriber: it gets the messages through DDS, the in-process one still exactly once
     outsider.create_subscription(EgoSituation, "situation", remote.append, qos.EVENTS)
     assert spin_until(executor, bus, lambda: pub.get_subscription_count() == 2)
-    pub._outside_checked_at = -1.0  # do not wait MATCH_REFRESH_S for the publisher to notice
+    pub._outside.expire()  # do not wait MATCH_REFRESH_S for the publisher to notice
     sent = [situation(i) for i in range(1, 6)]
     for msg in sent:
         pub.publish(msg)

@@ -31,3 +31,16 @@ def test_asked_again_after_the_refresh_period():
     pub.count = 0
     assert check() is False
     assert pub.queries == 3
+
+
+def test_counts_beyond_the_local_subscriptions():
+    """The intra-process publisher's question: subscribers beyond the in-process ones."""
+    pub = FakePublisher()
+    local = [1]
+    check = SubscriberCheck(pub, refresh_s=-1.0, local=lambda: local[0])
+    pub.count = 1
+    assert check() is False  # only the in-process one
+    pub.count = 2
+    assert check() is True
+    local[0] = 2
+    assert check() is False

@@ -2,8 +2,6 @@
 evaluator, curriculum) for several episodes: the replay fills, losses are finite, every reward term
 agrees with the event or quantity that caused it, and shutdown leaves no process behind."""
 
-import math
-
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
@@ -46,9 +44,7 @@ def test_training_graph_end_to_end(tmp_path):
         node.destroy_node()
         rclpy.try_shutdown()
 
-    losses = run.losses_since_first_stats()
-    assert losses and all(math.isfinite(v) for v in losses)
-    assert {e.env_id for e in run.episodes} == set(range(NUM_ENVS))
+    run.check_trained_every_env(NUM_ENVS)
 
     checked = {"collision": 0, "sidewalk": 0, "proximity": 0, "ticks": 0}
     ended = set()
@@ -107,7 +103,5 @@ def test_training_graph_in_one_container(tmp_path):
         run.stop_and_check_no_orphans()
         node.destroy_node()
         rclpy.try_shutdown()
-    losses = run.losses_since_first_stats()
-    assert losses and all(math.isfinite(v) for v in losses)
-    assert {e.env_id for e in run.episodes} == set(range(NUM_ENVS))
+    run.check_trained_every_env(NUM_ENVS)
     assert (run.save_dir / "checkpoints" / "final.pt").is_file(), run.logs()

@@ -40,6 +40,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.serialization import deserialize_message, serialize_message
 
+from carla_rl.nodes.subscriber_check import MATCH_REFRESH_S, SubscriberCheck
+
 
 class _LocalSubscription:
     def __init__(self, topic: str, msg_type: type, callback: Callable) -> None:
@@ -50,7 +52,6 @@ class _LocalSubscription:
 
 RECENT_WINDOW = 8  # in-process messages per topic remembered to recognise their DDS copies
 DRAIN_BUDGET_S = 0.02  # longest the in-process queue keeps the container's executor waiting
-MATCH_REFRESH_S = 0.1  # how long a publisher trusts its "someone outside listens" answer (an rmw query)
 
 
 class IntraProcessBus:
@@ -127,16 +128,13 @@ class IntraProcessPublisher:
         self.topic_name = publisher.topic_name
         latched = qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
         self._latched_depth = max(1, qos.depth) if latched else 0
-        self._outside = False
-        self._outside_checked_at = -1.0
+        # someone outside listens: more subscriptions than the in-process ones of the topic
+        self._outside = SubscriberCheck(publisher, MATCH_REFRESH_S,
+                                        local=lambda: bus.local_subscription_count(self.topic_name))
 
     def publish(self, msg: Any) -> None:
         topic = self.topic_name
-        now = time.monotonic()
-        if now - self._outside_checked_at > MATCH_REFRESH_S:
-            self._outside = self._publisher.get_subscription_count() > self._bus.local_subscription_count(topic)
-            self._outside_checked_at = now
-        if not self._outside:
+        if not self._outside():
             self._bus.publish(topic, msg, self._latched_depth)
             return
         serialized = serialize_message(msg)  # once: remembered, and what DDS sends
