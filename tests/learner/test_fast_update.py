@@ -198,11 +198,15 @@ def test_foreach_norm_then_scaled_step_equals_clip_grad_norm(clip):
         algorithms.append(DQNAlgorithm(net, target, cfg, torch.device("cpu")))
     split = algorithms[1]
     split._scaled_step = split._scaled_step_eager
+    split.network.to(memory_format=torch.channels_last)  # as on the graph path
     for step in range(3):
         grads = [torch.randn_like(p) for p in algorithms[0].network.parameters()]
         for algorithm in algorithms:
             for p, g in zip(algorithm.network.parameters(), grads):
-                p.grad = g.clone()
+                p.grad = g.contiguous(memory_format=torch.channels_last).clone() \
+                    if algorithm is split and g.dim() == 4 else g.clone()
+        conv_grads = [p.grad for p in split.network.parameters() if p.grad.dim() == 4]
+        assert conv_grads and all(not g.is_contiguous() for g in conv_grads)
         reference = algorithms[0]._clip_and_step_eager()
         norm = split._norm_then_compiled_step()
         torch.testing.assert_close(norm, reference)
@@ -212,3 +216,18 @@ def test_foreach_norm_then_scaled_step_equals_clip_grad_norm(clip):
             clipped = torch.linalg.vector_norm(torch.stack(
                 [p.grad.norm() for p in split.network.parameters()]))
             torch.testing.assert_close(clipped, torch.tensor(clip), rtol=1e-4, atol=1e-6)
+
+
+def test_flat_in_memory_order_is_a_view_for_dense_layouts_and_keeps_every_element():
+    from carla_rl.learner.dqn_agent import _flat_in_memory_order
+
+    base = torch.randn(5, 4, 3, 2)
+    channels_last = base.contiguous(memory_format=torch.channels_last)
+    flat = _flat_in_memory_order(channels_last)
+    assert flat.shape == (base.numel(),)
+    assert flat.data_ptr() == channels_last.data_ptr()  # a view: no copy
+    torch.testing.assert_close(flat, base.permute(0, 2, 3, 1).reshape(-1))
+    assert _flat_in_memory_order(base).data_ptr() == base.data_ptr()
+    strided = base[:, ::2]  # not dense: copied, same elements
+    torch.testing.assert_close(_flat_in_memory_order(strided).sort().values,
+                               strided.reshape(-1).sort().values)

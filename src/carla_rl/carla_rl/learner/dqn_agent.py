@@ -159,6 +159,15 @@ def _on_stream(streams: tuple[torch.cuda.Stream, ...] | None, index: int):
     return torch.cuda.stream(streams[index]) if streams is not None else contextlib.nullcontext()
 
 
+def _flat_in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``'s elements as a 1-D tensor in the order they lie in memory: a view for any dense
+    layout (e.g. channels-last), a copy otherwise. For order-free reductions such as a norm."""
+    if tensor.is_contiguous():
+        return tensor.view(-1)
+    order = sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d))
+    return tensor.permute(order).reshape(-1)
+
+
 def _autocast(device: torch.device, mode: str):
     enabled = device.type == "cuda" and mode != "off"
     # No weight-cast cache: it would not survive CUDA-graph capture and saves little here.
@@ -378,15 +387,40 @@ class DQNAlgorithm:
         if reset_noise:
             self._reset_noise()
         loss, priorities, td_abs, q_taken = self.loss(batch)
+        grad_norm = self.apply_gradients(loss)
+        return loss.detach(), priorities, td_abs, q_taken, grad_norm
+
+    def apply_gradients(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward pass of ``loss``, gradient clipping and one optimizer step (the second half
+        of :meth:`step`); returns the gradient norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.compiled_optimizer:
-            grad_norm = self._clip_and_step()
-        else:
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = self._clip_and_step_eager(use_scaler=True)
-            self.scaler.update()
-        return loss.detach(), priorities, td_abs, q_taken, grad_norm
+            return self._clip_and_step()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = self._clip_and_step_eager(use_scaler=True)
+        self.scaler.update()
+        return grad_norm
+
+    @contextlib.contextmanager
+    def beside_update(self):
+        """Run the body on a side stream, concurrent with what the current stream does next
+        (the backward pass and the optimizer step), where there are side streams; else in
+        order. The fork waits for everything the current stream did before; the caller joins
+        with :meth:`join_beside` before anything reads what the body wrote. The body's inputs
+        must stay referenced until then (no ``record_stream``)."""
+        streams = self._next_streams
+        if streams is None:
+            yield
+            return
+        streams[1].wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(streams[1]):
+            yield
+
+    def join_beside(self) -> None:
+        """The current stream waits for the body of the last :meth:`beside_update`."""
+        if self._next_streams is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self._next_streams[1])
 
     def _clip_and_step_eager(self, use_scaler: bool = False) -> torch.Tensor:
         """Clip the global gradient norm, then one optimizer step; returns the norm before
@@ -405,9 +439,11 @@ class DQNAlgorithm:
         """:meth:`_clip_and_step_eager` for ``compile_optimizer``: the global norm as one copy
         of all gradients and one reduction (compiled, it took one kernel per parameter; the
         multi-tensor norm kernel took 14 us on an H100), then clipping + Adam compiled
-        (:meth:`_scaled_step_eager`). Returns the norm before clipping."""
+        (:meth:`_scaled_step_eager`). Each gradient enters the copy as a view in its memory
+        order (channels-last conv gradients would otherwise be copied twice). Returns the norm
+        before clipping."""
         grads = [p.grad for p in self.network.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
+        grad_norm = torch.linalg.vector_norm(torch.cat([_flat_in_memory_order(g) for g in grads]))
         self._scaled_step(grad_norm)
         return grad_norm
 

@@ -228,15 +228,20 @@ class FastUpdater:
         algorithm = self.agent.algorithm
         with algorithm.overlapped_noise_reset():  # concurrent with the sampling where possible
             slots, batch, valid = self._sample(cfg.batch_size, self.beta)
-        loss, priorities, td_abs, q_taken, grad_norm = algorithm.step(batch, reset_noise=False)
-        if cfg.replay.prioritized:
-            self._update_priorities(slots, priorities.detach(), valid)
+        loss, priorities, td_abs, q_taken = algorithm.loss(batch)
+        # the priority update and the statistics need only the loss: beside the backward pass
+        with algorithm.beside_update():
+            if cfg.replay.prioritized:
+                self._update_priorities(slots, priorities.detach(), valid)
+            self.stats[:3].copy_(torch.stack([loss.detach().float(), q_taken.mean(),
+                                              td_abs.mean()]))
+        grad_norm = algorithm.apply_gradients(loss)
+        self.stats[3].copy_(grad_norm)
         if cfg.target_update == "soft":
             with torch.no_grad():
                 torch._foreach_lerp_(list(algorithm.target.parameters()),
                                      list(algorithm.network.parameters()), cfg.tau)
-        self.stats.copy_(torch.stack([loss.float(), q_taken.mean(), td_abs.mean(),
-                                      grad_norm.float()]))
+        algorithm.join_beside()  # the next sampling reads the new priorities
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()

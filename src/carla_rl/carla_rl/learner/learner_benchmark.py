@@ -17,7 +17,8 @@ synthetic interleaved episodes, then measures in the same run
                     ``cudnn_benchmark``; with compile: ``..._copt`` also compiles
                     clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
                     noise resampling, ``..._maxat`` uses
-                    mode max-autotune-no-cudagraphs,
+                    mode max-autotune-no-cudagraphs, ``..._combo`` / ``..._aggr`` inductor's combo
+                    kernels / aggressive fusion,
 * ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
                     opt-in through ``variants``: compilation takes a minute or more), and
                     ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
@@ -41,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch._inductor.config  # noqa: F401 - config.patch for the _combo variants
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec, load_agent_config
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
@@ -238,17 +240,24 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       else base.mixed_precision)
             if dev.type == "cuda":  # process-wide; the agent turns it on for ..._cbench only
                 torch.backends.cudnn.benchmark = False
-            agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
-            agent.replay = eager.replay  # share the filled host ring
-            agent.env_steps = eager.env_steps
-            fast = FastUpdater(agent, use_graph="graph" in flags)
-            device_bytes = fast.replay.nbytes / capacity
-            step = (lambda f=fast: f.update(with_stats=False))
-            counter = (lambda a=agent: a.updates)
-            # warm-up covers the eager steps before capture (up to 3 + updates_per_graph - 1)
-            rates[name] = _rate(step, counter, seconds, dev, warmup=4 + cfg.updates_per_graph)
-            if profile and dev.type == "cuda":
-                profiles[name] = profile_update(step, counter, dev, top=profile_top)
+            # _combo: inductor's combo kernels (independent small kernels launched as one) and
+            # _aggr: its aggressive_fusion, for this variant's compilations only
+            inductor_patch = {key: True for flag, key in (("combo", "combo_kernels"),
+                                                          ("aggr", "aggressive_fusion"))
+                              if flag in flags}
+            with torch._inductor.config.patch(inductor_patch):
+                agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
+                agent.replay = eager.replay  # share the filled host ring
+                agent.env_steps = eager.env_steps
+                fast = FastUpdater(agent, use_graph="graph" in flags)
+                device_bytes = fast.replay.nbytes / capacity
+                step = (lambda f=fast: f.update(with_stats=False))
+                counter = (lambda a=agent: a.updates)
+                # warm-up covers the eager steps before capture (up to 3 + updates_per_graph - 1)
+                rates[name] = _rate(step, counter, seconds, dev,
+                                    warmup=4 + cfg.updates_per_graph)
+                if profile and dev.type == "cuda":
+                    profiles[name] = profile_update(step, counter, dev, top=profile_top)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
             errors[name] = f"{type(exc).__name__}: {exc}"
     best = max(rates, key=rates.get) if rates else "none"
