@@ -17,8 +17,9 @@ synthetic interleaved episodes, then measures in the same run
                     ``cudnn_benchmark``; with compile: ``..._copt`` also compiles
                     clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
                     noise resampling, ``..._maxat`` uses
-                    mode max-autotune-no-cudagraphs, ``..._combo`` / ``..._aggr`` inductor's combo
-                    kernels / aggressive fusion,
+                    mode max-autotune-no-cudagraphs, ``..._combo`` / ``..._aggr`` /
+                    ``..._nosplit`` inductor's combo kernels / aggressive fusion /
+                    unsplit reductions (:data:`INDUCTOR_FLAGS`),
 * ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
                     opt-in through ``variants``: compilation takes a minute or more), and
                     ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
@@ -51,6 +52,10 @@ from carla_rl.learner.fast_update import FastUpdater
 DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_x8")
 CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
 ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+# variant flag -> inductor config setting: combo kernels (independent small kernels launched as
+# one), aggressive fusion, reductions not split into two kernels
+INDUCTOR_FLAGS = {"combo": ("combo_kernels", True), "aggr": ("aggressive_fusion", True),
+                  "nosplit": ("split_reductions", False)}
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
 
 
@@ -240,10 +245,8 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       else base.mixed_precision)
             if dev.type == "cuda":  # process-wide; the agent turns it on for ..._cbench only
                 torch.backends.cudnn.benchmark = False
-            # _combo: inductor's combo kernels (independent small kernels launched as one) and
-            # _aggr: its aggressive_fusion, for this variant's compilations only
-            inductor_patch = {key: True for flag, key in (("combo", "combo_kernels"),
-                                                          ("aggr", "aggressive_fusion"))
+            # inductor settings for this variant's compilations only
+            inductor_patch = {key: value for flag, (key, value) in INDUCTOR_FLAGS.items()
                               if flag in flags}
             with torch._inductor.config.patch(inductor_patch):
                 agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
