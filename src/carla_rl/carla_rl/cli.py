@@ -85,7 +85,8 @@ def _add_graph_flags(p: argparse.ArgumentParser, training: bool) -> None:
                    help="process layout: none = a process per node; per_env = each env's simulator + "
                    "preprocessor in one component container; envs = every env's simulator + preprocessor "
                    "and the reward evaluator in one; all = those, the policy and the curriculum manager in "
-                   f"one (default {GraphOptions.composition})")
+                   "one; halves = two containers, each with a share of the envs and a reward evaluator for "
+                   f"them, the policy and the curriculum manager in the first (default {GraphOptions.composition})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
 
 
