@@ -22,8 +22,10 @@ SIMULATORS = ("embedded", "carla", "bridge")
 #   halves   two containers (one per core), each with its share of the envs (simulators + preprocessors)
 #            and a reward evaluator scoring them (env_ids); the first also hosts the policy, the curriculum
 #            manager and the evaluator that leads the evaluations. Only the second share's observations,
-#            rewards and commands cross DDS (env_shares; HALVES_*). One env: as all. Measured on 2 cores:
-#            no faster than all (each message across processes costs ~0.45 ms of CPU; docs/benchmarks/graph_s6)
+#            rewards and commands cross DDS (env_shares; HALVES_*). One env: as all. Measured on 2 cores
+#            (learner paused, docs/benchmarks/graph_s6): about even with all at 8 envs, faster from 12 on
+#            (12 envs: 657 vs 440 steps/s), slower with 2-4 (each message across the processes costs
+#            ~0.45 ms of CPU)
 COMPOSITIONS = ("none", "per_env", "envs", "all", "halves")
 CONTAINER_EXECUTABLE = "component_container"
 COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
