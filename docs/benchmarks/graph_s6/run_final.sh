@@ -1,5 +1,8 @@
 #!/bin/bash
-. /tmp/env7.sh
+# environment of the session: cd /work/wt7 && . /work/main/.venv/bin/activate && . /work/main/install/setup.bash
+# && export PYTHONPATH=/work/wt7/src/carla_rl:$PYTHONPATH ROS_DOMAIN_ID=71 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# OMP_NUM_THREADS=1; snapshots: git archive <rev> src/carla_rl config | tar -x -C /tmp/s6_main (and /tmp/s6_branch)
+. "${ENV_SCRIPT:?path of a script setting the environment above}"
 BASEPP=$(echo $PYTHONPATH | sed 's#/work/wt7/src/carla_rl:##')
 OUT=/work/wt7/docs/benchmarks/graph_s6/final; mkdir -p $OUT
 run() { # code comp N r
