@@ -75,6 +75,7 @@ def _check_node_args(ros_args: list[str], spec, files: list[str]) -> None:
     (["--parallel-envs", "2", "--composition", "per_env"], {"num_envs": "2", "composition": "per_env"}),
     (["--parallel-envs", "2", "--composition", "none"], {"num_envs": "2", "composition": "none"}),
     (["--parallel-envs", "2", "--composition", "all"], {"num_envs": "2", "composition": "all"}),
+    (["--parallel-envs", "3", "--composition", "halves"], {"num_envs": "3", "composition": "halves"}),
 ])
 def test_train_launch_builds_the_cli_graph(tmp_path, cli_argv, launch_args):
     save_dir = str(tmp_path / "run")
@@ -114,10 +115,41 @@ def test_compositions_host_the_same_nodes():
     counts = {c: len(group_processes(build_graph(dataclasses.replace(base, composition=c)))) for c in COMPOSITIONS}
     # none: 3 sims + 3 preprocessors + policy, reward, curriculum, monitor; per_env: 3 containers + 4;
     # envs: one container (sims, preprocessors, reward) + policy, curriculum, monitor;
-    # all: one container (those, the policy and the curriculum manager) + monitor
-    assert counts == {"none": 10, "per_env": 7, "envs": 4, "all": 2}
+    # all: one container (those, the policy and the curriculum manager) + monitor;
+    # halves: two containers (each with its envs and a reward evaluator) + monitor
+    assert counts == {"none": 10, "per_env": 7, "envs": 4, "all": 2, "halves": 3}
+    # halves: the same nodes, except that the reward evaluator is two, over disjoint shares of the envs,
+    # and the policy acts on one thread (the other container has the second core)
+    others = {c: [s for s in nodes[c] if s.role not in ("reward", "policy")] for c in ("all", "halves")}
+    assert others["halves"] == others["all"]
+    policy = {c: next(s for s in nodes[c] if s.role == "policy") for c in ("all", "halves")}
+    assert policy["halves"].parameters == {**policy["all"].parameters, "composed_act_threads": 1}
+    rewards = [s for s in nodes["halves"] if s.role == "reward"]
+    assert [(s.fqn, s.parameters) for s in rewards] == [
+        ("/reward_evaluator", {"num_envs": 3, "env_ids": [0], "lead_evaluation": True}),
+        ("/half_1/reward_evaluator", {"num_envs": 3, "env_ids": [1, 2], "lead_evaluation": False})]
+    assert [s.parameters for s in nodes["all"] if s.role == "reward"] == [{"num_envs": 3}]
     carla = group_processes(build_graph(dataclasses.replace(base, simulator="carla")))
     assert not any(p.is_container for p in carla)  # the CARLA-side nodes run alone
+
+
+@pytest.mark.parametrize("num_envs,shares", [(1, [[0]]), (2, [[0], [1]]), (4, [[0], [1, 2, 3]]),
+                                             (8, [[0, 1, 2], [3, 4, 5, 6, 7]])])
+def test_halves_hosts_each_share_with_its_reward_evaluator(num_envs, shares):
+    """Every env's simulator and preprocessor share a container with the reward evaluator scoring it; the
+    policy and the curriculum manager are beside the lead evaluator; one env: one container, as in all."""
+    specs = build_graph(GraphOptions(num_envs=num_envs, composition="halves"))
+    rewards = [s for s in specs if s.role == "reward"]
+    assert [s.parameters.get("env_ids", list(range(num_envs))) for s in rewards] == shares
+    assert sum(s.parameters.get("lead_evaluation", True) for s in rewards) == 1
+    for reward in rewards:
+        envs = reward.parameters.get("env_ids", list(range(num_envs)))
+        hosted = [s for s in specs if s.container == reward.container]
+        assert sorted({s.namespace for s in hosted if s.role in ("simulator", "preprocessor")}) == \
+            sorted(f"/env_{i}" for i in envs)
+    lead = next(s for s in rewards if s.parameters.get("lead_evaluation", True))
+    assert {s.role for s in specs if s.container == lead.container} >= {"policy", "curriculum"}
+    assert len({s.container for s in specs if s.container}) == len(shares)
 
 
 def test_eval_launch_is_the_graph_without_training(tmp_path):

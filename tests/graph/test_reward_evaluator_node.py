@@ -95,3 +95,80 @@ def test_a_new_evaluator_switches_the_policy_out_of_evaluation_mode(tmp_path, ro
         assert requests[0] is False
         assert proc.alive(), proc.output()
     assert proc.proc.returncode == 0, proc.output()
+
+
+@pytest.mark.ros
+def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node):
+    """Composition halves: two evaluators, each over its own env; the lead serves /carla_rl/evaluate and
+    its result counts the other's evaluation episodes too (from /carla_rl/episode_stats), each once."""
+    from std_srvs.srv import SetBool
+
+    from carla_rl_interfaces.msg import EvaluationResult
+    from carla_rl_interfaces.srv import Evaluate
+
+    node = ros_node
+    modes, results, stats = [], [], []
+    node.create_service(SetBool, topics.SET_EVALUATION_MODE_SERVICE,
+                        lambda req, resp: (modes.append(req.data), setattr(resp, "success", True), resp)[-1])
+    node.create_subscription(EvaluationResult, topics.EVALUATION_RESULT, results.append, qos.EVENTS)
+    stats_sub = node.create_subscription(EpisodeStats, topics.EPISODE_STATS, stats.append, qos.EVENTS)
+    evaluate = node.create_client(Evaluate, topics.EVALUATE_SERVICE)
+    pubs = {}
+    for env in (0, 1):
+        c = lambda name, env=env: f"/env_{env}/{topics.carla_topic(ROLE, name)}"  # noqa: E731
+        pubs[env] = (node.create_publisher(OdometryMsg, c(topics.ODOMETRY), qos.SENSOR),
+                     node.create_publisher(EgoSituationMsg, c(topics.SITUATION), qos.SENSOR),
+                     node.create_publisher(CollisionEventMsg, c(topics.COLLISION), qos.EVENTS))
+    files = ["--params-file", str(CONFIG_DIR / "reward.yaml"), "--params-file", str(CONFIG_DIR / "curriculum.yaml")]
+    lead = NodeProcess.node("reward_evaluator", files, tmp_path,
+                            overrides={"num_envs": 2, "env_ids": [0], "lead_evaluation": True})
+    other = NodeProcess.node("reward_evaluator", files, tmp_path, namespace="/half_1",
+                             overrides={"num_envs": 2, "env_ids": [1], "lead_evaluation": False})
+
+    def tick(env, step, episode_step, goal=False, collide=False):
+        odom, situation, collision = pubs[env]
+        stamp = conv.time_msg(step * 0.05)
+        odom.publish(conv.odometry_msg(Odometry(vx=5.0), stamp, ROLE))
+        if collide:
+            collision.publish(conv.collision_msg(CollisionEvent(1000, (500.0, 0.0, 0.0)), stamp, ROLE))
+        sit = EgoSituation(step_id=step, episode_id=1, episode_step=episode_step, phase=5, evaluation=True,
+                           route_progress_m=float(episode_step), goal_reached=goal, collision_events=int(collide))
+        situation.publish(conv.situation_msg(sit, stamp, ROLE))
+
+    logs = lambda: lead.output() + other.output()  # noqa: E731
+    try:
+        assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for env in pubs for p in pubs[env])
+                          and stats_sub.get_publisher_count() >= 2 and evaluate.service_is_ready()
+                          and modes == [False], TIMEOUT_S), logs()  # the lead's start-up mode reset, only
+        future = evaluate.call_async(Evaluate.Request(phase=5, episodes=2))
+        assert spin_until(node, future.done, TIMEOUT_S) and future.result().accepted, logs()
+        assert spin_until(node, lambda: modes == [False, True], TIMEOUT_S), logs()  # evaluation mode on
+        for step, (episode_step, end) in enumerate([(0, False), (1, False), (2, True)], start=10):
+            tick(0, step, episode_step, goal=end)           # env 0 (the lead's) reaches its goal
+            tick(1, step, episode_step, collide=end)        # env 1 (the other's) collides
+        assert spin_until(node, lambda: results, TIMEOUT_S), logs()
+        result = results[0]
+        assert (result.phase, result.episodes) == (5, 2)
+        assert result.goal_rate == pytest.approx(0.5) and result.collision_free_rate == pytest.approx(0.5)
+        assert spin_until(node, lambda: len(stats) == 2, TIMEOUT_S), logs()
+        assert sorted((s.env_id, s.evaluation) for s in stats) == [(0, True), (1, True)]
+        assert spin_until(node, lambda: modes == [False, True, False], TIMEOUT_S), logs()  # switched back
+        assert not any(p.get_subscription_count() > 1 for env in pubs for p in pubs[env]), \
+            "each env is scored by one evaluator"
+        assert len(results) == 1
+    finally:
+        codes = (lead.stop(), other.stop())
+    assert codes == (0, 0), logs()
+
+
+@pytest.mark.ros
+def test_an_evaluator_refuses_env_ids_outside_the_graph(tmp_path):
+    proc = NodeProcess.node("reward_evaluator", ["--params-file", str(CONFIG_DIR / "reward.yaml"),
+                                                 "--params-file", str(CONFIG_DIR / "curriculum.yaml")],
+                            tmp_path, overrides={"num_envs": 2, "env_ids": [1, 2]})
+    try:
+        proc.proc.wait(timeout=TIMEOUT_S)
+    finally:
+        proc.stop()
+    assert proc.proc.returncode != 0
+    assert "env_ids [2] outside 0..1" in proc.output()

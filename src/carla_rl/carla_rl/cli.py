@@ -85,7 +85,9 @@ def _add_graph_flags(p: argparse.ArgumentParser, training: bool) -> None:
                    help="process layout: none = a process per node; per_env = each env's simulator + "
                    "preprocessor in one component container; envs = every env's simulator + preprocessor "
                    "and the reward evaluator in one; all = those, the policy and the curriculum manager in "
-                   f"one (default {GraphOptions.composition})")
+                   "one; halves = two containers, each with a share of the envs and a reward evaluator for "
+                   "them, the policy and the curriculum manager in the first "
+                   f"(default {GraphOptions.composition})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
 
 
@@ -163,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=_non_negative_float, default=20.0)
     b.add_argument("--learn", action="store_true", help="learning on (default: learner paused)")
     b.add_argument("--composition", choices=COMPOSITIONS, default=GraphOptions.composition,
-                   help=f"process layout of the graph (see carla-rl train; default {GraphOptions.composition})")
+                   help="process layout of the graph (see carla-rl train; fastest measured on 2 cores: halves "
+                   f"with 12-16 envs, docs/BENCHMARKS.md; default {GraphOptions.composition})")
     b.add_argument("--phase", type=_positive_int, default=2)
     b.add_argument("--json", action="store_true")
 

@@ -19,11 +19,23 @@ SIMULATORS = ("embedded", "carla", "bridge")
 #   envs     one container: every env's simulator + preprocessor, and the reward evaluator
 #   all      one container: the envs' nodes, the reward evaluator, the policy and the curriculum manager
 #            (no DDS in the tick's path; one process, so the learner shares its interpreter with the envs)
-COMPOSITIONS = ("none", "per_env", "envs", "all")
+#   halves   two containers (one per core), each with its share of the envs (simulators + preprocessors)
+#            and a reward evaluator scoring them (env_ids); the first also hosts the policy, the curriculum
+#            manager and the evaluator that leads the evaluations. Only the second share's observations,
+#            rewards and commands cross DDS (env_shares; HALVES_*). One env: as all. Measured on 2 cores
+#            (learner paused, docs/benchmarks/graph_s6): about even with all at 8 envs, faster from 12 on
+#            (12 envs: 657 vs 440 steps/s), slower with 2-4 (each message across the processes costs
+#            ~0.45 ms of CPU)
+COMPOSITIONS = ("none", "per_env", "envs", "all", "halves")
 CONTAINER_EXECUTABLE = "component_container"
 COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
 COMPOSABLE_SIMULATORS = ("embedded",)  # the CARLA-side nodes run alone
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+HALVES_FIRST_SHARE = 0.375       # halves: the share of the envs beside the policy (rounded down, >= 1); the
+                                 # policy's work makes up the rest of that core (N = 8: 0.25, 0.375, 0.5 tried)
+HALVES_NAMESPACE = "/half_1"     # halves: namespace of the second container and its reward evaluator
+HALVES_ACT_THREADS = 1           # halves: the policy's composed_act_threads (the other container needs the
+                                 # second core; N = 8: 502 steps/s with 1, 404 with 2; docs/benchmarks/graph_s6)
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,7 @@ class GraphOptions:
     enable_profiler: bool = False
     monitor: bool = True              # TensorBoard writer node
     config_dir: str = ""              # default: the package's config directory
-    composition: str = "envs"         # none | per_env | envs (COMPOSITIONS)
+    composition: str = "envs"         # none | per_env | envs | all | halves (COMPOSITIONS)
 
     def validate(self) -> None:
         if not 1 <= self.num_envs <= 64:
@@ -92,7 +104,9 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
     "config_dir": ("--config", "Config directory (default: the package's share/carla_rl/config)"),
     "composition": ("--composition", "Process layout: none (a process per node) | per_env (an env's simulator "
                     "+ preprocessor share one) | envs (every env's, plus the reward evaluator, share one) | all "
-                    "(those, the policy and the curriculum manager share one)"),
+                    "(those, the policy and the curriculum manager share one) | halves (two: each with a "
+                    "share of the envs and a reward evaluator for them; the policy and the curriculum manager in "
+                    "the first)"),
 }
 
 
@@ -188,10 +202,27 @@ def group_processes(specs: list[NodeSpec]) -> list[ProcessSpec]:
     return processes
 
 
-def _container_of(options: GraphOptions, role: str, env_id: int) -> str:
-    """The container (fqn) hosting a node under ``options.composition``; "" = its own process."""
+def env_shares(options: GraphOptions) -> list[list[int]]:
+    """The envs of each reward evaluator (and, in ``halves``, of each container): one share of every env,
+    or under ``halves`` with more than one env the first HALVES_FIRST_SHARE of them and the rest."""
+    envs = list(range(options.num_envs))
+    if options.composition != "halves" or options.num_envs < 2 or options.simulator not in COMPOSABLE_SIMULATORS:
+        return [envs]
+    first = min(max(int(options.num_envs * HALVES_FIRST_SHARE), 1), options.num_envs - 1)
+    return [envs[:first], envs[first:]]
+
+
+def _container_of(options: GraphOptions, role: str, env_id: int, share: int = 0) -> str:
+    """The container (fqn) hosting a node under ``options.composition``; "" = its own process.
+    ``share``: the index of the node's env share (env_shares) for the reward evaluators."""
     if options.composition == "none" or options.simulator not in COMPOSABLE_SIMULATORS:
         return ""
+    if options.composition == "halves":
+        if role in ("simulator", "preprocessor"):
+            share = next(i for i, ids in enumerate(env_shares(options)) if env_id in ids)
+        if role in ("simulator", "preprocessor", "reward"):
+            return "/graph_container" if share == 0 else f"{HALVES_NAMESPACE}/env_container"
+        return "/graph_container" if role in ("policy", "curriculum") else ""
     if options.composition == "per_env":
         return f"{topics.env_namespace(env_id)}/env_container" if role in ("simulator", "preprocessor") else ""
     if options.composition == "envs":
@@ -231,13 +262,21 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
                                      "load_model_from": options.load_model_from}
     if options.batch_size:
         policy_params["agent.batch_size"] = options.batch_size
+    shares = env_shares(options)
+    if len(shares) > 1:
+        policy_params["composed_act_threads"] = HALVES_ACT_THREADS
     specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy", params_files=("sim.yaml", "agent.yaml"),
                           parameters=policy_params, role="policy", critical=True,
                           container=_container_of(options, "policy", 0)))
-    specs.append(NodeSpec(name="reward_evaluator", executable="reward_evaluator",
-                          params_files=("sim.yaml", "reward.yaml", "curriculum.yaml"),
-                          parameters={"num_envs": options.num_envs}, role="reward", critical=True,
-                          container=_container_of(options, "reward", 0)))
+    for i, env_ids in enumerate(shares):
+        reward_params: dict[str, Any] = {"num_envs": options.num_envs}
+        if len(shares) > 1:  # the first leads the evaluations (lead_evaluation defaults to True)
+            reward_params.update({"env_ids": env_ids, "lead_evaluation": i == 0})
+        specs.append(NodeSpec(name="reward_evaluator", executable="reward_evaluator",
+                              namespace="" if i == 0 else HALVES_NAMESPACE,
+                              params_files=("sim.yaml", "reward.yaml", "curriculum.yaml"),
+                              parameters=reward_params, role="reward", critical=True,
+                              container=_container_of(options, "reward", 0, share=i)))
     curriculum_params: dict[str, Any] = {"save_dir": options.save_dir, "initial_phase": options.phase,
                                          "load_from": options.load_model_from,
                                          "num_episodes": options.num_episodes,

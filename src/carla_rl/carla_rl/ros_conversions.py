@@ -17,10 +17,12 @@ from nav_msgs.msg import Odometry as OdometryMsg
 from nav_msgs.msg import Path
 from sensor_msgs.msg import Image, PointCloud2, PointField
 
+from carla_rl.reward.stats import EpisodeStats
 from carla_rl.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEvent, Odometry,
                                    VehicleControl)
 from carla_rl_interfaces.msg import CollisionEvent as CollisionEventMsg
 from carla_rl_interfaces.msg import EgoSituation as EgoSituationMsg
+from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
 from carla_rl_interfaces.msg import LaneInvasionEvent as LaneInvasionEventMsg
 from carla_rl_interfaces.msg import ScenarioConfig as ScenarioConfigMsg
 from carla_rl_interfaces.msg import VehicleControl as VehicleControlMsg
@@ -258,3 +260,13 @@ def scenario_from_msg(msg: ScenarioConfigMsg):
                 max_episode_steps=int(msg.max_episode_steps),
                 allowed_actions=[int(a) for a in msg.allowed_actions])
     return int(msg.phase), from_mapping(ScenarioConfig, data, "scenario")
+
+
+def episode_stats_from_msg(msg: EpisodeStatsMsg) -> EpisodeStats:
+    return EpisodeStats(env_id=msg.env_id, episode_id=msg.episode_id, phase=msg.phase,
+                        evaluation=msg.evaluation, steps=msg.steps, total_reward=msg.total_reward,
+                        term_names=tuple(msg.term_names), term_totals=tuple(msg.term_totals),
+                        termination_reason=msg.termination_reason, goal_reached=msg.goal_reached,
+                        collision=msg.collision, sidewalk=msg.sidewalk,
+                        red_light_violation=msg.red_light_violation, distance_m=msg.distance_m,
+                        mean_speed_mps=msg.mean_speed_mps)

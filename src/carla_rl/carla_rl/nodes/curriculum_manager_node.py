@@ -25,7 +25,7 @@ from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
-from carla_rl.reward import EpisodeStats, EvaluationResult
+from carla_rl.reward import EvaluationResult
 from carla_rl_interfaces.msg import CurriculumStatus
 from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
 from carla_rl_interfaces.msg import EvaluationResult as EvaluationResultMsg
@@ -59,16 +59,6 @@ def result_msg(result: EvaluationResult) -> EvaluationResultMsg:
                                collision_free_rate=float(result.collision_free_rate),
                                sidewalk_free_rate=float(result.sidewalk_free_rate),
                                mean_reward=float(result.mean_reward), passed=bool(result.passed))
-
-
-def stats_from_msg(msg: EpisodeStatsMsg) -> EpisodeStats:
-    return EpisodeStats(env_id=msg.env_id, episode_id=msg.episode_id, phase=msg.phase,
-                        evaluation=msg.evaluation, steps=msg.steps, total_reward=msg.total_reward,
-                        term_names=tuple(msg.term_names), term_totals=tuple(msg.term_totals),
-                        termination_reason=msg.termination_reason, goal_reached=msg.goal_reached,
-                        collision=msg.collision, sidewalk=msg.sidewalk,
-                        red_light_violation=msg.red_light_violation, distance_m=msg.distance_m,
-                        mean_speed_mps=msg.mean_speed_mps)
 
 
 class CurriculumManagerNode(ComposableNode):
@@ -141,7 +131,7 @@ class CurriculumManagerNode(ComposableNode):
     def on_episode(self, msg: EpisodeStatsMsg) -> None:
         if not self.cfg.training:
             return
-        for decision in self.state.on_episode_end(stats_from_msg(msg)):
+        for decision in self.state.on_episode_end(conv.episode_stats_from_msg(msg)):
             self.apply(decision)
         self.publish_status()
 

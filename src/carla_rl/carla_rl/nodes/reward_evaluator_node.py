@@ -6,6 +6,11 @@ publishes <env>/step_reward with the per-term breakdown and termination reason, 
 /carla_rl/episode_stats. ``/carla_rl/evaluate`` runs N evaluation episodes: it switches the policy to
 evaluation mode (no exploration), aggregates the evaluation episodes of that phase and publishes
 /carla_rl/evaluation_result.
+
+One evaluator serves every env, or several (``env_ids``: one per container of composition ``halves``)
+each a disjoint share. Exactly one of them leads the evaluations (``lead_evaluation``): it serves
+/carla_rl/evaluate, switches the policy's mode, and counts the evaluation episodes of its own envs as
+they end and the other evaluators' from /carla_rl/episode_stats (:class:`carla_rl.reward.EnvShare`).
 """
 
 from __future__ import annotations
@@ -17,15 +22,15 @@ from std_srvs.srv import SetBool
 
 from carla_rl import ros_conversions as conv
 from carla_rl import topics
-from carla_rl.config import param
+from carla_rl.config import ConfigError, param
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
 from carla_rl.preprocess import StepSynchronizer
-from carla_rl.reward import (EpisodeStats, EpisodeStatsAccumulator, EvaluationAggregator, EvaluationResult,
-                             RewardCalculator, RewardConfig)
+from carla_rl.reward import (EnvShare, EpisodeStats, EpisodeStatsAccumulator, EvaluationAggregator,
+                             EvaluationResult, RewardCalculator, RewardConfig)
 from carla_rl_interfaces.msg import CollisionEvent, EgoSituation
 from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
 from carla_rl_interfaces.msg import EvaluationResult as EvaluationResultMsg
@@ -40,6 +45,13 @@ MODE_RESET_POLL_S = 0.5  # how often a new evaluator looks for the policy's mode
 class RewardNodeConfig:
     num_envs: int = param(1, "Number of environments (namespaces /env_0 ...)", low=1, high=1024,
                           read_only=True)
+    env_ids: list[int] = param(default_factory=list, description="The envs this evaluator scores (several "
+                               "evaluators: disjoint shares); empty = every env 0..num_envs-1", low=0,
+                               high=1023, read_only=True)
+    lead_evaluation: bool = param(True, "Serve /carla_rl/evaluate and switch the policy's evaluation mode; "
+                                  "count the evaluation episodes of every env (the other evaluators' from "
+                                  "/carla_rl/episode_stats). Exactly one evaluator of a graph leads",
+                                  read_only=True)
     role_name: str = param(topics.DEFAULT_ROLE_NAME, "Ego role name in the bridge topics", read_only=True)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
     service_timeout_s: float = param(5.0, "Wait for the policy's mode service this long", low=0.1,
@@ -49,8 +61,9 @@ class RewardNodeConfig:
 class EnvReward:
     """Reward state of one env."""
 
-    def __init__(self, env_id: int, config: RewardConfig, max_pending: int) -> None:
+    def __init__(self, env_id: int, config: RewardConfig, max_pending: int, publisher) -> None:
         self.env_id = env_id
+        self.publisher = publisher  # <env>/step_reward
         self.calculator = RewardCalculator(config)
         self.stats = EpisodeStatsAccumulator()
         self.sync = StepSynchronizer(("odometry", "situation"), event_count_fields=EVENT_COUNT_FIELDS,
@@ -59,7 +72,6 @@ class EnvReward:
         self.done = False
         self.end: tuple[bool, bool, str] = (False, False, "")  # terminated, truncated, reason
         self.last_key = -1
-
 
 
 def stats_msg(stats: EpisodeStats, stamp) -> EpisodeStatsMsg:
@@ -89,12 +101,17 @@ class RewardEvaluatorNode(ComposableNode):
         self.reward_cfg = declare_config(self, RewardConfig)
         self.phases = declare_phases(self)
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
-        self.envs = [EnvReward(i, self.reward_cfg, self.reward_cfg.sync_max_pending_steps)
-                     for i in range(self.cfg.num_envs)]
-        self.reward_pubs = []
+        try:
+            self.share = EnvShare(self.cfg.env_ids, self.cfg.num_envs)
+        except ValueError as exc:
+            raise ConfigError(f"node '{self.get_name()}' parameters: {exc}") from None
+        self.envs = []
         role = self.cfg.role_name
-        for env in self.envs:
-            ns = topics.env_namespace(env.env_id)
+        for env_id in self.share.env_ids:
+            ns = topics.env_namespace(env_id)
+            env = EnvReward(env_id, self.reward_cfg, self.reward_cfg.sync_max_pending_steps,
+                            self.create_publisher(StepReward, f"{ns}/{topics.STEP_REWARD}", qos.SENSOR))
+            self.envs.append(env)
             sub = self.create_subscription
 
             def carla(name: str, ns: str = ns) -> str:
@@ -107,12 +124,15 @@ class RewardEvaluatorNode(ComposableNode):
                 qos.EVENTS)
             sub(LaneInvasionEvent, carla(topics.LANE_INVASION),
                 lambda m, e=env: self.on_sample(e, "lane_invasion", m), qos.EVENTS)
-            self.reward_pubs.append(self.create_publisher(StepReward, f"{ns}/{topics.STEP_REWARD}", qos.SENSOR))
         self.stats_pub = self.create_publisher(EpisodeStatsMsg, topics.EPISODE_STATS, qos.EVENTS)
+        self.evaluation: EvaluationAggregator | None = None
+        if not self.cfg.lead_evaluation:
+            return
         self.eval_pub = self.create_publisher(EvaluationResultMsg, topics.EVALUATION_RESULT, qos.EVENTS)
         self.create_service(Evaluate, topics.EVALUATE_SERVICE, self.on_evaluate)
         self.mode_client = self.create_client(SetBool, topics.SET_EVALUATION_MODE_SERVICE)
-        self.evaluation: EvaluationAggregator | None = None
+        if not self.share.covers_all:  # the other evaluators' episodes
+            self.create_subscription(EpisodeStatsMsg, topics.EPISODE_STATS, self.on_remote_episode, qos.EVENTS)
         # No evaluation runs in a new evaluator, but the policy may still be in evaluation mode: a previous
         # evaluator (before a restart) switched it on and never off. Switched off once the policy is up.
         self.mode_reset_timer = self.create_timer(MODE_RESET_POLL_S, self.reset_policy_evaluation_mode)
@@ -146,7 +166,7 @@ class RewardEvaluatorNode(ComposableNode):
             env.episode_id, env.done = situation.episode_id, False
             reward.term_names = list(env.calculator.term_names)
             reward.term_values = conv.float32_sequence([0.0] * len(reward.term_names))
-            self.reward_pubs[env.env_id].publish(reward)  # the first tick of an episode earns nothing
+            env.publisher.publish(reward)  # the first tick of an episode earns nothing
             return
         if env.done:
             # the simulator stepped past the end (the reset command came after its control timeout):
@@ -155,7 +175,7 @@ class RewardEvaluatorNode(ComposableNode):
             reward.term_names = list(env.calculator.term_names)
             reward.term_values = conv.float32_sequence([0.0] * len(reward.term_names))
             reward.terminated, reward.truncated, reward.termination_reason = env.end
-            self.reward_pubs[env.env_id].publish(reward)
+            env.publisher.publish(reward)
             return
         collisions = [conv.collision_from_msg(m) for m in events.get("collision", [])]
         invasions = [conv.lane_invasion_from_msg(m) for m in events.get("lane_invasion", [])]
@@ -166,7 +186,7 @@ class RewardEvaluatorNode(ComposableNode):
         reward.term_values = conv.float32_sequence(list(result.terms.values()))
         reward.terminated, reward.truncated = result.terminated, result.truncated
         reward.termination_reason = result.reason
-        self.reward_pubs[env.env_id].publish(reward)
+        env.publisher.publish(reward)
         if result.done:
             env.done = True
             env.end = (result.terminated, result.truncated, result.reason)
@@ -176,6 +196,14 @@ class RewardEvaluatorNode(ComposableNode):
         stats = env.stats.finish()
         self.stats_pub.publish(stats_msg(stats, stamp))
         self.diag.count("episodes")
+        self.count_evaluation_episode(stats, stamp)
+
+    def on_remote_episode(self, msg: EpisodeStatsMsg) -> None:
+        """An episode that another evaluator finished (the lead's own come back here too: skipped)."""
+        if msg.evaluation and self.evaluation is not None and self.share.is_remote(msg.env_id):
+            self.count_evaluation_episode(conv.episode_stats_from_msg(msg), msg.header.stamp)
+
+    def count_evaluation_episode(self, stats: EpisodeStats, stamp) -> None:
         if self.evaluation is not None and stats.evaluation and self.evaluation.add(stats):
             if self.evaluation.complete:
                 result = self.evaluation.result(stamp_s=conv.time_seconds(stamp))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from carla_rl.reward.stats import EpisodeStats
 from carla_rl.scenario import PhaseThresholds
@@ -87,3 +87,39 @@ class EvaluationAggregator:
                                 collision_free_rate=collision_free,
                                 sidewalk_free_rate=sidewalk_free, mean_reward=mean_reward,
                                 passed=passed, stamp_s=stamp_s)
+
+
+class EnvShare:
+    """The envs one reward evaluator serves, out of the graph's ``num_envs`` (namespaces /env_0 ...).
+
+    One evaluator may serve every env (``env_ids`` empty), or several evaluators each a disjoint
+    share (one per process, so that each process closes its own envs' lockstep chain). One of them
+    leads the evaluations: it counts the evaluation episodes of its own envs as it finishes them and
+    the others' from their published episode statistics (:meth:`is_remote`; its own come back on
+    that topic too and were already counted).
+    """
+
+    def __init__(self, env_ids: Iterable[int], num_envs: int) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        ids = [int(i) for i in env_ids]
+        outside = sorted({i for i in ids if not 0 <= i < num_envs})
+        if outside:
+            raise ValueError(f"env_ids {outside} outside 0..{num_envs - 1} (num_envs {num_envs})")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"env_ids {repeated} listed more than once")
+        self.num_envs = num_envs
+        self.env_ids: tuple[int, ...] = tuple(sorted(ids)) if ids else tuple(range(num_envs))
+        self._served = frozenset(self.env_ids)
+
+    @property
+    def covers_all(self) -> bool:
+        return len(self.env_ids) == self.num_envs
+
+    def serves(self, env_id: int) -> bool:
+        return env_id in self._served
+
+    def is_remote(self, env_id: int) -> bool:
+        """An env of the graph that another evaluator serves."""
+        return 0 <= env_id < self.num_envs and env_id not in self._served
