@@ -367,19 +367,12 @@ class DQNAlgorithm:
         path): on a side stream, joined at exit, where there are side streams; else first. Pass
         ``reset_noise=False`` to the :meth:`step` that follows. The noise buffers are read only
         after the join, and the fork waits for everything the current stream did before."""
-        streams = self._next_streams
-        if streams is None:
-            self._reset_noise()
-            yield
-            return
-        main = torch.cuda.current_stream(self.device)
-        streams[1].wait_stream(main)
-        with torch.cuda.stream(streams[1]):
+        with self.beside_update():
             self._reset_noise()
         try:
             yield
         finally:
-            main.wait_stream(streams[1])
+            self.join_beside()
 
     def step(self, batch: Batch, reset_noise: bool = True) -> tuple[torch.Tensor, ...]:
         """One gradient step (resampling the noise first unless ``reset_noise`` is False).
@@ -405,8 +398,8 @@ class DQNAlgorithm:
     @contextlib.contextmanager
     def beside_update(self):
         """Run the body on a side stream, concurrent with what the current stream does next
-        (the backward pass and the optimizer step), where there are side streams; else in
-        order. The fork waits for everything the current stream did before; the caller joins
+        (the replay sampling, or the backward pass and the optimizer step), where there are side
+        streams; else in order. The fork waits for everything the current stream did before; the caller joins
         with :meth:`join_beside` before anything reads what the body wrote. The body's inputs
         must stay referenced until then (no ``record_stream``)."""
         streams = self._next_streams

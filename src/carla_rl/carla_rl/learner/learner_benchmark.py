@@ -33,6 +33,7 @@ and reports the fastest as ``updates_per_s`` / ``fast_path`` (on CPU: ``eager``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -43,7 +44,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch._inductor.config  # noqa: F401 - config.patch for the _combo variants
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec, load_agent_config
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
@@ -174,6 +174,17 @@ def _act_latency(agent: DQNAgent, repeats: int, acting_copy: bool) -> dict[str, 
     return out
 
 
+def _inductor_settings(flags: set[str]):
+    """A context with the inductor config settings that ``flags`` name (INDUCTOR_FLAGS); inductor is
+    imported (about 2 s) only when one is named."""
+    settings = {key: value for flag, (key, value) in INDUCTOR_FLAGS.items() if flag in flags}
+    if not settings:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(settings)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -245,10 +256,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       else base.mixed_precision)
             if dev.type == "cuda":  # process-wide; the agent turns it on for ..._cbench only
                 torch.backends.cudnn.benchmark = False
-            # inductor settings for this variant's compilations only
-            inductor_patch = {key: value for flag, (key, value) in INDUCTOR_FLAGS.items()
-                              if flag in flags}
-            with torch._inductor.config.patch(inductor_patch):
+            with _inductor_settings(flags):  # this variant's compilations only
                 agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
                 agent.replay = eager.replay  # share the filled host ring
                 agent.env_steps = eager.env_steps
