@@ -42,6 +42,7 @@ class GraphRun:
         self.collisions = defaultdict(list)
         self.episodes = []
         self.training = []
+        self.diagnostics: dict[str, dict[str, str]] = {}  # node -> its last /diagnostics values
 
     def attach(self, node, num_envs: int) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -68,6 +69,7 @@ class GraphRun:
     def on_diagnostics(self, msg) -> None:  # the heartbeats the supervisor watches, as the CLI feeds them
         for status in msg.status:
             self.supervisor.heartbeat(status.name)
+            self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
     def spin_until(self, node, predicate, timeout: float) -> bool:
         import rclpy

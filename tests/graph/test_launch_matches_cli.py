@@ -118,26 +118,44 @@ def test_compositions_host_the_same_nodes():
     # all: one container (those, the policy and the curriculum manager) + monitor;
     # halves: two containers (each with its envs and a reward evaluator) + monitor
     assert counts == {"none": 10, "per_env": 7, "envs": 4, "all": 2, "halves": 3}
-    # halves: the same nodes, except that the reward evaluator is two, over disjoint shares of the envs,
-    # and the policy acts on one thread (the other container has the second core)
-    others = {c: [s for s in nodes[c] if s.role not in ("reward", "policy")] for c in ("all", "halves")}
+    # halves: the same nodes, except that the reward evaluator is two, over disjoint shares of the envs, the
+    # policy acts on one thread (the other container has the second core), two batch links carry the second
+    # share's ticks, and that share's simulators, preprocessors and evaluator use the links' topic names
+    others = {c: [dataclasses.replace(s, remappings=()) for s in nodes[c] if s.role not in ("reward", "policy", "link")]
+              for c in ("all", "halves")}
     assert others["halves"] == others["all"]
     policy = {c: next(s for s in nodes[c] if s.role == "policy") for c in ("all", "halves")}
     assert policy["halves"].parameters == {**policy["all"].parameters, "composed_act_threads": 1}
     rewards = [s for s in nodes["halves"] if s.role == "reward"]
     assert [(s.fqn, s.parameters) for s in rewards] == [
-        ("/reward_evaluator", {"num_envs": 3, "env_ids": [0], "lead_evaluation": True}),
-        ("/half_1/reward_evaluator", {"num_envs": 3, "env_ids": [1, 2], "lead_evaluation": False})]
+        ("/reward_evaluator", {"num_envs": 3, "env_ids": [2], "lead_evaluation": True}),
+        ("/half_1/reward_evaluator", {"num_envs": 3, "env_ids": [0, 1], "lead_evaluation": False})]
+    assert rewards[0].remappings == ()
+    assert rewards[1].remappings == (("/env_0/step_reward", "/env_0/link/step_reward"),
+                                     ("/env_1/step_reward", "/env_1/link/step_reward"))
+    remapped = {(s.fqn, s.remappings) for s in nodes["halves"] if s.role in ("simulator", "preprocessor")}
+    assert remapped == {("/env_0/embedded_simulator", (("/env_0/vehicle_command", "/env_0/link/vehicle_command"),)),
+                        ("/env_1/embedded_simulator", (("/env_1/vehicle_command", "/env_1/link/vehicle_command"),)),
+                        ("/env_2/embedded_simulator", ()),
+                        ("/env_0/sensor_preprocessor", (("/env_0/observation", "/env_0/link/observation"),)),
+                        ("/env_1/sensor_preprocessor", (("/env_1/observation", "/env_1/link/observation"),)),
+                        ("/env_2/sensor_preprocessor", ())}
+    links = [s for s in build_graph(dataclasses.replace(base, composition="halves")) if s.role == "link"]
+    assert [(s.fqn, s.executable, s.parameters, s.container) for s in links] == [
+        ("/half_1/batch_link_envs", "batch_link", {"side": "envs", "env_ids": [0, 1]}, "/half_1/env_container"),
+        ("/half_1/batch_link_policy", "batch_link", {"side": "policy", "env_ids": [0, 1]}, "/graph_container")]
+    assert not [s for c in COMPOSITIONS if c != "halves" for s in nodes[c] if s.role == "link"]
     assert [s.parameters for s in nodes["all"] if s.role == "reward"] == [{"num_envs": 3}]
     carla = group_processes(build_graph(dataclasses.replace(base, simulator="carla")))
     assert not any(p.is_container for p in carla)  # the CARLA-side nodes run alone
 
 
-@pytest.mark.parametrize("num_envs,shares", [(1, [[0]]), (2, [[0], [1]]), (4, [[0], [1, 2, 3]]),
-                                             (8, [[0, 1, 2], [3, 4, 5, 6, 7]])])
+@pytest.mark.parametrize("num_envs,shares", [(1, [[0]]), (2, [[1], [0]]), (4, [[3], [0, 1, 2]]),
+                                             (8, [[6, 7], [0, 1, 2, 3, 4, 5]])])
 def test_halves_hosts_each_share_with_its_reward_evaluator(num_envs, shares):
     """Every env's simulator and preprocessor share a container with the reward evaluator scoring it; the
-    policy and the curriculum manager are beside the lead evaluator; one env: one container, as in all."""
+    policy and the curriculum manager are beside the lead evaluator, with the last env ids; one env: one
+    container, as in all, and no batch link."""
     specs = build_graph(GraphOptions(num_envs=num_envs, composition="halves"))
     rewards = [s for s in specs if s.role == "reward"]
     assert [s.parameters.get("env_ids", list(range(num_envs))) for s in rewards] == shares
@@ -150,6 +168,7 @@ def test_halves_hosts_each_share_with_its_reward_evaluator(num_envs, shares):
     lead = next(s for s in rewards if s.parameters.get("lead_evaluation", True))
     assert {s.role for s in specs if s.container == lead.container} >= {"policy", "curriculum"}
     assert len({s.container for s in specs if s.container}) == len(shares)
+    assert len([s for s in specs if s.role == "link"]) == (2 if len(shares) > 1 else 0)
 
 
 def test_eval_launch_is_the_graph_without_training(tmp_path):

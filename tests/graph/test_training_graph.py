@@ -105,3 +105,40 @@ def test_training_graph_in_one_container(tmp_path):
         rclpy.try_shutdown()
     run.check_trained_every_env(NUM_ENVS)
     assert (run.save_dir / "checkpoints" / "final.pt").is_file(), run.logs()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_training_graph_in_two_containers(tmp_path):
+    """composition 'halves' with 3 envs: env 2 beside the policy, envs 0 and 1 in the second container,
+    whose ticks cross through the batch links. Every env trains and ends episodes, each env's rewards are
+    on its usual /env_<i>/step_reward topic, and both links moved batches and saw no foreign env."""
+    from carla_rl.graph import env_shares, group_processes, GraphOptions
+
+    num_envs = 3
+    assert env_shares(GraphOptions(num_envs=num_envs, composition="halves")) == [[2], [0, 1]]
+    run = GraphRun(tmp_path, num_envs, 2, composition="halves", policy_params={"max_learner_lag_updates": MAX_LAG})
+    assert len(group_processes(run.specs)) == 2
+    rclpy.init()
+    node = rclpy.create_node("graph_test_observer")
+    run.attach(node, num_envs)
+    links = ("/half_1/batch_link_envs", "/half_1/batch_link_policy")
+
+    def links_moved_batches() -> bool:
+        return all(int(run.diagnostics.get(name, {}).get("batches_received", 0)) >= 20 for name in links)
+
+    try:
+        run.supervisor.start()
+        ok = run.spin_until(node, lambda: len({e.env_id for e in run.episodes}) == num_envs and run.learning_ok()
+                            and links_moved_batches(), TIMEOUT_S)
+        assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}, {run.diagnostics}\n{run.logs()}"
+        assert all(run.supervisor.alive().values()), run.logs()
+    finally:
+        run.stop_and_check_no_orphans()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    run.check_trained_every_env(num_envs)
+    assert {r.env_id for r in run.rewards} == set(range(num_envs))
+    for name in links:
+        assert int(run.diagnostics[name].get("foreign_envs", 0)) == 0, run.diagnostics[name]
+        assert int(run.diagnostics[name]["items_sent"]) > 0, run.diagnostics[name]

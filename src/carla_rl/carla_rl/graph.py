@@ -21,18 +21,20 @@ SIMULATORS = ("embedded", "carla", "bridge")
 #            (no DDS in the tick's path; one process, so the learner shares its interpreter with the envs)
 #   halves   two containers (one per core), each with its share of the envs (simulators + preprocessors)
 #            and a reward evaluator scoring them (env_ids); the first also hosts the policy, the curriculum
-#            manager and the evaluator that leads the evaluations. Only the second share's observations,
-#            rewards and commands cross DDS (env_shares; HALVES_*). One env: as all. Measured on 2 cores
-#            (learner paused, docs/benchmarks/graph_s6): about even with all at 8 envs, faster from 12 on
-#            (12 envs: 657 vs 440 steps/s), slower with 2-4 (each message across the processes costs
-#            ~0.45 ms of CPU)
+#            manager and the evaluator that leads the evaluations. The second share's observations, rewards
+#            and commands cross DDS as one sample per tick each way, through a pair of batch_link nodes
+#            (its envs take those three topics under <env>/link/, remapped). One env: as all. Each DDS
+#            sample between processes costs ~0.45 ms of CPU here (docs/benchmarks/graph_s6), hence the batches
 COMPOSITIONS = ("none", "per_env", "envs", "all", "halves")
 CONTAINER_EXECUTABLE = "component_container"
 COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
 COMPOSABLE_SIMULATORS = ("embedded",)  # the CARLA-side nodes run alone
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
-HALVES_FIRST_SHARE = 0.375       # halves: the share of the envs beside the policy (rounded down, >= 1); the
-                                 # policy's work makes up the rest of that core (N = 8: 0.25, 0.375, 0.5 tried)
+HALVES_FIRST_SHARE = 0.25        # halves: the share of the envs beside the policy (rounded down, >= 1); the
+                                 # policy's work makes up the rest of that core (N = 16: 0.125, 0.25, 0.375
+                                 # within noise, docs/benchmarks/graph_s7). They are the last env ids: the
+                                 # policy publishes commands in env order, so the other container's batch
+                                 # goes out before the policy's own envs step
 HALVES_NAMESPACE = "/half_1"     # halves: namespace of the second container and its reward evaluator
 HALVES_ACT_THREADS = 1           # halves: the policy's composed_act_threads (the other container needs the
                                  # second core; N = 8: 502 steps/s with 1, 404 with 2; docs/benchmarks/graph_s6)
@@ -106,7 +108,7 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
                     "+ preprocessor share one) | envs (every env's, plus the reward evaluator, share one) | all "
                     "(those, the policy and the curriculum manager share one) | halves (two: each with a "
                     "share of the envs and a reward evaluator for them; the policy and the curriculum manager in "
-                    "the first)"),
+                    "the first; the second's ticks cross in one batch per tick through two batch_link nodes)"),
 }
 
 
@@ -204,23 +206,35 @@ def group_processes(specs: list[NodeSpec]) -> list[ProcessSpec]:
 
 def env_shares(options: GraphOptions) -> list[list[int]]:
     """The envs of each reward evaluator (and, in ``halves``, of each container): one share of every env,
-    or under ``halves`` with more than one env the first HALVES_FIRST_SHARE of them and the rest."""
+    or under ``halves`` with more than one env the last HALVES_FIRST_SHARE of them (beside the policy)
+    and the rest (apart from it, behind the batch links)."""
     envs = list(range(options.num_envs))
     if options.composition != "halves" or options.num_envs < 2 or options.simulator not in COMPOSABLE_SIMULATORS:
         return [envs]
-    first = min(max(int(options.num_envs * HALVES_FIRST_SHARE), 1), options.num_envs - 1)
-    return [envs[:first], envs[first:]]
+    beside = min(max(int(options.num_envs * HALVES_FIRST_SHARE), 1), options.num_envs - 1)
+    return [envs[-beside:], envs[:-beside]]
+
+
+def _linked_remappings(role: str, env_ids: list[int]) -> tuple[tuple[str, str], ...]:
+    """The remappings of a node whose envs reach the policy through the batch links: the simulator takes
+    its commands, the preprocessor publishes its observations, the reward evaluator its rewards under
+    <env>/link/ (absolute names: nodes hosted in one container share their process, not their
+    namespace)."""
+    names = {"simulator": (topics.VEHICLE_COMMAND,), "preprocessor": (topics.OBSERVATION,),
+             "reward": (topics.STEP_REWARD,)}[role]
+    return tuple((f"{topics.env_namespace(e)}/{name}", f"{topics.env_namespace(e)}/{topics.linked(name)}")
+                 for e in env_ids for name in names)
 
 
 def _container_of(options: GraphOptions, role: str, env_id: int, share: int = 0) -> str:
     """The container (fqn) hosting a node under ``options.composition``; "" = its own process.
-    ``share``: the index of the node's env share (env_shares) for the reward evaluators."""
+    ``share``: the index of the node's env share (env_shares) for the reward evaluators and batch links."""
     if options.composition == "none" or options.simulator not in COMPOSABLE_SIMULATORS:
         return ""
     if options.composition == "halves":
         if role in ("simulator", "preprocessor"):
             share = next(i for i, ids in enumerate(env_shares(options)) if env_id in ids)
-        if role in ("simulator", "preprocessor", "reward"):
+        if role in ("simulator", "preprocessor", "reward", "link"):
             return "/graph_container" if share == 0 else f"{HALVES_NAMESPACE}/env_container"
         return "/graph_container" if role in ("policy", "curriculum") else ""
     if options.composition == "per_env":
@@ -239,8 +253,11 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         "carla": ("carla_client", ("carla.yaml", "curriculum.yaml")),
         "bridge": ("carla_bridge_adapter", ("carla.yaml", "curriculum.yaml")),
     }[options.simulator]
+    shares = env_shares(options)
+    linked = set(shares[1]) if len(shares) > 1 else set()  # envs behind the batch links
     for env_id in range(options.num_envs):
         ns = topics.env_namespace(env_id)
+        remap = env_id in linked
         sim_params: dict[str, Any] = {"shell.env_id": env_id, "shell.seed": options.seed,
                                       "shell.initial_phase": options.phase,
                                       "shell.time_scale": float(options.time_scale)}
@@ -251,10 +268,12 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
             sim_params["carla.town"] = options.town
         specs.append(NodeSpec(name=sim_exec, executable=sim_exec, namespace=ns, params_files=sim_files,
                               parameters=sim_params, role="simulator",
+                              remappings=_linked_remappings("simulator", [env_id]) if remap else (),
                               container=_container_of(options, "simulator", env_id)))
         specs.append(NodeSpec(name="sensor_preprocessor", executable="sensor_preprocessor", namespace=ns,
                               params_files=("sim.yaml", "preprocess.yaml", "curriculum.yaml"),
                               parameters={"env_id": env_id}, role="preprocessor",
+                              remappings=_linked_remappings("preprocessor", [env_id]) if remap else (),
                               container=_container_of(options, "preprocessor", env_id)))
     policy_params: dict[str, Any] = {"num_envs": options.num_envs, "device": options.device,
                                      "save_dir": options.save_dir, "seed": options.seed,
@@ -262,7 +281,6 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
                                      "load_model_from": options.load_model_from}
     if options.batch_size:
         policy_params["agent.batch_size"] = options.batch_size
-    shares = env_shares(options)
     if len(shares) > 1:
         policy_params["composed_act_threads"] = HALVES_ACT_THREADS
     specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy", params_files=("sim.yaml", "agent.yaml"),
@@ -276,7 +294,14 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
                               namespace="" if i == 0 else HALVES_NAMESPACE,
                               params_files=("sim.yaml", "reward.yaml", "curriculum.yaml"),
                               parameters=reward_params, role="reward", critical=True,
+                              remappings=_linked_remappings("reward", env_ids) if i > 0 else (),
                               container=_container_of(options, "reward", 0, share=i)))
+    if linked:  # one batch link beside the envs apart from the policy, one beside the policy
+        for side, share in (("envs", 1), ("policy", 0)):
+            specs.append(NodeSpec(name=f"batch_link_{side}", executable="batch_link", namespace=HALVES_NAMESPACE,
+                                  params_files=("graph.yaml",),
+                                  parameters={"side": side, "env_ids": sorted(linked)}, role="link",
+                                  critical=True, container=_container_of(options, "link", 0, share=share)))
     curriculum_params: dict[str, Any] = {"save_dir": options.save_dir, "initial_phase": options.phase,
                                          "load_from": options.load_model_from,
                                          "num_episodes": options.num_episodes,

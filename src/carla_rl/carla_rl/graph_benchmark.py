@@ -115,11 +115,17 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         p50 = [float(v["latency_p50_ms"]) for v in sims.values() if "latency_p50_ms" in v]
         p99 = [float(v["latency_p99_ms"]) for v in sims.values() if "latency_p99_ms" in v]
         timeouts = sum(int(v.get("control_timeouts", 0)) for v in sims.values())
+        restarts = sum(managed.restarts for managed in supervisor.processes.values())
     finally:
         supervisor.stop()
         node.destroy_node()
         rclpy.try_shutdown()
-    steps = sum(ticks1[k] - ticks0.get(k, 0) for k in ticks1)
+    env_steps = {k: ticks1[k] - ticks0.get(k, 0) for k in sorted(ticks1)}
+    went_back = [k for k, n in env_steps.items() if n < 0]
+    if went_back:  # a restarted simulator counts from 0 again: no honest figure for this window
+        raise RuntimeError(f"the tick count of {', '.join(went_back)} went back during the window "
+                           f"(restarted?); node logs: {save_dir / 'logs'}")
+    steps = sum(env_steps.values())
     steps_per_s = steps / (t1 - t0)
     return {
         "envs": envs, "learn": learn, "phase": phase, "composition": composition, "seconds": round(t1 - t0, 2),
@@ -129,6 +135,8 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "p50_ms": round(float(np.median(p50)), 3) if p50 else None,
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
         "control_timeouts": timeouts,
+        "process_restarts": restarts,
+        "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
     }

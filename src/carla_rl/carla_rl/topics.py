@@ -37,6 +37,19 @@ STEP_REWARD = "step_reward"            # carla_rl_interfaces/StepReward
 VEHICLE_COMMAND = "vehicle_command"    # carla_rl_interfaces/VehicleCommand (the CARLA adapter turns it
                                        # into carla_msgs/CarlaEgoVehicleControl on .../vehicle_control_cmd)
 
+# batch link (composition halves; carla_rl.batch_link): the envs of a container apart from the policy
+# publish and take the three names above under <env>/link/, and their container's link exchanges them
+# with the policy's link as one sample per tick on these (relative to the links' namespace)
+LINK_PREFIX = "link"
+ENV_STEP_BATCH = "env_step_batch"      # carla_rl_interfaces/EnvStepBatch (envs' link -> policy's link)
+VEHICLE_COMMAND_BATCH = "vehicle_command_batch"  # carla_rl_interfaces/VehicleCommandBatch (the answer)
+
+
+def linked(name: str) -> str:
+    """The name under which an env apart from the policy publishes or takes a per-env topic."""
+    return f"{LINK_PREFIX}/{name}"
+
+
 # stack-wide (absolute)
 SCENARIO = "/carla_rl/scenario"                    # ScenarioConfig, latched
 CURRICULUM_STATUS = "/carla_rl/curriculum_status"  # CurriculumStatus, latched

@@ -62,6 +62,7 @@ class IntraProcessBus:
         self.latched: dict[str, deque] = {}
         self.pending: deque[tuple[_LocalSubscription, Any]] = deque()
         self.recent: dict[str, deque] = {}           # topic -> serialised in-process messages sent into DDS too
+        self.idle_callbacks: list[Callable[[], None]] = []  # run when a drain empties the queue
         self.delivered = 0                           # in-process deliveries (for diagnostics and tests)
         self.dds_copies_dropped = 0
 
@@ -79,6 +80,11 @@ class IntraProcessBus:
         if local in entries:
             entries.remove(local)
         self.pending = deque(item for item in self.pending if item[0] is not local)
+
+    def add_idle_callback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` each time a drain has run every queued message (nothing in flight in the
+        process): a node that batches what the process produced in one executor turn sends it there."""
+        self.idle_callbacks.append(callback)
 
     def local_subscription_count(self, topic: str) -> int:
         return len(self.subscriptions.get(topic, ()))
@@ -101,7 +107,8 @@ class IntraProcessBus:
 
         The budget matters where a chain closes inside the process (simulator -> preprocessor ->
         policy -> simulator): the container's timers, services and DDS subscriptions get their
-        executor turn at least that often."""
+        executor turn at least that often. A drain that ran messages and emptied the queue then runs
+        the idle callbacks (what they publish is queued for the next drain)."""
         deadline = time.monotonic() + budget_s
         n = 0
         while self.pending:
@@ -111,6 +118,9 @@ class IntraProcessBus:
             if time.monotonic() >= deadline:
                 break
         self.delivered += n
+        if not self.pending and n:
+            for callback in self.idle_callbacks:
+                callback()
         return bool(self.pending)
 
     def is_copy_of_local(self, topic: str, serialized: bytes) -> bool:
