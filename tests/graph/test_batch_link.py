@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from carla_rl.batch_link import TickGatherer, split_by_env
+from carla_rl.batch_link import TickGatherer, split_by_env, split_groups
 
 TIMEOUT_S = 15.0
 
@@ -74,6 +74,21 @@ def test_split_by_env():
     assert [i.env_id for i in kept] == [3, 0, 3] and [i.env_id for i in foreign] == [9]
 
 
+@pytest.mark.parametrize("env_ids,groups,expected", [
+    ([3, 0, 1, 2, 4], 2, [[0, 1], [2, 3, 4]]),
+    ([0, 1, 2, 3], 2, [[0, 1], [2, 3]]),
+    ([5, 6], 4, [[5], [6]]),          # fewer envs than groups: one env per group
+    ([7], 1, [[7]]),
+])
+def test_split_groups(env_ids, groups, expected):
+    assert split_groups(env_ids, groups) == expected
+
+
+def test_split_groups_refuses_zero_groups():
+    with pytest.raises(ValueError, match="groups must be at least 1, got 0"):
+        split_groups([0, 1], 0)
+
+
 # --- two link nodes in two buses --------------------------------------------------------------------
 rclpy_required = pytest.mark.ros
 
@@ -87,9 +102,9 @@ def context():
     rclpy.try_shutdown(context=ctx)
 
 
-def link_args(side: str, env_ids: list[int]) -> list[str]:
+def link_args(side: str, env_ids: list[int], groups: int = 1) -> list[str]:
     return ["--ros-args", "-r", f"__node:=batch_link_{side}", "-r", "__ns:=/half_1", "-p", f"side:={side}",
-            "-p", f"env_ids:={env_ids}", "-p", "max_wait_s:=5.0"]
+            "-p", f"env_ids:={env_ids}", "-p", f"groups:={groups}", "-p", "max_wait_s:=5.0"]
 
 
 @rclpy_required
@@ -161,7 +176,7 @@ def test_ticks_cross_as_one_batch_each_way(context):
             (0, 10, bytes(range(6))), (1, 11, bytes(range(6)))]
         assert sorted((r.env_id, r.reward) for r in got["reward"]) == [(0, 0.0), (1, 0.5)]
         assert policy_link.diag.counters["batches_received"] == 1
-        assert policy_link.gatherer.awaited == {0, 1}
+        assert policy_link.gatherers[0].awaited == {0, 1}
 
         # the policy answers both envs in one callback: one batch, complete
         command_pubs[1].publish(VehicleCommand(env_id=1, step_id=11, action_index=4))
@@ -172,12 +187,12 @@ def test_ticks_cross_as_one_batch_each_way(context):
         assert spin_until(lambda: len(got["command"]) == 2)
         assert sorted((c.env_id, c.step_id, c.action_index) for c in got["command"]) == [(0, 10, 3), (1, 11, 4)]
         assert envs_link.diag.counters["batches_received"] == 1
-        assert envs_link.gatherer.awaited == {0, 1}  # the next batch waits for the envs that were commanded
+        assert envs_link.gatherers[0].awaited == {0, 1}  # the next batch waits for the envs that were commanded
 
         # the next tick of env 0 alone is not complete: it goes out when the bus has run everything queued
         obs_pubs[0].publish(Observation(env_id=0, step_id=12))
         reward_pubs[0].publish(StepReward(env_id=0, step_id=12))
-        assert envs_link.gatherer.pending == 0
+        assert envs_link.gatherers[0].pending == 0
         env_bus.drain()
         assert envs_link.diag.counters["batches_sent"] == 2
         assert envs_link.diag.counters["incomplete_batches"] == 1
@@ -204,3 +219,36 @@ def test_bad_link_parameters_are_refused(context, args, message):
     with pytest.raises(ConfigError, match=message):
         BatchLinkNode(intra_process=IntraProcessBus(), context=context, cli_args=["--ros-args", *args],
                       use_global_arguments=False)
+
+
+@rclpy_required
+def test_each_group_goes_out_as_soon_as_it_is_complete(context):
+    """groups 2 over envs 0 and 1: env 0's tick leaves on its own while env 1 is still stepping; what env 1
+    has when the bus runs dry leaves too, as an incomplete batch of its group."""
+    from carla_rl import topics
+    from carla_rl.nodes import qos_profiles as qos
+    from carla_rl.nodes.batch_link_node import BatchLinkNode
+    from carla_rl.nodes.intra_process import ComposableNode, IntraProcessBus
+    from carla_rl_interfaces.msg import Observation, StepReward
+
+    bus = IntraProcessBus()
+    link = BatchLinkNode(intra_process=bus, context=context, cli_args=link_args("envs", [0, 1], groups=2),
+                         use_global_arguments=False)
+    envs = ComposableNode("fake_envs", intra_process=bus, context=context)
+    try:
+        assert [g.env_ids for g in link.gatherers] == [(0,), (1,)]
+        pub = {(env_id, kind): envs.create_publisher(msg_type, f"{topics.env_namespace(env_id)}/"
+                                                     f"{topics.linked(name)}", qos.SENSOR)
+               for env_id in (0, 1) for kind, msg_type, name in (("obs", Observation, topics.OBSERVATION),
+                                                                 ("reward", StepReward, topics.STEP_REWARD))}
+        pub[(0, "obs")].publish(Observation(env_id=0, step_id=1))
+        pub[(1, "obs")].publish(Observation(env_id=1, step_id=1))
+        pub[(0, "reward")].publish(StepReward(env_id=0, step_id=1))
+        bus.drain()
+        # env 0's group completed with its reward and left at once; env 1's left when the bus ran dry
+        assert link.diag.counters["batches_sent"] == 2 and link.diag.counters["incomplete_batches"] == 1
+        assert link.diag.counters["items_sent"] == 3
+        assert [g.pending for g in link.gatherers] == [0, 0]
+    finally:
+        link.destroy_node()
+        envs.destroy_node()

@@ -88,3 +88,13 @@ def split_by_env(items: Iterable[Any], env_ids: Iterable[int]) -> tuple[list[Any
         (kept if int(item.env_id) in served else foreign).append(item)
     return kept, foreign
 
+
+def split_groups(env_ids: list[int], groups: int) -> list[list[int]]:
+    """``env_ids`` (sorted) in ``groups`` runs of consecutive ids, as even as can be; fewer groups when
+    there are fewer envs."""
+    if groups < 1:
+        raise ValueError(f"groups must be at least 1, got {groups}")
+    ids = sorted(env_ids)
+    groups = min(groups, len(ids))
+    bounds = [round(i * len(ids) / groups) for i in range(groups + 1)]
+    return [ids[bounds[i]:bounds[i + 1]] for i in range(groups)]

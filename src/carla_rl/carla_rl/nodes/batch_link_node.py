@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from carla_rl import topics
-from carla_rl.batch_link import SIDES, TickGatherer, split_by_env
+from carla_rl.batch_link import SIDES, TickGatherer, split_by_env, split_groups
 from carla_rl.config import ConfigError, param
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
@@ -37,6 +37,9 @@ class BatchLinkConfig:
                       choices=SIDES, read_only=True)
     env_ids: list[int] = param(default_factory=list, description="The envs whose ticks cross this link "
                                "(the second container's share)", low=0, high=1023, read_only=True)
+    groups: int = param(1, "Gather the envs in this many groups of consecutive env ids, each sent as soon as it "
+                        "is complete: the envs of one group step while the policy acts on another's", low=1,
+                        high=64, read_only=True)
     max_wait_s: float = param(0.05, "Send an incomplete batch this long after its first item (a link "
                               "outside a container, or an env that skipped a tick)", low=0.0005, high=10.0)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
@@ -53,10 +56,11 @@ class BatchLinkNode(ComposableNode):
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("foreign_envs",))
         sub, pub = self.create_subscription, self.create_publisher
         if self.cfg.side == "envs":
-            self.gatherer = TickGatherer(self.cfg.env_ids, ("observation", "reward"))
-            self.gatherer.await_envs(self.gatherer.env_ids)  # the first tick of every env
+            self.make_gatherers(("observation", "reward"))
+            for gatherer in self.gatherers:
+                gatherer.await_envs(gatherer.env_ids)  # the first tick of every env
             self.command_pubs = {}
-            for env_id in self.gatherer.env_ids:
+            for env_id in self.env_ids:
                 ns = topics.env_namespace(env_id)
                 sub(Observation, f"{ns}/{topics.linked(topics.OBSERVATION)}",
                     lambda m: self.gather("observation", m), qos.SENSOR)
@@ -67,9 +71,9 @@ class BatchLinkNode(ComposableNode):
             self.batch_pub = pub(EnvStepBatch, topics.ENV_STEP_BATCH, qos.SENSOR)
             sub(VehicleCommandBatch, topics.VEHICLE_COMMAND_BATCH, self.on_command_batch, qos.SENSOR)
         else:
-            self.gatherer = TickGatherer(self.cfg.env_ids, ("command",))
+            self.make_gatherers(("command",))
             self.observation_pubs, self.reward_pubs = {}, {}
-            for env_id in self.gatherer.env_ids:
+            for env_id in self.env_ids:
                 ns = topics.env_namespace(env_id)
                 self.observation_pubs[env_id] = pub(Observation, f"{ns}/{topics.OBSERVATION}", qos.SENSOR)
                 self.reward_pubs[env_id] = pub(StepReward, f"{ns}/{topics.STEP_REWARD}", qos.SENSOR)
@@ -82,24 +86,33 @@ class BatchLinkNode(ComposableNode):
         if self._intra_process is not None:
             self._intra_process.add_idle_callback(self.flush)
 
+    def make_gatherers(self, kinds: tuple[str, ...]) -> None:
+        self.env_ids = sorted(self.cfg.env_ids)
+        self.gatherers = [TickGatherer(group, kinds) for group in split_groups(self.env_ids, self.cfg.groups)]
+        self.gatherer_of = {env_id: g for g in self.gatherers for env_id in g.env_ids}
+
     # --- gathering and sending ------------------------------------------------------------------------
     def gather(self, kind: str, msg) -> None:
-        if not self.gatherer.serves(msg.env_id):
+        gatherer = self.gatherer_of.get(msg.env_id)
+        if gatherer is None:
             self.diag.count("foreign_envs")
             return
-        if self.gatherer.add(kind, msg.env_id, msg):
-            self.flush()
+        if gatherer.add(kind, msg.env_id, msg):
+            self.send(gatherer)
         elif self.wait_timer.is_canceled():
             self.wait_timer.reset()
 
     def flush(self) -> None:
-        """Send what was gathered: complete, the bus idle, or max_wait_s after the first item."""
+        """Send what each group gathered (the bus went idle, or max_wait_s after the first item)."""
         self.wait_timer.cancel()
-        if not self.gatherer.pending:
-            return
-        if not self.gatherer.complete():
+        for gatherer in self.gatherers:
+            if gatherer.pending:
+                self.send(gatherer)
+
+    def send(self, gatherer: TickGatherer) -> None:
+        if not gatherer.complete():
             self.diag.count("incomplete_batches")
-        batch = self.gatherer.take()
+        batch = gatherer.take()
         if self.cfg.side == "envs":
             msg = EnvStepBatch(observations=batch["observation"], rewards=batch["reward"])
             items = len(msg.observations) + len(msg.rewards)
@@ -115,21 +128,25 @@ class BatchLinkNode(ComposableNode):
     def on_command_batch(self, msg: VehicleCommandBatch) -> None:  # side envs
         self.diag.count("batches_received")
         commands = self.served(msg.commands)
-        self.gatherer.await_envs({int(c.env_id) for c in commands})
+        self.await_envs(commands)
         for command in commands:
             self.command_pubs[command.env_id].publish(command)
 
     def on_env_step_batch(self, msg: EnvStepBatch) -> None:  # side policy
         self.diag.count("batches_received")
         observations, rewards = self.served(msg.observations), self.served(msg.rewards)
-        self.gatherer.await_envs({int(o.env_id) for o in observations})
+        self.await_envs(observations)
         for reward in rewards:
             self.reward_pubs[reward.env_id].publish(reward)
         for observation in observations:
             self.observation_pubs[observation.env_id].publish(observation)
 
+    def await_envs(self, items) -> None:
+        for env_id in {int(item.env_id) for item in items}:
+            self.gatherer_of[env_id].await_envs([env_id])
+
     def served(self, items) -> list:
-        kept, foreign = split_by_env(items, self.gatherer.env_ids)
+        kept, foreign = split_by_env(items, self.env_ids)
         if foreign:
             self.diag.count("foreign_envs", len(foreign))
         self.diag.count("items_received", len(kept))
