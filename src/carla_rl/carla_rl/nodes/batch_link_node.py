@@ -1,19 +1,22 @@
-"""batch_link: the envs of one container and the policy in another exchange one DDS sample per tick.
+"""batch_link: the envs of one container and the policy in another exchange a tick as a few DDS samples.
 
 Composition ``halves`` (carla_rl.graph) runs two of them, one per container (``side``):
 
 - ``envs``, beside the envs apart from the policy: their preprocessors and reward evaluator publish on
-  ``<env>/link/observation`` and ``<env>/link/step_reward`` (remapped), which this link gathers into one
-  ``env_step_batch`` per tick; it hands each command of a ``vehicle_command_batch`` to its simulator on
+  ``<env>/link/observation`` and ``<env>/link/step_reward`` (remapped), which this link gathers into an
+  ``env_step_batch`` per tick and group; it hands each command of a ``vehicle_command_batch`` to its simulator on
   ``<env>/link/vehicle_command``.
 - ``policy``, beside the policy: hands the observations and rewards of an ``env_step_batch`` out on the
   usual ``<env>/observation`` and ``<env>/step_reward`` (so the policy and any tool see the normal
-  contract), and gathers the policy's ``<env>/vehicle_command`` answers into one ``vehicle_command_batch``.
+  contract), and gathers the policy's ``<env>/vehicle_command`` answers into a ``vehicle_command_batch``
+  per group.
 
-A batch goes out once every env it waits for has delivered (:class:`carla_rl.batch_link.TickGatherer`),
-when its container has run everything queued in the process (the intra-process bus is idle), or at the
-latest ``max_wait_s`` after its first item. Items of envs that the link does not serve are dropped and
-counted (``foreign_envs``) on /diagnostics, with the batches and items sent and received.
+The envs are gathered in ``groups`` of consecutive env ids (config/graph.yaml), one batch per group, so that
+one group steps while the policy acts on another. A group's batch goes out once every env it waits for has
+delivered (:class:`carla_rl.batch_link.TickGatherer`), when its container has run everything queued in the
+process (the intra-process bus is idle), or at the latest ``max_wait_s`` after its first item. Items of envs
+that the link does not serve are dropped and counted (``foreign_envs``) on /diagnostics, with the batches
+and items sent and received and the batches sent incomplete.
 """
 
 from __future__ import annotations
