@@ -22,9 +22,11 @@ SIMULATORS = ("embedded", "carla", "bridge")
 #   halves   two containers (one per core), each with its share of the envs (simulators + preprocessors)
 #            and a reward evaluator scoring them (env_ids); the first also hosts the policy, the curriculum
 #            manager and the evaluator that leads the evaluations. The second share's observations, rewards
-#            and commands cross DDS as one sample per tick each way, through a pair of batch_link nodes
-#            (its envs take those three topics under <env>/link/, remapped). One env: as all. Each DDS
-#            sample between processes costs ~0.45 ms of CPU here (docs/benchmarks/graph_s6), hence the batches
+#            and commands cross DDS as one sample per group of envs and tick each way, through a pair of
+#            batch_link nodes (its envs take those three topics under <env>/link/, remapped). One env: as
+#            all. Each DDS sample between processes costs ~0.45 ms of CPU here (docs/benchmarks/graph_s6);
+#            measured against per-env messages (graph_s7): the same steps/s with the learner paused, 9-15 %
+#            less CPU per env step, +7-10 % steps/s with the learner running
 COMPOSITIONS = ("none", "per_env", "envs", "all", "halves")
 CONTAINER_EXECUTABLE = "component_container"
 COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
@@ -108,7 +110,7 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
                     "+ preprocessor share one) | envs (every env's, plus the reward evaluator, share one) | all "
                     "(those, the policy and the curriculum manager share one) | halves (two: each with a "
                     "share of the envs and a reward evaluator for them; the policy and the curriculum manager in "
-                    "the first; the second's ticks cross in one batch per tick through two batch_link nodes)"),
+                    "the first; the second's ticks cross as a batch per group of envs through two batch_link nodes)"),
 }
 
 
