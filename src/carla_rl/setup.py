@@ -28,7 +28,7 @@ NODES = [
     "carla_bridge_adapter",
     "mcap_replay",
     "training_monitor",
-    "batch_link",  # composition halves: one DDS sample per tick between the containers
+    "batch_link",  # composition halves: a batch per group of envs and tick between the containers
     "component_container",  # hosts several of the above in one process (graph composition)
 ]
 

@@ -56,6 +56,16 @@ def run_inprocess(envs: int, seconds: float, phase: int, config_dir: Path) -> fl
     return steps / (time.perf_counter() - start)
 
 
+def window_steps(ticks0: dict[str, int], ticks1: dict[str, int]) -> dict[str, int]:
+    """Ticks of each simulator between two readings of their /diagnostics counters. A count that went
+    back (a restarted simulator counts from 0 again) leaves no honest figure for the window: ValueError."""
+    steps = {name: ticks1[name] - ticks0.get(name, 0) for name in sorted(ticks1)}
+    went_back = [name for name, n in steps.items() if n < 0]
+    if went_back:
+        raise ValueError(f"the tick count of {', '.join(went_back)} went back during the window (restarted?)")
+    return steps
+
+
 def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path,
                         composition: str = "envs") -> dict:
     import rclpy
@@ -120,11 +130,10 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         supervisor.stop()
         node.destroy_node()
         rclpy.try_shutdown()
-    env_steps = {k: ticks1[k] - ticks0.get(k, 0) for k in sorted(ticks1)}
-    went_back = [k for k, n in env_steps.items() if n < 0]
-    if went_back:  # a restarted simulator counts from 0 again: no honest figure for this window
-        raise RuntimeError(f"the tick count of {', '.join(went_back)} went back during the window "
-                           f"(restarted?); node logs: {save_dir / 'logs'}")
+    try:
+        env_steps = window_steps(ticks0, ticks1)
+    except ValueError as exc:
+        raise RuntimeError(f"{exc}; node logs: {save_dir / 'logs'}") from None
     steps = sum(env_steps.values())
     steps_per_s = steps / (t1 - t0)
     return {
