@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"carla-rl: error: config directory {config_dir} does not exist", file=sys.stderr)
         return 2
     os.environ["CARLA_RL_CONFIG_DIR"] = str(config_dir.resolve())
+    from carla_rl.allocator import tune_allocator
+
+    tune_allocator()  # as in every node process: the in-process benchmarks and training compare like with like
     try:
         from carla_rl import commands
 

@@ -15,6 +15,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
+from carla_rl.allocator import tune_allocator
 from carla_rl.config import ConfigError
 
 PROFILE_DIR_ENV = "CARLA_RL_PROFILE_DIR"
@@ -55,6 +56,7 @@ def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = Non
     """Spin the nodes built by ``make_nodes`` in one executor until shutdown (``after_turn`` runs after
     every executor turn: the component container drains its intra-process queue there; while it
     returns True, more work is queued and the next turn does not wait for events)."""
+    tune_allocator()  # per-tick buffers of a few 100 KB stay in the heap (carla_rl.allocator)
     rclpy.init(args=args)
     # Python's default SIGINT handler raises KeyboardInterrupt at whatever bytecode runs next; inside a
     # message conversion pybind11 turns that into a RuntimeError that kills the node before its
