@@ -33,6 +33,7 @@ from carla_rl_interfaces.msg import VehicleCommand
 from carla_rl_interfaces.srv import LoadScenario, ResetEpisode
 
 BRAKE = VehicleControl(throttle=0.0, steer=0.0, brake=1.0)
+MAX_POLL_S = 0.05  # the shell timer's longest period: start-up (waiting for subscribers) is seen this fast
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,13 @@ class SimulatorShell:
         self.diag = DiagnosticsReporter(node, config.diagnostics_period_s,
                                         warn_on=("control_timeouts", "invalid_controls"),
                                         before_publish=self.report_latency)
-        # one timer drives start-up, pacing and the control timeout
-        poll = min(config.control_timeout_s / 4.0, self.dt / max(config.time_scale, 1.0) / 2.0, 0.05)
+        # one timer drives start-up, pacing and the control timeout; it ticks at twice the tick rate only
+        # when it paces the ticks (time_scale > 0, or the autopilot): in lockstep it only has to see a
+        # control timeout, and each timer callback costs the container's executor a turn
+        paced = config.time_scale > 0.0 or self.driver is not None
+        poll = min(config.control_timeout_s / 4.0, MAX_POLL_S)
+        if paced:
+            poll = min(poll, self.dt / max(config.time_scale, 1.0) / 2.0)
         self.timer = node.create_timer(poll, self.on_timer)
         self.started = False
 
