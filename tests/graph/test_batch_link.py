@@ -42,6 +42,20 @@ def test_items_of_one_env_keep_their_arrival_order():
     assert gatherer.take() == {"command": ["a0", "c0", "b1"]}
 
 
+def test_an_env_awaited_after_it_delivered_counts_as_delivered():
+    gatherer = TickGatherer([0, 1], ("observation", "reward"))
+    gatherer.add("observation", 1, "o1")
+    gatherer.add("observation", 1, "o1 again")  # a repeat delivers nothing new
+    gatherer.await_envs([1])
+    gatherer.await_envs([1])                    # awaiting twice waits for nothing more
+    assert not gatherer.complete()              # the reward is missing
+    assert gatherer.add("reward", 1, "r1")
+    gatherer.await_envs([0])                    # a new env: incomplete again
+    assert not gatherer.complete()
+    assert not gatherer.add("reward", 0, "r0")
+    assert gatherer.add("observation", 0, "o0")
+
+
 def test_nothing_awaited_is_never_complete():
     gatherer = TickGatherer([0], ("command",))
     assert not gatherer.add("command", 0, "x")
@@ -62,6 +76,7 @@ def test_bad_items_are_refused_by_name(call, message):
 
 
 @pytest.mark.parametrize("env_ids,kinds,message", [([], ("command",), "at least one env id"),
+                                                    ([0, 2, 0], ("command",), r"env ids \[0, 2, 0\] repeat an env"),
                                                     ([0], (), "at least one item kind")])
 def test_bad_links_are_refused(env_ids, kinds, message):
     with pytest.raises(ValueError, match=message):
@@ -207,9 +222,9 @@ def test_ticks_cross_as_one_batch_each_way(context):
 
 @rclpy_required
 @pytest.mark.parametrize("args,message", [
-    (["-p", "side:=envs"], "env_ids: at least one env is needed"),
+    (["-p", "side:=envs"], "env_ids: a batch link needs at least one env id"),
     (["-p", "side:=middle", "-p", "env_ids:=[0]"], "side"),
-    (["-p", "side:=envs", "-p", "env_ids:=[1, 1]"], r"env_ids: \[1, 1\] repeats an env"),
+    (["-p", "side:=envs", "-p", "env_ids:=[1, 1]"], r"env_ids: env ids \[1, 1\] repeat an env"),
 ])
 def test_bad_link_parameters_are_refused(context, args, message):
     from carla_rl.config import ConfigError

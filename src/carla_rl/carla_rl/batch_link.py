@@ -29,15 +29,14 @@ class TickGatherer:
     envs' side, ``("command",)`` on the policy's side)."""
 
     def __init__(self, env_ids: Iterable[int], kinds: tuple[str, ...]) -> None:
-        self.env_ids = tuple(sorted(set(int(e) for e in env_ids)))
-        if not self.env_ids:
-            raise ValueError("a batch link needs at least one env id")
+        self.env_ids = tuple(sorted(checked_env_ids(env_ids)))
         if not kinds:
             raise ValueError("a batch link needs at least one item kind")
         self.kinds = tuple(kinds)
         self.items: dict[str, list[tuple[int, Any]]] = {kind: [] for kind in self.kinds}
         self.awaited: set[int] = set()
         self.delivered: dict[str, set[int]] = {kind: set() for kind in self.kinds}
+        self.missing = 0  # (awaited env, kind) pairs not delivered yet: complete() without a set scan per item
 
     def serves(self, env_id: int) -> bool:
         return env_id in self.env_ids
@@ -48,7 +47,10 @@ class TickGatherer:
         for env_id in env_ids:  # all checked before any is awaited
             if not self.serves(env_id):
                 raise ValueError(f"env {env_id} is not served by this link (env_ids {list(self.env_ids)})")
-        self.awaited.update(env_ids)
+        for env_id in env_ids:
+            if env_id not in self.awaited:
+                self.awaited.add(env_id)
+                self.missing += sum(env_id not in self.delivered[kind] for kind in self.kinds)
 
     def add(self, kind: str, env_id: int, item: Any) -> bool:
         """Keep ``item`` for the next batch; returns whether the batch is now complete."""
@@ -56,8 +58,11 @@ class TickGatherer:
             raise ValueError(f"unknown item kind {kind!r}; expected one of {', '.join(self.kinds)}")
         if not self.serves(env_id):
             raise ValueError(f"env {env_id} is not served by this link (env_ids {list(self.env_ids)})")
-        self.items[kind].append((int(env_id), item))
-        self.delivered[kind].add(int(env_id))
+        env_id = int(env_id)
+        self.items[kind].append((env_id, item))
+        if env_id not in self.delivered[kind]:
+            self.delivered[kind].add(env_id)
+            self.missing -= env_id in self.awaited
         return self.complete()
 
     @property
@@ -66,7 +71,7 @@ class TickGatherer:
 
     def complete(self) -> bool:
         """Every awaited env delivered every kind (False while nothing is awaited)."""
-        return bool(self.awaited) and all(self.awaited <= self.delivered[kind] for kind in self.kinds)
+        return bool(self.awaited) and self.missing == 0
 
     def take(self) -> dict[str, list[Any]]:
         """The batch: per kind, the items in env order (an env's items in arrival order); then empty,
@@ -76,7 +81,18 @@ class TickGatherer:
         self.items = {kind: [] for kind in self.kinds}
         self.delivered = {kind: set() for kind in self.kinds}
         self.awaited = set()
+        self.missing = 0
         return batch
+
+
+def checked_env_ids(env_ids: Iterable[int]) -> list[int]:
+    """The env ids of a link, refused when there are none or one repeats."""
+    ids = [int(e) for e in env_ids]
+    if not ids:
+        raise ValueError("a batch link needs at least one env id")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"env ids {ids} repeat an env")
+    return ids
 
 
 def split_by_env(items: Iterable[Any], env_ids: Iterable[int]) -> tuple[list[Any], list[Any]]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from carla_rl import topics
-from carla_rl.batch_link import SIDES, TickGatherer, split_by_env, split_groups
+from carla_rl.batch_link import SIDES, TickGatherer, checked_env_ids, split_by_env, split_groups
 from carla_rl.config import ConfigError, param
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
@@ -52,10 +52,10 @@ class BatchLinkNode(ComposableNode):
     def __init__(self, **node_options) -> None:  # composed (see nodes/component_container.py), or alone
         super().__init__("batch_link", **node_options)
         self.cfg = declare_config(self, BatchLinkConfig)
-        if not self.cfg.env_ids:
-            raise ConfigError(f"node '{self.get_name()}' parameters: env_ids: at least one env is needed")
-        if len(set(self.cfg.env_ids)) != len(self.cfg.env_ids):
-            raise ConfigError(f"node '{self.get_name()}' parameters: env_ids: {self.cfg.env_ids} repeats an env")
+        try:
+            checked_env_ids(self.cfg.env_ids)
+        except ValueError as exc:
+            raise ConfigError(f"node '{self.get_name()}' parameters: env_ids: {exc}") from None
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("foreign_envs",))
         sub, pub = self.create_subscription, self.create_publisher
         if self.cfg.side == "envs":
