@@ -172,3 +172,15 @@ def test_an_evaluator_refuses_env_ids_outside_the_graph(tmp_path):
         proc.stop()
     assert proc.proc.returncode != 0
     assert "env_ids [2] outside 0..1" in proc.output()
+
+
+def test_episode_stats_cross_the_message_and_back_unchanged():
+    from carla_rl.reward import EpisodeStats as Stats
+
+    stats = Stats(env_id=3, episode_id=7, phase=4, evaluation=True, steps=250, total_reward=-812.5,
+                  term_totals=tuple(float(i) - 2.5 for i in range(len(Stats().term_names))),
+                  termination_reason="sidewalk", goal_reached=False, collision=True, sidewalk=True,
+                  red_light_violation=True, distance_m=123.25, mean_speed_mps=4.75)
+    msg = conv.episode_stats_msg(stats, conv.time_msg(12.5))
+    assert conv.time_seconds(msg.header.stamp) == 12.5
+    assert conv.episode_stats_from_msg(msg) == stats  # every value is exact in float32

@@ -262,6 +262,18 @@ def scenario_from_msg(msg: ScenarioConfigMsg):
     return int(msg.phase), from_mapping(ScenarioConfig, data, "scenario")
 
 
+def episode_stats_msg(stats: EpisodeStats, stamp: Time) -> EpisodeStatsMsg:
+    msg = EpisodeStatsMsg()
+    msg.header.stamp = stamp
+    for name in ("env_id", "episode_id", "phase", "evaluation", "steps", "total_reward", "termination_reason",
+                 "goal_reached", "collision", "sidewalk", "red_light_violation", "distance_m", "mean_speed_mps"):
+        value = getattr(stats, name)
+        setattr(msg, name, type(getattr(msg, name))(value))
+    msg.term_names = list(stats.term_names)
+    msg.term_totals = float32_sequence(stats.term_totals)
+    return msg
+
+
 def episode_stats_from_msg(msg: EpisodeStatsMsg) -> EpisodeStats:
     return EpisodeStats(env_id=msg.env_id, episode_id=msg.episode_id, phase=msg.phase,
                         evaluation=msg.evaluation, steps=msg.steps, total_reward=msg.total_reward,

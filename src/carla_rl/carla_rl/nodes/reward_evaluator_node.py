@@ -74,18 +74,6 @@ class EnvReward:
         self.last_key = -1
 
 
-def stats_msg(stats: EpisodeStats, stamp) -> EpisodeStatsMsg:
-    msg = EpisodeStatsMsg()
-    msg.header.stamp = stamp
-    for name in ("env_id", "episode_id", "phase", "evaluation", "steps", "total_reward", "termination_reason",
-                 "goal_reached", "collision", "sidewalk", "red_light_violation", "distance_m", "mean_speed_mps"):
-        value = getattr(stats, name)
-        setattr(msg, name, type(getattr(msg, name))(value))
-    msg.term_names = list(stats.term_names)
-    msg.term_totals = conv.float32_sequence(stats.term_totals)
-    return msg
-
-
 def evaluation_msg(result: EvaluationResult, stamp) -> EvaluationResultMsg:
     return EvaluationResultMsg(stamp=stamp, phase=int(result.phase), episodes=int(result.episodes),
                                goal_rate=float(result.goal_rate),
@@ -194,7 +182,7 @@ class RewardEvaluatorNode(ComposableNode):
 
     def finish_episode(self, env: EnvReward, stamp) -> None:
         stats = env.stats.finish()
-        self.stats_pub.publish(stats_msg(stats, stamp))
+        self.stats_pub.publish(conv.episode_stats_msg(stats, stamp))
         self.diag.count("episodes")
         self.count_evaluation_episode(stats, stamp)
 
