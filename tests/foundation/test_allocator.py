@@ -21,6 +21,6 @@ def test_the_switch_turns_it_off(monkeypatch):
 @pytest.mark.skipif(not glibc(), reason="the settings exist in glibc only")
 def test_glibc_accepts_both_settings(monkeypatch):
     monkeypatch.delenv(allocator.TUNING_ENV, raising=False)
-    # True only if mallopt took both values (it refuses an mmap threshold above glibc's maximum)
+    # True only if mallopt took both values
     assert allocator.tune_allocator() is True
 

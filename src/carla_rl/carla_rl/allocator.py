@@ -22,7 +22,7 @@ import os
 import sys
 
 TUNING_ENV = "CARLA_RL_MALLOC_TUNING"
-MMAP_THRESHOLD_BYTES = 32 << 20   # glibc's largest allowed value on 64-bit (HEAP_MAX_SIZE / 2)
+MMAP_THRESHOLD_BYTES = 32 << 20   # the ceiling of glibc's own dynamic threshold on 64-bit; older glibc refuse more
 TRIM_THRESHOLD_BYTES = 256 << 20  # free heap top kept before it is returned to the kernel
 _M_TRIM_THRESHOLD = -1            # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
