@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import defaultdict
@@ -65,6 +66,33 @@ class GraphRun:
         node.create_subscription(EpisodeStats, topics.EPISODE_STATS, self.episodes.append, qos.EVENTS)
         node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self.on_diagnostics, qos.EVENTS)
         node.create_subscription(TrainingStats, topics.TRAINING_STATS, self.training.append, qos.EVENTS)
+
+    @contextlib.contextmanager
+    def running(self, num_envs: int, observer: str = "graph_test_observer"):
+        """rclpy up, an observer node on the graph's topics (:meth:`attach`), the graph started; yields the
+        observer. On the way out, whatever happened: the graph stopped with no process left behind, the
+        observer destroyed, rclpy shut down."""
+        import rclpy
+
+        rclpy.init()
+        node = rclpy.create_node(observer)
+        self.attach(node, num_envs)
+        try:
+            self.supervisor.start()
+            yield node
+        finally:
+            try:
+                self.stop_and_check_no_orphans()
+            finally:
+                node.destroy_node()
+                rclpy.try_shutdown()
+
+    def wait_for(self, node, predicate, timeout: float, seen: str = "") -> None:
+        """Spin until ``predicate`` holds, failing with what was seen and the logs; then every process of the
+        graph must still be alive."""
+        ok = self.spin_until(node, predicate, timeout)
+        assert ok, f"episodes {len(self.episodes)}, training {self.training[-1:]} {seen}\n{self.logs()}"
+        assert all(self.supervisor.alive().values()), self.logs()
 
     def on_diagnostics(self, msg) -> None:  # the heartbeats the supervisor watches, as the CLI feeds them
         for status in msg.status:

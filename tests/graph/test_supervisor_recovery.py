@@ -26,12 +26,8 @@ def test_sigkill_policy_and_simulator(tmp_path):
     run = GraphRun(tmp_path, num_envs=2, phase=2,
                    policy_params={"checkpoint_every_episodes": 2, "keep_last_checkpoints": KEEP_LAST},
                    sim_params={"shell.control_timeout_s": 0.2}, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
-    rclpy.init()
-    node = rclpy.create_node("supervisor_test_observer")
-    run.attach(node, 2)
     checkpoints = run.save_dir / "checkpoints"
-    try:
-        run.supervisor.start()
+    with run.running(2, observer="supervisor_test_observer") as node:
         assert run.spin_until(node, lambda: run.learning_ok() and any(checkpoints.glob("episode_*.pt")),
                               TIMEOUT_S), run.logs()
         saved = sorted(checkpoints.glob("episode_*.pt"))[-1]
@@ -66,9 +62,5 @@ def test_sigkill_policy_and_simulator(tmp_path):
         assert 1 <= len(periodic) <= KEEP_LAST, periodic  # rotation spans policy restarts
         for path in periodic:
             read_checkpoint(path)  # every checkpoint on disk is intact
-    finally:
-        run.stop_and_check_no_orphans()
-        node.destroy_node()
-        rclpy.try_shutdown()
     assert (checkpoints / "final.pt").is_file(), "the stopped policy wrote its final checkpoint"
     assert read_checkpoint(checkpoints / "final.pt")["counters"]["updates"] > saved_updates

@@ -24,25 +24,15 @@ def test_training_graph_end_to_end(tmp_path):
     run = GraphRun(tmp_path, NUM_ENVS, PHASE, sim_params={"shell.required_subscribers": 3},
                    policy_params={"agent.learning_starts": LEARNING_STARTS,
                                   "max_learner_lag_updates": MAX_LAG})
-    rclpy.init()
-    node = rclpy.create_node("graph_test_observer")
-    run.attach(node, NUM_ENVS)
-    try:
-        run.supervisor.start()
-        terminal = {"collision", "sidewalk"}
-        ok = run.spin_until(node, lambda: len(run.episodes) >= 6 and run.learning_ok()
-                            and max(t.replay_size for t in run.training) >= 64
-                            and any(e.termination_reason in terminal for e in run.episodes), TIMEOUT_S)
-        assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}\n{run.logs()}"
-        assert all(run.supervisor.alive().values()), run.logs()
+    terminal = {"collision", "sidewalk"}
+    with run.running(NUM_ENVS) as node:
+        run.wait_for(node, lambda: len(run.episodes) >= 6 and run.learning_ok()
+                     and max(t.replay_size for t in run.training) >= 64
+                     and any(e.termination_reason in terminal for e in run.episodes), TIMEOUT_S)
         # env steps never outran the learner by more than MAX_LAG gradient steps (+ one action batch)
         owed = [(t.env_steps - LEARNING_STARTS) // TRAIN_FREQUENCY + 1 - t.updates
                 for t in run.training if t.learning and not t.evaluation_mode and t.env_steps >= LEARNING_STARTS]
         assert owed and max(owed) <= MAX_LAG + NUM_ENVS, owed
-    finally:
-        run.stop_and_check_no_orphans()
-        node.destroy_node()
-        rclpy.try_shutdown()
 
     run.check_trained_every_env(NUM_ENVS)
 
@@ -91,18 +81,8 @@ def test_training_graph_in_one_container(tmp_path):
 
     run = GraphRun(tmp_path, NUM_ENVS, 2, composition="all", policy_params={"max_learner_lag_updates": MAX_LAG})
     assert len(group_processes(run.specs)) == 1
-    rclpy.init()
-    node = rclpy.create_node("graph_test_observer")
-    run.attach(node, NUM_ENVS)
-    try:
-        run.supervisor.start()
-        ok = run.spin_until(node, lambda: len(run.episodes) >= 3 and run.learning_ok(), TIMEOUT_S)
-        assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}\n{run.logs()}"
-        assert all(run.supervisor.alive().values()), run.logs()
-    finally:
-        run.stop_and_check_no_orphans()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with run.running(NUM_ENVS) as node:
+        run.wait_for(node, lambda: len(run.episodes) >= 3 and run.learning_ok(), TIMEOUT_S)
     run.check_trained_every_env(NUM_ENVS)
     assert (run.save_dir / "checkpoints" / "final.pt").is_file(), run.logs()
 
@@ -119,24 +99,14 @@ def test_training_graph_in_two_containers(tmp_path):
     assert env_shares(GraphOptions(num_envs=num_envs, composition="halves")) == [[2], [0, 1]]
     run = GraphRun(tmp_path, num_envs, 2, composition="halves", policy_params={"max_learner_lag_updates": MAX_LAG})
     assert len(group_processes(run.specs)) == 2
-    rclpy.init()
-    node = rclpy.create_node("graph_test_observer")
-    run.attach(node, num_envs)
     links = ("/half_1/batch_link_envs", "/half_1/batch_link_policy")
 
     def links_moved_batches() -> bool:
         return all(int(run.diagnostics.get(name, {}).get("batches_received", 0)) >= 20 for name in links)
 
-    try:
-        run.supervisor.start()
-        ok = run.spin_until(node, lambda: len({e.env_id for e in run.episodes}) == num_envs and run.learning_ok()
-                            and links_moved_batches(), TIMEOUT_S)
-        assert ok, f"episodes {len(run.episodes)}, training {run.training[-1:]}, {run.diagnostics}\n{run.logs()}"
-        assert all(run.supervisor.alive().values()), run.logs()
-    finally:
-        run.stop_and_check_no_orphans()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with run.running(num_envs) as node:
+        run.wait_for(node, lambda: len({e.env_id for e in run.episodes}) == num_envs and run.learning_ok()
+                     and links_moved_batches(), TIMEOUT_S, seen=str(run.diagnostics))
     run.check_trained_every_env(num_envs)
     assert {r.env_id for r in run.rewards} == set(range(num_envs))
     for name in links:
