@@ -93,6 +93,19 @@ def spin_until(node, predicate: Callable[[], bool], timeout: float, executor=Non
     return True
 
 
+def spin_composed_until(executor, buses, predicate: Callable[[], bool], timeout: float) -> bool:
+    """:func:`spin_until` for nodes composed on intra-process buses (nodes/intra_process.py): every executor
+    turn is followed by a drain of each bus, as the component container does."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        executor.spin_once(timeout_sec=0.02)
+        for bus in buses:
+            bus.drain()
+    return True
+
+
 def watch_diagnostics(node, node_fqn: str) -> dict[str, str]:
     """A dict kept up to date with the latest /diagnostics key/values of node ``node_fqn``."""
     from diagnostic_msgs.msg import DiagnosticArray

@@ -12,3 +12,13 @@ def ros_node():
     yield node
     node.destroy_node()
     rclpy.try_shutdown()
+
+
+@pytest.fixture
+def context():
+    """An rclpy context of its own for the test (initialised, shut down after)."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)

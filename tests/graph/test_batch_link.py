@@ -6,12 +6,12 @@ envs' link topics; envs a link does not serve are dropped and counted."""
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import pytest
 
 from carla_rl.batch_link import TickGatherer, split_by_env, split_groups
+from ros_testing import spin_composed_until
 
 TIMEOUT_S = 15.0
 
@@ -108,15 +108,6 @@ def test_split_groups_refuses_zero_groups():
 rclpy_required = pytest.mark.ros
 
 
-@pytest.fixture
-def context():
-    rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
 def link_args(side: str, env_ids: list[int], groups: int = 1) -> list[str]:
     return ["--ros-args", "-r", f"__node:=batch_link_{side}", "-r", "__ns:=/half_1", "-p", f"side:={side}",
             "-p", f"env_ids:={env_ids}", "-p", f"groups:={groups}", "-p", "max_wait_s:=5.0"]
@@ -160,14 +151,7 @@ def test_ticks_cross_as_one_batch_each_way(context):
         executor.add_node(node)
 
     def spin_until(predicate) -> bool:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            executor.spin_once(timeout_sec=0.02)
-            env_bus.drain()
-            policy_bus.drain()
-        return True
+        return spin_composed_until(executor, (env_bus, policy_bus), predicate, TIMEOUT_S)
 
     def wait_matched() -> bool:  # every link endpoint sees its peer in the other bus
         return spin_until(lambda: envs_link.batch_pub.get_subscription_count() >= 1

@@ -16,28 +16,9 @@ from carla_rl_interfaces.msg import EgoSituation  # noqa: E402
 from carla_rl.nodes import qos_profiles as qos  # noqa: E402
 from carla_rl.nodes.component_container_node import component_class, parse_components  # noqa: E402
 from carla_rl.nodes.intra_process import ComposableNode, IntraProcessBus  # noqa: E402
+from ros_testing import spin_composed_until  # noqa: E402
 
 TIMEOUT_S = 10.0
-
-
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
-def spin_until(executor, bus, predicate, timeout=TIMEOUT_S) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        executor.spin_once(timeout_sec=0.05)
-        bus.drain()
-    return True
 
 
 def make_executor(kind: str, context):
@@ -68,27 +49,27 @@ def test_in_process_delivery_and_dds_copies(context, executor_kind):
     # nobody outside: nothing goes into DDS, the in-process subscriber gets the very object
     first = situation(0)
     pub.publish(first)
-    assert spin_until(executor, bus, lambda: len(local) == 1)
+    assert spin_composed_until(executor, [bus], lambda: len(local) == 1, TIMEOUT_S)
     assert local[0] is first
     assert pub.get_subscription_count() == 1  # the in-process subscription is a DDS subscription too
 
     # an outside subscriber: it gets the messages through DDS, the in-process one still exactly once
     outsider.create_subscription(EgoSituation, "situation", remote.append, qos.EVENTS)
-    assert spin_until(executor, bus, lambda: pub.get_subscription_count() == 2)
+    assert spin_composed_until(executor, [bus], lambda: pub.get_subscription_count() == 2, TIMEOUT_S)
     pub._outside.expire()  # do not wait MATCH_REFRESH_S for the publisher to notice
     sent = [situation(i) for i in range(1, 6)]
     for msg in sent:
         pub.publish(msg)
-    assert spin_until(executor, bus, lambda: len(remote) == 5)
-    assert spin_until(executor, bus, lambda: bus.dds_copies_dropped >= 5)
+    assert spin_composed_until(executor, [bus], lambda: len(remote) == 5, TIMEOUT_S)
+    assert spin_composed_until(executor, [bus], lambda: bus.dds_copies_dropped >= 5, TIMEOUT_S)
     assert [m.step_id for m in local] == [0, 1, 2, 3, 4, 5]
     assert [m.step_id for m in remote] == [1, 2, 3, 4, 5]
 
     # a publisher outside the process reaches the in-process subscriber through DDS
     outside_pub = outsider.create_publisher(EgoSituation, "situation", qos.EVENTS)
-    assert spin_until(executor, bus, lambda: outside_pub.get_subscription_count() == 2)
+    assert spin_composed_until(executor, [bus], lambda: outside_pub.get_subscription_count() == 2, TIMEOUT_S)
     outside_pub.publish(situation(99))
-    assert spin_until(executor, bus, lambda: local[-1].step_id == 99)
+    assert spin_composed_until(executor, [bus], lambda: local[-1].step_id == 99, TIMEOUT_S)
     assert [m.step_id for m in local].count(99) == 1
 
     # a destroyed in-process subscription gets nothing more
@@ -115,7 +96,7 @@ def test_latched_message_reaches_a_late_in_process_subscriber(context):
     executor.add_node(late)
     got = []
     late.create_subscription(String, "route", got.append, qos.LATCHED)
-    assert spin_until(executor, bus, lambda: got)
+    assert spin_composed_until(executor, [bus], lambda: got, TIMEOUT_S)
     bus.drain()
     assert [m.data for m in got] == ["route"]  # depth 1: the last one, once
     talker.destroy_node()

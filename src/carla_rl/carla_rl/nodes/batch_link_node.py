@@ -53,7 +53,7 @@ class BatchLinkNode(ComposableNode):
         super().__init__("batch_link", **node_options)
         self.cfg = declare_config(self, BatchLinkConfig)
         try:
-            checked_env_ids(self.cfg.env_ids)
+            self.env_ids = sorted(checked_env_ids(self.cfg.env_ids))
         except ValueError as exc:
             raise ConfigError(f"node '{self.get_name()}' parameters: env_ids: {exc}") from None
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("foreign_envs",))
@@ -90,7 +90,6 @@ class BatchLinkNode(ComposableNode):
             self._intra_process.add_idle_callback(self.flush)
 
     def make_gatherers(self, kinds: tuple[str, ...]) -> None:
-        self.env_ids = sorted(self.cfg.env_ids)
         self.gatherers = [TickGatherer(group, kinds) for group in split_groups(self.env_ids, self.cfg.groups)]
         self.gatherer_of = {env_id: g for g in self.gatherers for env_id in g.env_ids}
 
