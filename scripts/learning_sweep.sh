@@ -29,7 +29,7 @@ import yaml
 
 path, assignments = sys.argv[1], sys.argv[2]
 doc = yaml.safe_load(open(path))
-agent = doc["dqn_policy"]["ros__parameters"]["agent"]
+agent = doc["/**/dqn_policy"]["ros__parameters"]["agent"]
 for item in filter(None, assignments.split(",")):
     key, value = item.split("=")
     *parents, leaf = key.split(".")

@@ -25,7 +25,7 @@ def test_shipped_block_matches_defaults():
 
 def test_unknown_key_names_file_and_key(tmp_path):
     def edit(data):
-        data["curriculum_manager"]["ros__parameters"]["evaluate_every"] = 3
+        data["/**/curriculum_manager"]["ros__parameters"]["evaluate_every"] = 3
     path = edited_copy(tmp_path, edit)
     expected = r"curriculum\.yaml: curriculum_manager.*'evaluate_every'"
     with pytest.raises(ConfigError, match=expected):
@@ -34,7 +34,7 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 def test_bad_policy_is_rejected(tmp_path):
     def edit(data):
-        data["curriculum_manager"]["ros__parameters"]["on_budget_exhausted"] = "give_up"
+        data["/**/curriculum_manager"]["ros__parameters"]["on_budget_exhausted"] = "give_up"
     with pytest.raises(ConfigError, match="on_budget_exhausted"):
         load_curriculum_config(edited_copy(tmp_path, edit))
 

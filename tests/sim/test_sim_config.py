@@ -47,8 +47,8 @@ def test_bad_values_name_the_key(tmp_path, params, key):
 
 def test_real_file_is_a_ros_params_file():
     data = yaml.safe_load((CONFIG_DIR / "sim.yaml").read_text())
-    assert set(data) == {"/**", "embedded_simulator"}
-    assert set(data["embedded_simulator"]) == {"ros__parameters"}
+    assert set(data) == {"/**", "/**/embedded_simulator"}  # any namespace: /env_i/embedded_simulator
+    assert set(data["/**/embedded_simulator"]) == {"ros__parameters"}
     assert set(data["/**"]["ros__parameters"]) == {"actions"}     # shared with the policy node
 
 

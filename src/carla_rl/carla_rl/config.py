@@ -1,8 +1,8 @@
 """Typed, validated configuration from ``config/*.yaml``.
 
 Every tunable of the stack is a field of a dataclass declared with :func:`param` (default,
-description, range). The YAML files use the ROS 2 parameter layout (``<node>: ros__parameters:``,
-shared keys under ``/**:``), so the same files feed ``--params-file`` for the ROS nodes and
+description, range). The YAML files use the ROS 2 parameter layout (``/**/<node>: ros__parameters:``,
+which rcl applies to the node in any namespace, shared keys under ``/**:``), so the same files feed ``--params-file`` for the ROS nodes and
 :func:`load_section` for the CLI, the benchmarks and the tests. Errors name the file and the key.
 """
 
