@@ -33,10 +33,11 @@ COMPONENT_FLAG = "--component"  # one per hosted node on a container's command l
 COMPOSABLE_SIMULATORS = ("embedded",)  # the CARLA-side nodes run alone
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 HALVES_FIRST_SHARE = 0.25        # halves: the share of the envs beside the policy (rounded down, >= 1); the
-                                 # policy's work makes up the rest of that core (N = 16: 0.125, 0.25, 0.375
-                                 # within noise, docs/benchmarks/graph_s7). They are the last env ids: the
-                                 # policy publishes commands in env order, so the other container's batch
-                                 # goes out before the policy's own envs step
+                                 # policy's work makes up the rest of that core (N = 16, 2 link groups, single
+                                 # runs: 0.125 707, 0.25 912, 0.375 863 steps/s; docs/benchmarks/graph_s9).
+                                 # They are the last env ids: the policy publishes commands in env
+                                 # order, so the other container's batch goes out before the policy's
+                                 # own envs step
 HALVES_NAMESPACE = "/half_1"     # halves: namespace of the second container and its reward evaluator
 HALVES_ACT_THREADS = 1           # halves: the policy's composed_act_threads (the other container needs the
                                  # second core; N = 8: 502 steps/s with 1, 404 with 2; docs/benchmarks/graph_s6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -125,6 +126,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         p50 = [float(v["latency_p50_ms"]) for v in sims.values() if "latency_p50_ms" in v]
         p99 = [float(v["latency_p99_ms"]) for v in sims.values() if "latency_p99_ms" in v]
         timeouts = sum(int(v.get("control_timeouts", 0)) for v in sims.values())
+        stale = sum(int(v.get("stale_commands", 0)) for v in sims.values())
         restarts = sum(managed.restarts for managed in supervisor.processes.values())
     finally:
         supervisor.stop()
@@ -136,6 +138,8 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         raise RuntimeError(f"{exc}; node logs: {save_dir / 'logs'}") from None
     steps = sum(env_steps.values())
     steps_per_s = steps / (t1 - t0)
+    shutil.rmtree(save_dir, ignore_errors=True)  # checkpoints and logs of a run that measured; a failed run
+                                                 # keeps them (its error names the directory)
     return {
         "envs": envs, "learn": learn, "phase": phase, "composition": composition, "seconds": round(t1 - t0, 2),
         "steps_per_s": round(steps_per_s, 1),
@@ -144,6 +148,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "p50_ms": round(float(np.median(p50)), 3) if p50 else None,
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
         "control_timeouts": timeouts,
+        "stale_commands": stale,  # commands that came after their tick had stepped (timeout) or for no tick
         "process_restarts": restarts,
         "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.processor() or platform.machine()}",

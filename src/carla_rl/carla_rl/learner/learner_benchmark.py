@@ -18,8 +18,9 @@ synthetic interleaved episodes, then measures in the same run
                     clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
                     noise resampling, ``..._maxat`` uses
                     mode max-autotune-no-cudagraphs, ``..._combo`` / ``..._aggr`` /
-                    ``..._nosplit`` inductor's combo kernels / aggressive fusion /
-                    unsplit reductions (:data:`INDUCTOR_FLAGS`),
+                    ``..._nosplit`` / ``..._cdt`` inductor's combo kernels / aggressive
+                    fusion / unsplit reductions / coordinate-descent tuning of its
+                    Triton kernels' launch configs (:data:`INDUCTOR_FLAGS`),
 * ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
                     opt-in through ``variants``: compilation takes a minute or more), and
                     ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
@@ -53,9 +54,10 @@ DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_
 CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
 ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 # variant flag -> inductor config setting: combo kernels (independent small kernels launched as
-# one), aggressive fusion, reductions not split into two kernels
+# one), aggressive fusion, reductions not split into two kernels, coordinate-descent tuning of the
+# generated kernels' block sizes / warps
 INDUCTOR_FLAGS = {"combo": ("combo_kernels", True), "aggr": ("aggressive_fusion", True),
-                  "nosplit": ("split_reductions", False)}
+                  "nosplit": ("split_reductions", False), "cdt": ("coordinate_descent_tuning", True)}
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
 
 
