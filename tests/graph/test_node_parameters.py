@@ -27,7 +27,7 @@ def rcl_parameters(context, spec, params_dir: Path) -> dict:
                 automatically_declare_parameters_from_overrides=True)
     try:
         assert node.get_fully_qualified_name() == spec.fqn
-        return {name: p.value for name, p in node._parameters.items()}
+        return {name: p.value for name, p in node.get_parameters_by_prefix("").items()}
     finally:
         node.destroy_node()
 
