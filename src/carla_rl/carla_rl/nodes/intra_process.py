@@ -65,6 +65,7 @@ class IntraProcessBus:
         self.idle_callbacks: list[Callable[[], None]] = []  # run when a drain empties the queue
         self.delivered = 0                           # in-process deliveries (for diagnostics and tests)
         self.dds_copies_dropped = 0
+        self.timer_ran = False                       # a hosted node's timer ran since take_timer_ran()
 
     # --- registration (called by ComposableNode) --------------------------------------------------
     def add_subscription(self, topic: str, msg_type: type, callback: Callable) -> _LocalSubscription:
@@ -122,6 +123,12 @@ class IntraProcessBus:
             for callback in self.idle_callbacks:
                 callback()
         return bool(self.pending)
+
+    def take_timer_ran(self) -> bool:
+        """Did a hosted node's timer run since the last call? (run_nodes' ``timer_ran``: the container's
+        executor turn spins again, so that a timer due at every turn does not take every turn.)"""
+        ran, self.timer_ran = self.timer_ran, False
+        return ran
 
     def is_copy_of_local(self, topic: str, serialized: bytes) -> bool:
         """Is this raw DDS sample the copy of a message published in this process?"""
@@ -189,6 +196,17 @@ class ComposableNode(Node):
         holder["topic"] = subscription.topic_name
         self._local_subscriptions[subscription] = bus.add_subscription(subscription.topic_name, msg_type, callback)
         return subscription
+
+    def create_timer(self, timer_period_sec, callback, *args, **kwargs):  # noqa: D102 (rclpy's signature)
+        bus = self._intra_process
+        if bus is None or callback is None:
+            return super().create_timer(timer_period_sec, callback, *args, **kwargs)
+
+        def on_timer() -> None:  # tells the container's spin loop that a timer took the executor turn
+            bus.timer_ran = True
+            callback()
+
+        return super().create_timer(timer_period_sec, on_timer, *args, **kwargs)
 
     def destroy_subscription(self, subscription) -> bool:  # noqa: D102 (rclpy's signature)
         local = self._local_subscriptions.pop(subscription, None) if self._intra_process is not None else None
