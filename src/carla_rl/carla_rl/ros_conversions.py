@@ -262,23 +262,22 @@ def scenario_from_msg(msg: ScenarioConfigMsg):
     return int(msg.phase), from_mapping(ScenarioConfig, data, "scenario")
 
 
+# the scalar fields of EpisodeStats and its message (the per-term sequences are converted apart)
+_EPISODE_SCALAR_FIELDS = ("env_id", "episode_id", "phase", "evaluation", "steps", "total_reward",
+                          "termination_reason", "goal_reached", "collision", "sidewalk", "red_light_violation",
+                          "distance_m", "mean_speed_mps")
+
+
 def episode_stats_msg(stats: EpisodeStats, stamp: Time) -> EpisodeStatsMsg:
     msg = EpisodeStatsMsg()
     msg.header.stamp = stamp
-    for name in ("env_id", "episode_id", "phase", "evaluation", "steps", "total_reward", "termination_reason",
-                 "goal_reached", "collision", "sidewalk", "red_light_violation", "distance_m", "mean_speed_mps"):
-        value = getattr(stats, name)
-        setattr(msg, name, type(getattr(msg, name))(value))
+    for name in _EPISODE_SCALAR_FIELDS:
+        setattr(msg, name, type(getattr(msg, name))(getattr(stats, name)))
     msg.term_names = list(stats.term_names)
     msg.term_totals = float32_sequence(stats.term_totals)
     return msg
 
 
 def episode_stats_from_msg(msg: EpisodeStatsMsg) -> EpisodeStats:
-    return EpisodeStats(env_id=msg.env_id, episode_id=msg.episode_id, phase=msg.phase,
-                        evaluation=msg.evaluation, steps=msg.steps, total_reward=msg.total_reward,
-                        term_names=tuple(msg.term_names), term_totals=tuple(msg.term_totals),
-                        termination_reason=msg.termination_reason, goal_reached=msg.goal_reached,
-                        collision=msg.collision, sidewalk=msg.sidewalk,
-                        red_light_violation=msg.red_light_violation, distance_m=msg.distance_m,
-                        mean_speed_mps=msg.mean_speed_mps)
+    return EpisodeStats(**{name: getattr(msg, name) for name in _EPISODE_SCALAR_FIELDS},
+                        term_names=tuple(msg.term_names), term_totals=tuple(msg.term_totals))
