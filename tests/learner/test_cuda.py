@@ -73,6 +73,30 @@ def test_several_updates_per_graph_replay_keep_counters_and_target_copies():
 
 
 
+def test_prefetched_batches_in_a_captured_replay_match_the_updates_in_order():
+    """prefetch_next_batch on the graph path with side streams: a replay of 4 updates, each after
+    the first drawing its batch beside the previous backward pass, gives the weights and
+    priorities of the same updates drawn in order (noisy nets off: the same random draws)."""
+    results = []
+    for prefetch in (False, True):
+        cfg = tiny_config(learning_starts=32, cuda_graphs=True, updates_per_graph=4, noisy=False,
+                          parallel_next_passes=True, prefetch_next_batch=prefetch,
+                          target_update_interval=8)
+        torch.manual_seed(3)
+        agent = filled_cuda_agent(cfg)
+        while agent._fast is None or agent._fast.graph is None:
+            agent.update()
+        for _ in range(3):
+            stats = agent.update()
+            assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+        torch.cuda.synchronize()
+        assert agent._fast.prefetch == prefetch
+        results.append([p.detach().clone() for p in agent.online.parameters()]
+                       + [agent._fast.replay.leaves.clone()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def s2d_config(**overrides):
     """tiny_config with a first conv whose stride divides its kernel (4x4 stride 2 on 8x8)."""
     from carla_rl.learner.agent_config import NetworkConfig

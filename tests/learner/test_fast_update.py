@@ -231,3 +231,70 @@ def test_flat_in_memory_order_is_a_view_for_dense_layouts_and_keeps_every_elemen
     strided = base[:, ::2]  # not dense: copied, same elements
     torch.testing.assert_close(_flat_in_memory_order(strided).sort().values,
                                strided.reshape(-1).sort().values)
+
+
+def _agent_with_data(**overrides) -> tuple[DQNAgent, FastUpdater]:
+    agent = DQNAgent(TINY_SPEC, 3, tiny_config(learning_starts=32, **overrides), seed=0)
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
+                      rng.random(3, dtype=np.float32), float(rng.normal()), t % 37 == 36, False,
+                      t % 37 == 0)
+        if t % 37 != 36:
+            agent.record_action(0, int(rng.integers(0, 3)))
+    fast = FastUpdater(agent, use_graph=False)
+    fast.beta.fill_(0.5)
+    return agent, fast
+
+
+def _log_order(agent: DQNAgent, fast: FastUpdater, log: list) -> None:
+    """Record the order of the replay draws, the losses and the gradient steps of ``fast``."""
+    sample, loss, apply = fast._sample, agent.algorithm.loss, agent.algorithm.apply_gradients
+    fast._sample = lambda *a: (log.append("sample"), sample(*a))[1]
+    agent.algorithm.loss = lambda *a: (log.append("loss"), loss(*a))[1]
+    agent.algorithm.apply_gradients = lambda *a, **k: (log.append("step"), apply(*a, **k))[1]
+
+
+@pytest.mark.parametrize("distributional", [True, False])
+def test_prefetched_batches_give_the_updates_made_in_order(distributional):
+    """prefetch_next_batch draws update i+1's batch beside update i, after i's priority update,
+    so it sees the priorities an in-order draw sees. Without noisy nets (their draws would come in
+    another order of the one random stream) a replay's updates must equal those made in order:
+    weights, optimizer state, priorities and statistics, bitwise on CPU."""
+    results, orders = {}, {}
+    for prefetch in (False, True):
+        agent, fast = _agent_with_data(distributional=distributional, noisy=False,
+                                       prefetch_next_batch=prefetch)
+        orders[prefetch] = []
+        _log_order(agent, fast, orders[prefetch])
+        torch.manual_seed(1)
+        fast._steps(4)
+        adam = agent.algorithm.optimizer.state_dict()["state"]
+        results[prefetch] = ([p.detach().clone() for p in agent.online.parameters()]
+                             + [s["exp_avg_sq"].clone() for s in adam.values()]
+                             + [fast.replay.leaves.clone(), fast.replay.block_sums.clone(),
+                                fast.stats.clone()])
+    assert orders[False] == ["sample", "loss", "step"] * 4
+    assert orders[True] == (["sample"] + ["loss", "sample", "step"] * 3  # drawn before the step
+                            + ["loss", "step"])
+    assert len(results[True]) == len(results[False])
+    for a, b in zip(results[False], results[True]):
+        assert torch.equal(a, b)
+
+
+def test_prefetch_draws_fresh_noise_for_every_update():
+    """With noisy nets the next update's noise is drawn after the backward pass that read the
+    current one: every update of a replay acts on its own noise, in both networks."""
+    agent, fast = _agent_with_data(noisy=True, prefetch_next_batch=True)
+    layers = agent.online.advantage.fc1, agent.target.advantage.fc1
+    seen = []
+    loss = agent.algorithm.loss
+    agent.algorithm.loss = lambda *a: (seen.append([l.weight_epsilon.clone() for l in layers]),
+                                       loss(*a))[1]
+    fast._steps(4)
+    assert len(seen) == 4
+    for net in range(2):
+        for i in range(4):
+            for j in range(i + 1, 4):
+                assert not torch.equal(seen[i][net], seen[j][net])
+    assert torch.isfinite(fast.stats).all()

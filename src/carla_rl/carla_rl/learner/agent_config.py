@@ -195,6 +195,11 @@ class AgentConfig:
                                       "(cuda_graphs only; one replay = this many updates, which "
                                       "saves the per-replay host work; must divide "
                                       "target_update_interval)", low=1, high=256)
+    prefetch_next_batch: bool = param(True, "CUDA-graph path, updates_per_graph > 1: each update "
+                                             "after the first of a replay draws its batch beside "
+                                             "the previous update's backward pass (after that "
+                                             "update's priority update, as in order) and its "
+                                             "noise beside the previous optimizer step")
 
     def validate(self) -> None:
         if self.v_max <= self.v_min:

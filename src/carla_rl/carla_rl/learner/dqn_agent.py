@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -383,11 +383,15 @@ class DQNAlgorithm:
         grad_norm = self.apply_gradients(loss)
         return loss.detach(), priorities, td_abs, q_taken, grad_norm
 
-    def apply_gradients(self, loss: torch.Tensor) -> torch.Tensor:
+    def apply_gradients(self, loss: torch.Tensor,
+                        after_backward: Callable[[], None] | None = None) -> torch.Tensor:
         """Backward pass of ``loss``, gradient clipping and one optimizer step (the second half
-        of :meth:`step`); returns the gradient norm before clipping."""
+        of :meth:`step`); returns the gradient norm before clipping. ``after_backward`` runs
+        between the backward pass and the optimizer step (e.g. :meth:`reset_noise_beside`)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if after_backward is not None:
+            after_backward()
         if self.compiled_optimizer:
             return self._clip_and_step()
         self.scaler.unscale_(self.optimizer)
@@ -409,6 +413,13 @@ class DQNAlgorithm:
         streams[1].wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(streams[1]):
             yield
+
+    def reset_noise_beside(self) -> None:
+        """Resample both networks' noise beside what the current stream does next (the optimizer
+        step: it reads no noise), once the backward pass has read the old noise; join with
+        :meth:`join_beside` before the next pass."""
+        with self.beside_update():
+            self._reset_noise()
 
     def join_beside(self) -> None:
         """The current stream waits for the body of the last :meth:`beside_update`."""

@@ -32,7 +32,7 @@ from carla_rl.learner.replay_buffer import ReplayBuffer
 if TYPE_CHECKING:
     from carla_rl.learner.dqn_agent import DQNAgent
 
-GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (allocates optimizer state)
+GRAPH_WARMUP_STEPS = 3  # eager calls on a side stream before capture (allocate optimizer state, compile)
 
 
 class DeviceReplay:
@@ -212,6 +212,7 @@ class FastUpdater:
         self.stats = torch.zeros(4, dtype=torch.float32, device=self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps_per_replay = cfg.updates_per_graph if self.use_graph else 1
+        self.prefetch = cfg.prefetch_next_batch
         self._warmup_left = GRAPH_WARMUP_STEPS
         self._side_stream = torch.cuda.Stream() if self.use_graph else None
         self._sample = self.replay.sample
@@ -222,33 +223,54 @@ class FastUpdater:
             self._sample = torch.compile(self.replay.sample, mode=mode)
             self._update_priorities = torch.compile(self.replay.update_priorities, mode=mode)
 
-    def _step(self) -> None:
-        """One full update on static tensors (this is what the graph captures)."""
+    def _step(self, prefetched: tuple | None = None, prefetch: bool = False) -> tuple | None:
+        """One full update on static tensors (this is what the graph captures). ``prefetched``:
+        this update's (slots, batch, valid), drawn beside the previous update (its noise too);
+        ``prefetch``: draw the next update's batch and noise beside this one's backward pass and
+        optimizer step, and return it. The draw follows this update's priority update on the same
+        stream, so it sees the priorities it would see in order."""
         cfg = self.agent.config
         algorithm = self.agent.algorithm
-        with algorithm.overlapped_noise_reset():  # concurrent with the sampling where possible
-            slots, batch, valid = self._sample(cfg.batch_size, self.beta)
+        if prefetched is None:
+            with algorithm.overlapped_noise_reset():  # concurrent with the sampling where possible
+                slots, batch, valid = self._sample(cfg.batch_size, self.beta)
+        else:
+            slots, batch, valid = prefetched
+            algorithm.join_beside()  # the batch and the noise drawn beside the previous update
         loss, priorities, td_abs, q_taken = algorithm.loss(batch)
+        following = None
         # the priority update and the statistics need only the loss: beside the backward pass
         with algorithm.beside_update():
             if cfg.replay.prioritized:
                 self._update_priorities(slots, priorities.detach(), valid)
             self.stats[:3].copy_(torch.stack([loss.detach().float(), q_taken.mean(),
                                               td_abs.mean()]))
-        grad_norm = algorithm.apply_gradients(loss)
+            if prefetch:
+                following = self._sample(cfg.batch_size, self.beta)
+        grad_norm = algorithm.apply_gradients(
+            loss, after_backward=algorithm.reset_noise_beside if prefetch else None)
         self.stats[3].copy_(grad_norm)
         if cfg.target_update == "soft":
             with torch.no_grad():
                 torch._foreach_lerp_(list(algorithm.target.parameters()),
                                      list(algorithm.network.parameters()), cfg.tau)
-        algorithm.join_beside()  # the next sampling reads the new priorities
+        if following is None:
+            algorithm.join_beside()  # the next sampling reads the new priorities
+        return following
+
+    def _steps(self, count: int) -> None:
+        """``count`` updates back to back (one graph replay), each sampling after the last one's
+        priority update; with ``prefetch_next_batch`` all but the first draw their batch and
+        noise beside the previous update (see :meth:`_step`)."""
+        prefetched = None
+        for index in range(count):
+            prefetched = self._step(prefetched, prefetch=self.prefetch and index + 1 < count)
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
         self.agent.algorithm.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            for _ in range(self.steps_per_replay):  # back to back: each samples after the last
-                self._step()                        # one's priority update, as eagerly
+            self._steps(self.steps_per_replay)
         self.graph = graph
 
     def sync(self) -> None:
@@ -278,10 +300,13 @@ class FastUpdater:
             with agent.capture_lock:
                 stream = self._side_stream
                 stream.wait_stream(torch.cuda.current_stream())
+                # once on a replay boundary, a replay's updates as the graph will run them: the
+                # prefetch path's compiled parts compile here, never during the capture
+                count = self.steps_per_replay if agent.updates % self.steps_per_replay == 0 else 1
                 with torch.cuda.stream(stream):
-                    self._step()
+                    self._steps(count)
                 torch.cuda.current_stream().wait_stream(stream)
-                agent.updates += 1
+                agent.updates += count
                 self._warmup_left -= 1
                 # capture on a multiple of steps_per_replay, so that replays land exactly on
                 # the hard target-update boundaries

@@ -14,7 +14,7 @@ synthetic interleaved episodes, then measures in the same run
                     with ``space_to_depth``, ``..._par`` with ``parallel_next_passes``
                     (``..._grp`` also ``grouped_next_passes``),
                     ``..._cbench`` with
-                    ``cudnn_benchmark``; with compile: ``..._copt`` also compiles
+                    ``cudnn_benchmark``, ``..._pf`` with ``prefetch_next_batch`` (with ``_xK``); with compile: ``..._copt`` also compiles
                     clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
                     noise resampling, ``..._maxat`` uses
                     mode max-autotune-no-cudagraphs, ``..._combo`` / ``..._aggr`` /
@@ -240,9 +240,14 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 continue
             flags = set(name.split("_"))  # e.g. graph_compile_bf16, graph_bf16_x8
             per_graph = [int(f[1:]) for f in flags if f[:1] == "x" and f[1:].isdigit()]
+            per_replay = per_graph[0] if per_graph else 1
+            # hard target copies land on replay boundaries: the interval rounded up to a multiple
+            interval = -(-base.target_update_interval // per_replay) * per_replay
             cfg = dataclasses.replace(base, cuda_graphs="graph" in flags,
                                       compile="compile" in flags,
-                                      updates_per_graph=per_graph[0] if per_graph else 1,
+                                      updates_per_graph=per_replay,
+                                      target_update_interval=interval,
+                                      prefetch_next_batch="pf" in flags,
                                       channels_last="nchw" not in flags,
                                       merge_online_passes="sep" not in flags,
                                       space_to_depth="s2d" in flags,
@@ -256,6 +261,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       if "maxat" in flags else "default",
                                       mixed_precision="bf16" if "bf16" in flags
                                       else base.mixed_precision)
+            cfg.validate()
             if dev.type == "cuda":  # process-wide; the agent turns it on for ..._cbench only
                 torch.backends.cudnn.benchmark = False
             with _inductor_settings(flags):  # this variant's compilations only
