@@ -104,7 +104,10 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
     executor.add_node(node)
 
     def ticks() -> dict[str, int]:
-        return {name: int(v.get("ticks", 0)) for name, v in sims.items()}
+        return counts("ticks")
+
+    def counts(key: str) -> dict[str, int]:
+        return {name: int(v.get(key, 0)) for name, v in sims.items()}
 
     def spin_for(duration: float) -> None:
         end = time.monotonic() + duration
@@ -121,12 +124,15 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                                    f"(node logs: {save_dir / 'logs'})")
             spin_for(0.2)
         t0, ticks0 = time.monotonic(), ticks()
+        timeouts0, stale0 = counts("control_timeouts"), counts("stale_commands")
         spin_for(seconds)
         t1, ticks1 = time.monotonic(), ticks()
         p50 = [float(v["latency_p50_ms"]) for v in sims.values() if "latency_p50_ms" in v]
         p99 = [float(v["latency_p99_ms"]) for v in sims.values() if "latency_p99_ms" in v]
-        timeouts = sum(int(v.get("control_timeouts", 0)) for v in sims.values())
-        stale = sum(int(v.get("stale_commands", 0)) for v in sims.values())
+        # the window's (the graph's start-up, while the policy builds its agent, times out too)
+        timeouts = sum(n - timeouts0.get(name, 0) for name, n in counts("control_timeouts").items())
+        stale = sum(n - stale0.get(name, 0) for name, n in counts("stale_commands").items())
+        timeouts_before = sum(timeouts0.values())
         restarts = sum(managed.restarts for managed in supervisor.processes.values())
     finally:
         supervisor.stop()
@@ -147,8 +153,9 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "ratio_to_inprocess": round(steps_per_s / inprocess, 3) if inprocess else None,
         "p50_ms": round(float(np.median(p50)), 3) if p50 else None,
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
-        "control_timeouts": timeouts,
-        "stale_commands": stale,  # commands that came after their tick had stepped (timeout) or for no tick
+        "control_timeouts": timeouts,  # in the window (before session 10: since the start)
+        "control_timeouts_before_window": timeouts_before,
+        "stale_commands": stale,  # in the window: commands that came after their tick had stepped (timeout) or for no tick
         "process_restarts": restarts,
         "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.processor() or platform.machine()}",

@@ -304,7 +304,8 @@ class DQNPolicyNode(ComposableNode):
                                  control=self.controls[action], q_value=float(result.q_values[row]))
             cmd.header = obs.header
             self.cmd_pubs[env_id].publish(cmd)
-        self.new_data.set()
+        if self.learning.is_set():  # a paused learner is not woken per act (a GIL hand-over each time)
+            self.new_data.set()
 
     @contextlib.contextmanager
     def act_threads(self, batch: int):
@@ -392,6 +393,7 @@ class DQNPolicyNode(ComposableNode):
     def on_set_learning(self, request: SetBool.Request, response: SetBool.Response):
         if request.data and self.cfg.training:
             self.learning.set()
+            self.new_data.set()
         else:
             self.learning.clear()
         response.success = True
