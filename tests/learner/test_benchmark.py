@@ -13,3 +13,19 @@ def test_benchmark_runs_on_cpu_and_reports_the_contract():
     assert result["bytes_per_transition"] <= 8 * 1024
     assert result["device_replay_bytes_per_transition"] <= 8 * 1024
     assert list(result["act_latency_ms"]) == ["1", "2", "4", "8", "16", "32", "64"]
+
+
+def test_a_failing_variant_is_reported_with_where_it_failed(monkeypatch):
+    """A variant that raises is reported (type, message and its innermost frames) and the others still run."""
+    import carla_rl.learner.learner_benchmark as benchmark
+
+    def broken_updater(*args, **kwargs):
+        return ()[1]  # IndexError, as a compiled path can raise deep inside
+
+    monkeypatch.setattr(benchmark, "FastUpdater", broken_updater)
+    result = run_learner_benchmark("cpu", batch_size=8, seconds=0.1, capacity=1500,
+                                   variants=("eager", "device_eager"), act_repeats=1)
+    assert result["fast_path"] == "eager" and "device_eager" not in result["variants_updates_per_s"]
+    error = result["variant_errors"]["device_eager"]
+    assert error.startswith("IndexError: tuple index out of range (at ")
+    assert "broken_updater" in error

@@ -40,6 +40,7 @@ import dataclasses
 import json
 import platform
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -278,7 +279,9 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 if profile and dev.type == "cuda":
                     profiles[name] = profile_update(step, counter, dev, top=profile_top)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
-            errors[name] = f"{type(exc).__name__}: {exc}"
+            where = traceback.extract_tb(exc.__traceback__)[-3:]  # the innermost frames
+            errors[name] = f"{type(exc).__name__}: {exc} (at " + "; ".join(
+                f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in where) + ")"
     best = max(rates, key=rates.get) if rates else "none"
     eager_rate = rates.get("eager", float("nan"))
     result = {
