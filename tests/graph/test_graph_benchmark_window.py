@@ -3,17 +3,17 @@ that went back (a restarted simulator) gives no figure instead of a wrong one.""
 
 import pytest
 
-from carla_rl.graph_benchmark import window_steps
+from carla_rl.graph_benchmark import window_counts
 
 
 def test_window_steps_per_simulator():
     ticks0 = {"/env_0/embedded_simulator": 100, "/env_1/embedded_simulator": 90}
     ticks1 = {"/env_0/embedded_simulator": 400, "/env_1/embedded_simulator": 150, "/env_2/embedded_simulator": 7}
-    assert window_steps(ticks0, ticks1) == {"/env_0/embedded_simulator": 300, "/env_1/embedded_simulator": 60,
-                                            "/env_2/embedded_simulator": 7}
+    assert window_counts(ticks0, ticks1) == {"/env_0/embedded_simulator": 300, "/env_1/embedded_simulator": 60,
+                                             "/env_2/embedded_simulator": 7}
 
 
 def test_a_count_that_went_back_is_refused_by_name():
     with pytest.raises(ValueError, match=r"tick count of /env_1/embedded_simulator went back"):
-        window_steps({"/env_0/embedded_simulator": 5, "/env_1/embedded_simulator": 500},
-                     {"/env_0/embedded_simulator": 50, "/env_1/embedded_simulator": 20})
+        window_counts({"/env_0/embedded_simulator": 5, "/env_1/embedded_simulator": 500},
+                      {"/env_0/embedded_simulator": 50, "/env_1/embedded_simulator": 20})

@@ -57,14 +57,15 @@ def run_inprocess(envs: int, seconds: float, phase: int, config_dir: Path) -> fl
     return steps / (time.perf_counter() - start)
 
 
-def window_steps(ticks0: dict[str, int], ticks1: dict[str, int]) -> dict[str, int]:
-    """Ticks of each simulator between two readings of their /diagnostics counters. A count that went
-    back (a restarted simulator counts from 0 again) leaves no honest figure for the window: ValueError."""
-    steps = {name: ticks1[name] - ticks0.get(name, 0) for name in sorted(ticks1)}
-    went_back = [name for name, n in steps.items() if n < 0]
+def window_counts(before: dict[str, int], after: dict[str, int], counter: str = "tick") -> dict[str, int]:
+    """The growth of one /diagnostics counter of each simulator (its ticks, control timeouts, ...) between
+    two readings. A count that went back (a restarted simulator counts from 0 again) leaves no honest
+    figure for the window: ValueError."""
+    growth = {name: after[name] - before.get(name, 0) for name in sorted(after)}
+    went_back = [name for name, n in growth.items() if n < 0]
     if went_back:
-        raise ValueError(f"the tick count of {', '.join(went_back)} went back during the window (restarted?)")
-    return steps
+        raise ValueError(f"the {counter} count of {', '.join(went_back)} went back during the window (restarted?)")
+    return growth
 
 
 def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path,
@@ -103,11 +104,11 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
     executor = SingleThreadedExecutor()
     executor.add_node(node)
 
-    def ticks() -> dict[str, int]:
-        return counts("ticks")
-
     def counts(key: str) -> dict[str, int]:
         return {name: int(v.get(key, 0)) for name, v in sims.items()}
+
+    def ticks() -> dict[str, int]:
+        return counts("ticks")
 
     def spin_for(duration: float) -> None:
         end = time.monotonic() + duration
@@ -127,19 +128,19 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         timeouts0, stale0 = counts("control_timeouts"), counts("stale_commands")
         spin_for(seconds)
         t1, ticks1 = time.monotonic(), ticks()
+        timeouts1, stale1 = counts("control_timeouts"), counts("stale_commands")
         p50 = [float(v["latency_p50_ms"]) for v in sims.values() if "latency_p50_ms" in v]
         p99 = [float(v["latency_p99_ms"]) for v in sims.values() if "latency_p99_ms" in v]
-        # the window's (the graph's start-up, while the policy builds its agent, times out too)
-        timeouts = sum(n - timeouts0.get(name, 0) for name, n in counts("control_timeouts").items())
-        stale = sum(n - stale0.get(name, 0) for name, n in counts("stale_commands").items())
-        timeouts_before = sum(timeouts0.values())
         restarts = sum(managed.restarts for managed in supervisor.processes.values())
     finally:
         supervisor.stop()
         node.destroy_node()
         rclpy.try_shutdown()
     try:
-        env_steps = window_steps(ticks0, ticks1)
+        env_steps = window_counts(ticks0, ticks1)
+        # the window's (the graph's start-up, while the policy builds its agent, times out too)
+        timeouts = sum(window_counts(timeouts0, timeouts1, "control_timeouts").values())
+        stale = sum(window_counts(stale0, stale1, "stale_commands").values())
     except ValueError as exc:
         raise RuntimeError(f"{exc}; node logs: {save_dir / 'logs'}") from None
     steps = sum(env_steps.values())
@@ -154,7 +155,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "p50_ms": round(float(np.median(p50)), 3) if p50 else None,
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
         "control_timeouts": timeouts,  # in the window (before session 10: since the start)
-        "control_timeouts_before_window": timeouts_before,
+        "control_timeouts_before_window": sum(timeouts0.values()),
         "stale_commands": stale,  # in the window: commands that came after their tick had stepped (timeout) or for no tick
         "process_restarts": restarts,
         "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},

@@ -367,8 +367,7 @@ class DQNAlgorithm:
         path): on a side stream, joined at exit, where there are side streams; else first. Pass
         ``reset_noise=False`` to the :meth:`step` that follows. The noise buffers are read only
         after the join, and the fork waits for everything the current stream did before."""
-        with self.beside_update():
-            self._reset_noise()
+        self.reset_noise_beside()
         try:
             yield
         finally:
@@ -415,9 +414,9 @@ class DQNAlgorithm:
             yield
 
     def reset_noise_beside(self) -> None:
-        """Resample both networks' noise beside what the current stream does next (the optimizer
-        step: it reads no noise), once the backward pass has read the old noise; join with
-        :meth:`join_beside` before the next pass."""
+        """Resample both networks' noise beside what the current stream does next (the replay
+        sampling; or the optimizer step, which reads no noise, once the backward pass has read the
+        old noise); join with :meth:`join_beside` before the next pass."""
         with self.beside_update():
             self._reset_noise()
 
