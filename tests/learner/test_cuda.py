@@ -267,3 +267,21 @@ def test_acting_copy_on_cuda_matches_the_learner_network(precision):
         got = actor.q_values(frames, vectors, noise=noise)
         assert got.device.type == "cuda"
         torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_profile_writes_a_chrome_trace_of_the_kernels(tmp_path):
+    from carla_rl.learner.learner_benchmark import profile_update
+
+    x = torch.randn(256, 256, device="cuda")
+    calls = []
+
+    def step():
+        calls.append(1)
+        torch.mm(x, x)
+
+    trace = tmp_path / "step.trace.json"
+    profile = profile_update(step, lambda: len(calls), torch.device("cuda"), calls=4, trace_path=trace)
+    assert profile["kernels_per_update"] >= 1
+    import json
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert sum(1 for e in events if e.get("cat") == "kernel") >= 4

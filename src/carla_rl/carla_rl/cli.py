@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_non_negative_float, default=10.0)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("bench", help="benchmarks: sim, learner, graph")
+    p = sub.add_parser("bench", help="benchmarks: sim, learner, graph, chain")
     bench = p.add_subparsers(dest="bench", metavar="WHAT", parser_class=OneLineErrorParser)
     bench.required = True
     b = bench.add_parser("sim", help="core simulator steps/s with all sensors")
@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process layout of the graph (see carla-rl train; fastest measured on 2 cores: halves "
                    f"with 12-16 envs, docs/BENCHMARKS.md; default {GraphOptions.composition})")
     b.add_argument("--phase", type=_positive_int, default=2)
+    b.add_argument("--json", action="store_true")
+    b = bench.add_parser("chain", help="the machine's messaging floor: a bare three-process rclpy chain "
+                         "(image + odometry -> tiny observation -> command), steps/s and latency")
+    b.add_argument("--envs", type=_positive_int, default=1)
+    b.add_argument("--seconds", type=_non_negative_float, default=10.0)
     b.add_argument("--json", action="store_true")
 
     p = sub.add_parser("record", help="record topics to an MCAP file (ROS 2 CDR)")

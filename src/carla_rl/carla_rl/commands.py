@@ -249,6 +249,10 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
                                        preset=args.preset or None, config_path=config_dir / "agent.yaml",
                                        variants=tuple(v for v in args.variants.split(",") if v) or None,
                                        profile=args.profile)
+    elif args.bench == "chain":
+        from carla_rl.chain_benchmark import run_chain_benchmark
+
+        result = run_chain_benchmark(envs=args.envs, seconds=args.seconds)
     else:
         from carla_rl.graph_benchmark import run_graph_benchmark
 

@@ -23,6 +23,27 @@ WARMUP_TIMEOUT_S = 120.0
 SIMULATOR_NODES = ("embedded_simulator", "carla_client", "carla_bridge_adapter")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> dict:
+    """Where a benchmark ran: host, cores, CPU model and the vector units torch uses (machines of one
+    kind differ: docs/BENCHMARKS.md), and the date."""
+    import torch
+
+    return {"machine": f"{platform.node()} {os.cpu_count()} cpu {platform.processor() or platform.machine()}",
+            "cpu_model": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
 def run_inprocess(envs: int, seconds: float, phase: int, config_dir: Path) -> float:
     """Steps/s of N DrivingEnvs acted on in one batch by the same agent, learner paused."""
     from carla_rl.learner.agent_config import ObservationSpec, load_agent_config
@@ -159,6 +180,5 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "stale_commands": stale,  # in the window: commands that came after their tick had stepped (timeout) or for no tick
         "process_restarts": restarts,
         "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},
-        "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.processor() or platform.machine()}",
-        "date": time.strftime("%Y-%m-%d"),
+        **machine_description(),
     }

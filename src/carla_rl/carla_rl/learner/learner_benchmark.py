@@ -117,9 +117,11 @@ def _rate(step: Callable[[], Any], updates: Callable[[], int], seconds: float,
 
 
 def profile_update(step: Callable[[], Any], updates: Callable[[], int], device: torch.device,
-                   calls: int = 20, top: int = 15) -> dict[str, Any]:
+                   calls: int = 20, top: int = 15,
+                   trace_path: str | Path | None = None) -> dict[str, Any]:
     """Where an update's time goes: kernels launched and GPU time per update, and the ``top``
-    kernels by total GPU time (torch.profiler; CUDA only)."""
+    kernels by total GPU time (torch.profiler; CUDA only). ``trace_path``: also write the
+    profiled calls as a Chrome trace (kernels with their streams and times)."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(3):
@@ -130,6 +132,8 @@ def profile_update(step: Callable[[], Any], updates: Callable[[], int], device: 
         for _ in range(calls):
             step()
         _sync(device)
+    if trace_path is not None:
+        prof.export_chrome_trace(str(trace_path))
     count = max(1, updates() - first)
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     by_name: dict[str, list[float]] = {}
@@ -200,6 +204,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                           episode_length: int = 500, variants: tuple[str, ...] | None = None,
                           act_repeats: int = 50, config: AgentConfig | None = None,
                           profile: bool = False, profile_top: int = 15,
+                          trace_dir: str | Path | None = None,
                           config_path: str | Path | None = None,
                           seed: int = 0) -> dict[str, Any]:
     """Measure the learner; see the module docstring. ``seconds`` is per variant. The agent
@@ -277,7 +282,9 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 rates[name] = _rate(step, counter, seconds, dev,
                                     warmup=4 + cfg.updates_per_graph)
                 if profile and dev.type == "cuda":
-                    profiles[name] = profile_update(step, counter, dev, top=profile_top)
+                    trace = Path(trace_dir) / f"{name}.trace.json" if trace_dir else None
+                    profiles[name] = profile_update(step, counter, dev, top=profile_top,
+                                                    trace_path=trace)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
             where = traceback.extract_tb(exc.__traceback__)[-3:]  # the innermost frames
             errors[name] = f"{type(exc).__name__}: {exc} (at " + "; ".join(
@@ -324,12 +331,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="also profile each device variant's kernels (CUDA only)")
     parser.add_argument("--profile-top", type=int, default=15,
                         help="kernels listed per profiled variant")
+    parser.add_argument("--trace-dir", default=None,
+                        help="with --profile: write each variant's Chrome trace here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_learner_benchmark(args.device, args.batch_size, args.seconds, args.preset,
                                    capacity=args.capacity, config_path=args.config,
                                    profile=args.profile, profile_top=args.profile_top,
+                                   trace_dir=args.trace_dir,
                                    variants=tuple(v for v in args.variants.split(",") if v))
     print(json.dumps(result, indent=2))
 
