@@ -97,7 +97,10 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
 
     from carla_rl.graph import GraphOptions, build_graph
     from carla_rl.nodes.diagnostics import DIAGNOSTICS_TOPIC
+    from carla_rl.nodes.qos_profiles import EVENTS
     from carla_rl.supervisor import Supervisor
+    from carla_rl.topics import TRAINING_STATS
+    from carla_rl_interfaces.msg import TrainingStats
 
     inprocess = run_inprocess(envs, seconds, phase, config_dir)
     save_dir = Path(tempfile.mkdtemp(prefix="carla_rl_bench_"))
@@ -119,9 +122,13 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
             if status.name.rsplit("/", 1)[-1] in SIMULATOR_NODES:
                 sims[status.name] = values
 
+    act_batches: list[float] = []  # the policy's mean envs per act (its last 200 acts), once a second
+
     rclpy.init(args=[])
     node = rclpy.create_node("carla_rl_bench_graph")
     node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diag, 100)
+    node.create_subscription(TrainingStats, TRAINING_STATS, lambda msg: act_batches.append(msg.act_batch_mean),
+                             EVENTS)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
 
@@ -146,6 +153,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                                    f"(node logs: {save_dir / 'logs'})")
             spin_for(0.2)
         t0, ticks0 = time.monotonic(), ticks()
+        act_batches.clear()
         timeouts0, stale0 = counts("control_timeouts"), counts("stale_commands")
         spin_for(seconds)
         t1, ticks1 = time.monotonic(), ticks()
@@ -177,6 +185,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
         "control_timeouts": timeouts,  # in the window (before session 10: since the start)
         "control_timeouts_before_window": sum(timeouts0.values()),
+        "act_batch_mean": round(float(np.mean(act_batches)), 2) if act_batches else None,  # over the window
         "stale_commands": stale,  # in the window: commands that came after their tick had stepped (timeout) or for no tick
         "process_restarts": restarts,
         "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},
