@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated variants to measure (default: eager, device_eager, graph, graph_bf16, "
                         "graph_bf16_x8; see carla_rl.learner.learner_benchmark)")
     b.add_argument("--profile", action="store_true", help="also list each device variant's kernels (CUDA)")
+    b.add_argument("--trace-dir", default="", help="with --profile: write each variant's Chrome trace here")
     b.add_argument("--json", action="store_true")
     b = bench.add_parser("graph", help="end-to-end steps/s and latency through the ROS graph")
     b.add_argument("--envs", type=_positive_int, default=1)
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--learn", action="store_true", help="learning on (default: learner paused)")
     b.add_argument("--composition", choices=COMPOSITIONS, default=GraphOptions.composition,
                    help="process layout of the graph (see carla-rl train; fastest measured on 2 cores: halves "
-                   f"with 12-16 envs, docs/BENCHMARKS.md; default {GraphOptions.composition})")
+                   f"with 16-24 envs, docs/BENCHMARKS.md; default {GraphOptions.composition})")
     b.add_argument("--phase", type=_positive_int, default=2)
     b.add_argument("--json", action="store_true")
     b = bench.add_parser("chain", help="the machine's messaging floor: a bare three-process rclpy chain "

@@ -248,7 +248,7 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
         result = run_learner_benchmark(device=args.device, batch_size=args.batch_size, seconds=args.seconds,
                                        preset=args.preset or None, config_path=config_dir / "agent.yaml",
                                        variants=tuple(v for v in args.variants.split(",") if v) or None,
-                                       profile=args.profile)
+                                       profile=args.profile, trace_dir=args.trace_dir or None)
     elif args.bench == "chain":
         from carla_rl.chain_benchmark import run_chain_benchmark
 
