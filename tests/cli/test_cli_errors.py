@@ -17,6 +17,8 @@ CASES = [
     (["eval", "--policy", "/nonexistent.pt", "--phases", "1", "--episodes", "1"], "not autopilot, random"),
     (["--config", "/nonexistent", "status"], "does not exist"),
     (["bench", "graph", "--envs", "0"], "expected a positive integer"),
+    (["bench", "chain", "--envs", "0"], "expected a positive integer"),
+    (["bench", "learner", "--trace-dir", "traces"], "--trace-dir needs --profile"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 Issue #7 gives, for scale, what a bare three-process rclpy chain did on its 2-core machine: ~1,200
 agent steps/s with one env, 1,600 with four. Machines of the same kind differ (the graph's figures in
-docs/BENCHMARKS.md moved by ~1.7x between two CPU models), so this runs that chain here:
+docs/BENCHMARKS.md moved by ~1.5-1.7x between two CPU models), so this runs that chain here:
 
     source ──sensor_msgs/Image 84x84 rgb8 + nav_msgs/Odometry──▶ relay
     relay ──std_msgs/Float32MultiArray (a tiny observation)──▶ responder
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -67,6 +66,7 @@ class _Source:
         self.ticks = [0] * envs
         self.resends = 0
         self.window_start: float | None = None
+        self.window_end: float | None = None
         self.window_steps = 0
         self.latencies_ms: list[float] = []
         self.done = False
@@ -81,7 +81,6 @@ class _Source:
 
     def tick(self, env: int) -> None:
         self.step[env] += 1
-        now_ns = time.time_ns()
         image = self.Image()
         image.header.stamp.sec, image.header.stamp.nanosec = divmod(self.step[env], 1_000_000_000)
         image.header.frame_id = "bench"
@@ -91,7 +90,7 @@ class _Source:
         image.data = self.uint8_sequence(self.pixels)
         odom = self.Odometry()
         odom.header.stamp = image.header.stamp
-        odom.pose.pose.position.x = float(now_ns % 1000)
+        odom.pose.pose.position.x = float(self.step[env])
         odom.twist.twist.linear.x = 5.0
         self.sent_at[env] = time.perf_counter()
         self.image_pubs[env].publish(image)

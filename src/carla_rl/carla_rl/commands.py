@@ -245,6 +245,9 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
     elif args.bench == "learner":
         from carla_rl.learner.learner_benchmark import run_learner_benchmark
 
+        if args.trace_dir and not args.profile:
+            raise CommandError("bench learner: --trace-dir needs --profile")
+
         result = run_learner_benchmark(device=args.device, batch_size=args.batch_size, seconds=args.seconds,
                                        preset=args.preset or None, config_path=config_dir / "agent.yaml",
                                        variants=tuple(v for v in args.variants.split(",") if v) or None,

@@ -282,7 +282,10 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 rates[name] = _rate(step, counter, seconds, dev,
                                     warmup=4 + cfg.updates_per_graph)
                 if profile and dev.type == "cuda":
-                    trace = Path(trace_dir) / f"{name}.trace.json" if trace_dir else None
+                    trace = None
+                    if trace_dir:
+                        Path(trace_dir).mkdir(parents=True, exist_ok=True)
+                        trace = Path(trace_dir) / f"{name}.trace.json"
                     profiles[name] = profile_update(step, counter, dev, top=profile_top,
                                                     trace_path=trace)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
@@ -334,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trace-dir", default=None,
                         help="with --profile: write each variant's Chrome trace here")
     args = parser.parse_args(argv)
+    if args.trace_dir and not args.profile:
+        parser.error("--trace-dir needs --profile")
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_learner_benchmark(args.device, args.batch_size, args.seconds, args.preset,
