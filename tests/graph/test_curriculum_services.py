@@ -1,6 +1,7 @@
 """The curriculum manager's services, over DDS from another process: SetPhase 3 succeeds (applied at
 the next episode boundary), 0 and 11 fail with a message naming the valid range, a phase whose
-config is broken fails and says why; GetStatus and the latched status/scenario topics agree."""
+config is broken fails and says why; GetStatus and the latched status/scenario topics agree; a pause
+requested before the policy is up reaches it once it is."""
 
 import shutil
 import time
@@ -13,6 +14,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make te
 from carla_rl import topics  # noqa: E402
 from carla_rl_interfaces.msg import CurriculumStatus, ScenarioConfig  # noqa: E402
 from carla_rl_interfaces.srv import GetStatus, SetPhase  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from ros_testing import CONFIG_DIR, NodeProcess, call, spin_until, wait_for_service  # noqa: E402
 from carla_rl.nodes import qos_profiles as qos  # noqa: E402
 
@@ -131,4 +133,25 @@ def test_an_evaluation_without_a_result_times_out(tmp_path, ros_node):
                           and int(counters.get("evaluations_timed_out", 0)) >= 1, TIMEOUT_S), proc.output()
         assert any(s.evaluating for s in statuses)  # it was running before it timed out
         assert "no evaluation result" in proc.output()
+        assert proc.alive(), proc.output()
+
+
+@pytest.mark.ros
+def test_pause_reaches_a_policy_that_comes_up_later(tmp_path, ros_node):
+    received = []
+
+    def on_set_learning(request, response):
+        received.append(request.data)
+        response.success = True
+        return response
+
+    with start_curriculum(tmp_path, CONFIG_DIR / "curriculum.yaml", {"service_resend_s": 0.2}) as proc:
+        pause = wait_for_service(ros_node, Trigger, topics.PAUSE_SERVICE, TIMEOUT_S)
+        assert call(ros_node, pause, Trigger.Request(), TIMEOUT_S).success  # no policy (set_learning) yet
+        ros_node.create_service(SetBool, topics.SET_LEARNING_SERVICE, on_set_learning)  # the policy comes up
+        assert spin_until(ros_node, lambda: received, TIMEOUT_S), proc.output()
+        assert received[0] is False  # learning off: the pause
+        resume = wait_for_service(ros_node, Trigger, topics.RESUME_SERVICE, TIMEOUT_S)
+        assert call(ros_node, resume, Trigger.Request(), TIMEOUT_S).success
+        assert spin_until(ros_node, lambda: received[-1] is True, TIMEOUT_S), (received, proc.output())
         assert proc.alive(), proc.output()

@@ -97,6 +97,12 @@ def test_a_new_evaluator_switches_the_policy_out_of_evaluation_mode(tmp_path, ro
     assert proc.proc.returncode == 0, proc.output()
 
 
+def switches(modes: list) -> list:
+    """The mode switches a policy saw, a repeat of the same switch counted once (a switch whose answer
+    was lost is sent again: service_calls.ResentRequests)."""
+    return [m for i, m in enumerate(modes) if i == 0 or m != modes[i - 1]]
+
+
 @pytest.mark.ros
 def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node):
     """Composition halves: two evaluators, each over its own env; the lead serves /carla_rl/evaluate and
@@ -139,10 +145,10 @@ def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node)
     try:
         assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for env in pubs for p in pubs[env])
                           and stats_sub.get_publisher_count() >= 2 and evaluate.service_is_ready()
-                          and modes == [False], TIMEOUT_S), logs()  # the lead's start-up mode reset, only
+                          and switches(modes) == [False], TIMEOUT_S), logs()  # the lead's start-up mode reset, only
         future = evaluate.call_async(Evaluate.Request(phase=5, episodes=2))
         assert spin_until(node, future.done, TIMEOUT_S) and future.result().accepted, logs()
-        assert spin_until(node, lambda: modes == [False, True], TIMEOUT_S), logs()  # evaluation mode on
+        assert spin_until(node, lambda: switches(modes) == [False, True], TIMEOUT_S), logs()  # evaluation mode on
         for step, (episode_step, end) in enumerate([(0, False), (1, False), (2, True)], start=10):
             tick(0, step, episode_step, goal=end)           # env 0 (the lead's) reaches its goal
             tick(1, step, episode_step, collide=end)        # env 1 (the other's) collides
@@ -152,7 +158,7 @@ def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node)
         assert result.goal_rate == pytest.approx(0.5) and result.collision_free_rate == pytest.approx(0.5)
         assert spin_until(node, lambda: len(stats) == 2, TIMEOUT_S), logs()
         assert sorted((s.env_id, s.evaluation) for s in stats) == [(0, True), (1, True)]
-        assert spin_until(node, lambda: modes == [False, True, False], TIMEOUT_S), logs()  # switched back
+        assert spin_until(node, lambda: switches(modes) == [False, True, False], TIMEOUT_S), logs()  # switched back
         assert not any(p.get_subscription_count() > 1 for env in pubs for p in pubs[env]), \
             "each env is scored by one evaluator"
         assert len(results) == 1

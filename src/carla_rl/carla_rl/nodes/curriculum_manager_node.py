@@ -25,6 +25,7 @@ from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
+from carla_rl.nodes.service_calls import ResentRequests
 from carla_rl.reward import EvaluationResult
 from carla_rl_interfaces.msg import CurriculumStatus
 from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
@@ -44,6 +45,9 @@ class CurriculumNodeConfig:
                            read_only=True)
     training: bool = param(True, "False: evaluation-only run (no schedule, no advancement)", read_only=True)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    service_resend_s: float = param(2.0, "A request to the policy (learning on/off, checkpoint) unanswered this "
+                                         "long is sent again; one waiting for the service to come up is sent "
+                                         "within this long of it", low=0.1, high=600.0)
 
 
 def result_from_msg(msg: EvaluationResultMsg) -> EvaluationResult:
@@ -93,6 +97,10 @@ class CurriculumManagerNode(ComposableNode):
         self.evaluate_client = self.create_client(Evaluate, topics.EVALUATE_SERVICE)
         self.learning_client = self.create_client(SetBool, topics.SET_LEARNING_SERVICE)
         self.checkpoint_client = self.create_client(SaveCheckpoint, topics.SAVE_CHECKPOINT_SERVICE)
+        # kept until the policy answers: it may not be up yet, or restarting (service_calls.ResentRequests)
+        self.learning_requests = ResentRequests(self.learning_client, self.cfg.service_resend_s)
+        self.checkpoint_requests = ResentRequests(self.checkpoint_client, self.cfg.service_resend_s)
+        self.create_timer(self.cfg.service_resend_s, self.resend_requests)
         self.best_goal_rate: dict[int, float] = {}
         self.evaluation_requested_at: float | None = None  # monotonic time of the running evaluation's request
         if self.cur_cfg.evaluation_timeout_s > 0.0:
@@ -192,10 +200,13 @@ class CurriculumManagerNode(ComposableNode):
         self.publish_status()
 
     def save_checkpoint(self, tag: str) -> None:
-        if self.checkpoint_client.service_is_ready():
-            self.checkpoint_client.call_async(SaveCheckpoint.Request(path="", tag=tag))
-        else:
-            self.diag.count("checkpoint_requests_unavailable")
+        self.checkpoint_requests.submit(tag, SaveCheckpoint.Request(path="", tag=tag))
+
+    def resend_requests(self) -> None:
+        for name, requests in (("learning", self.learning_requests), ("checkpoint", self.checkpoint_requests)):
+            requests.poll()
+            self.diag.values[f"{name}_requests_pending"] = str(len(requests.pending))
+            self.diag.values[f"{name}_requests_resent"] = str(requests.counts["resent"])
 
     # --- services -----------------------------------------------------------------------------------
     def on_set_phase(self, request: SetPhase.Request, response: SetPhase.Response):
@@ -225,8 +236,7 @@ class CurriculumManagerNode(ComposableNode):
 
     def on_pause(self, paused: bool, response: Trigger.Response):
         response.message = self.state.set_paused(paused)
-        if self.learning_client.service_is_ready():
-            self.learning_client.call_async(SetBool.Request(data=not paused))
+        self.learning_requests.submit("learning", SetBool.Request(data=not paused))  # reaches the policy once it is up
         self.publish_status()
         self.save_state()
         response.success = True

@@ -28,6 +28,7 @@ from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import run_node
 from carla_rl.nodes.ros_parameters import declare_config, declare_phases
+from carla_rl.nodes.service_calls import ResentRequests
 from carla_rl.preprocess import StepSynchronizer
 from carla_rl.reward import (EnvShare, EpisodeStats, EpisodeStatsAccumulator, EvaluationAggregator,
                              EvaluationResult, RewardCalculator, RewardConfig)
@@ -38,7 +39,6 @@ from carla_rl_interfaces.msg import LaneInvasionEvent, StepReward
 from carla_rl_interfaces.srv import Evaluate
 
 EVENT_COUNT_FIELDS = {"collision": "collision_events", "lane_invasion": "lane_invasion_events"}
-MODE_RESET_POLL_S = 0.5  # how often a new evaluator looks for the policy's mode service (until found)
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,9 @@ class RewardNodeConfig:
                                   read_only=True)
     role_name: str = param(topics.DEFAULT_ROLE_NAME, "Ego role name in the bridge topics", read_only=True)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
-    service_timeout_s: float = param(5.0, "Wait for the policy's mode service this long", low=0.1,
-                                     high=120.0)
+    service_resend_s: float = param(2.0, "A switch of the policy's evaluation mode unanswered this long is "
+                                         "sent again; one waiting for the service to come up is sent within "
+                                         "this long of it", low=0.1, high=600.0)
 
 
 class EnvReward:
@@ -119,11 +120,16 @@ class RewardEvaluatorNode(ComposableNode):
         self.eval_pub = self.create_publisher(EvaluationResultMsg, topics.EVALUATION_RESULT, qos.EVENTS)
         self.create_service(Evaluate, topics.EVALUATE_SERVICE, self.on_evaluate)
         self.mode_client = self.create_client(SetBool, topics.SET_EVALUATION_MODE_SERVICE)
+        # kept until the policy answers (service_calls.ResentRequests): a lost "off" would leave it acting
+        # greedily and storing nothing
+        self.mode_requests = ResentRequests(self.mode_client, self.cfg.service_resend_s,
+                                            on_answer=lambda *_: self.diag.count("mode_switches"))
+        self.create_timer(self.cfg.service_resend_s, self.mode_requests.poll)
         if not self.share.covers_all:  # the other evaluators' episodes
             self.create_subscription(EpisodeStatsMsg, topics.EPISODE_STATS, self.on_remote_episode, qos.EVENTS)
         # No evaluation runs in a new evaluator, but the policy may still be in evaluation mode: a previous
         # evaluator (before a restart) switched it on and never off. Switched off once the policy is up.
-        self.mode_reset_timer = self.create_timer(MODE_RESET_POLL_S, self.reset_policy_evaluation_mode)
+        self.set_policy_evaluation_mode(False)
 
     # --- per tick -----------------------------------------------------------------------------------
     def on_sample(self, env: EnvReward, kind: str, msg) -> None:
@@ -221,21 +227,13 @@ class RewardEvaluatorNode(ComposableNode):
         phase_cfg = self.phases[phase - 1]
         episodes = int(request.episodes) or phase_cfg.eval_episodes
         self.evaluation = EvaluationAggregator(phase, phase_cfg.thresholds, episodes)
-        self.mode_reset_timer.cancel()  # switching it on supersedes the start-up reset
-        self.set_policy_evaluation_mode(True)
+        self.set_policy_evaluation_mode(True)  # supersedes a start-up "off" still pending
         response.accepted = True
         response.message = f"evaluating phase {phase} over {episodes} episodes"
         return response
 
-    def reset_policy_evaluation_mode(self) -> None:
-        if self.mode_client.service_is_ready():
-            self.mode_reset_timer.cancel()
-            self.set_policy_evaluation_mode(False)
-
     def set_policy_evaluation_mode(self, on: bool) -> None:
-        future = self.mode_client.call_async(SetBool.Request(data=on))
-        future.add_done_callback(lambda f: self.diag.count("mode_switches" if f.result() is not None
-                                                           else "mode_switch_failures"))
+        self.mode_requests.submit("evaluation_mode", SetBool.Request(data=on))
 
 
 COMPONENT = RewardEvaluatorNode  # for component_container

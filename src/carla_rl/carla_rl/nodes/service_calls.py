@@ -42,3 +42,59 @@ def call_idempotent(node, client, request, timeout: float, first_attempt_s: floa
         for future in pending:  # late answers to the other attempts are dropped, not kept forever
             if not future.done():
                 client.remove_pending_request(future)
+
+
+class ResentRequests:
+    """Idempotent requests from a node of the graph to another node's service, kept until answered.
+
+    ``submit(key, request)`` sends at once when the service is ready; :meth:`poll` (the node's timer)
+    sends every unanswered request again once its last attempt is ``resend_s`` old, or as soon as the
+    service becomes ready: a request is never dropped because its server was not up yet (starting,
+    restarted by the supervisor) or its answer was lost (ros2/rmw_fastrtps#842, see above). A newer request
+    under the same key replaces an unanswered one (the latest wish wins: pause after resume); an answer
+    clears its key only if it answers the request pending there. ``client`` is an rclpy client (its
+    ``service_is_ready``, ``call_async`` and ``remove_pending_request``); the callbacks run on the node's
+    executor. Counts: ``sent`` (first attempts), ``resent``, ``answered``."""
+
+    def __init__(self, client, resend_s: float, on_answer=None, clock=time.monotonic) -> None:
+        self.client = client
+        self.resend_s = resend_s
+        self.on_answer = on_answer  # (key, request, response)
+        self.clock = clock
+        self.pending: dict = {}  # key -> [request, future or None, time of the last attempt]
+        self.counts = {"sent": 0, "resent": 0, "answered": 0}
+
+    def submit(self, key, request) -> None:
+        old = self.pending.get(key)
+        if old is not None and old[1] is not None and not old[1].done():
+            self.client.remove_pending_request(old[1])
+        self.pending[key] = [request, None, None]
+        self._send(key)
+
+    def poll(self) -> None:
+        now = self.clock()
+        for key, (_, future, sent_at) in list(self.pending.items()):
+            if future is None or now - sent_at >= self.resend_s:
+                self._send(key)
+
+    def _send(self, key) -> None:
+        entry = self.pending[key]
+        request, future, _ = entry
+        if not self.client.service_is_ready():
+            return
+        if future is not None and not future.done():
+            self.client.remove_pending_request(future)
+        self.counts["resent" if future is not None else "sent"] += 1
+        entry[1] = self.client.call_async(request)
+        entry[2] = self.clock()
+        entry[1].add_done_callback(lambda f, key=key, request=request: self._answered(key, request, f))
+
+    def _answered(self, key, request, future) -> None:
+        entry = self.pending.get(key)
+        response = future.result() if not future.cancelled() else None
+        if entry is None or entry[0] is not request or response is None:
+            return  # superseded, or no answer: poll() sends it again
+        del self.pending[key]
+        self.counts["answered"] += 1
+        if self.on_answer is not None:
+            self.on_answer(key, request, response)
