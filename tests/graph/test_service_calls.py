@@ -115,3 +115,22 @@ def test_a_newer_request_replaces_an_unanswered_one():
     requests.submit("best_phase_1", "save")           # other keys are independent
     requests.submit("phase_complete_1", "save")
     assert set(requests.pending) == {"best_phase_1", "phase_complete_1"}
+
+
+def test_without_resend_a_request_waits_for_the_service_then_goes_once():
+    from carla_rl.nodes.service_calls import ResentRequests
+
+    now = [0.0]
+    client = ReadyClient()
+    requests = ResentRequests(client, resend_s=None, clock=lambda: now[0])
+    requests.submit("best_phase_2", "save")
+    requests.poll()
+    assert client.sent == [] and "best_phase_2" in requests.pending   # held while the service is down
+    client.ready = True
+    requests.poll()
+    assert [r for r, _ in client.sent] == ["save"] and not requests.pending
+    now[0] = 100.0
+    requests.poll()
+    assert len(client.sent) == 1                                      # never sent again, answered or not
+    client.sent[0][1].set_result("ok")
+    assert requests.counts["answered"] == 1

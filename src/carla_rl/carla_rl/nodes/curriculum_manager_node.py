@@ -45,9 +45,9 @@ class CurriculumNodeConfig:
                            read_only=True)
     training: bool = param(True, "False: evaluation-only run (no schedule, no advancement)", read_only=True)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
-    service_resend_s: float = param(2.0, "A request to the policy (learning on/off, checkpoint) unanswered this "
-                                         "long is sent again; one waiting for the service to come up is sent "
-                                         "within this long of it", low=0.1, high=600.0)
+    service_resend_s: float = param(2.0, "A learning on/off request to the policy unanswered this long is sent "
+                                         "again; one waiting for the service to come up (so too a checkpoint "
+                                         "request) is sent within this long of it", low=0.1, high=600.0)
 
 
 def result_from_msg(msg: EvaluationResultMsg) -> EvaluationResult:
@@ -99,7 +99,8 @@ class CurriculumManagerNode(ComposableNode):
         self.checkpoint_client = self.create_client(SaveCheckpoint, topics.SAVE_CHECKPOINT_SERVICE)
         # kept until the policy answers: it may not be up yet, or restarting (service_calls.ResentRequests)
         self.learning_requests = ResentRequests(self.learning_client, self.cfg.service_resend_s)
-        self.checkpoint_requests = ResentRequests(self.checkpoint_client, self.cfg.service_resend_s)
+        # a save can take seconds (with the replay): held until the service is up, then sent once
+        self.checkpoint_requests = ResentRequests(self.checkpoint_client, resend_s=None)
         self.create_timer(self.cfg.service_resend_s, self.resend_requests)
         self.best_goal_rate: dict[int, float] = {}
         self.evaluation_requested_at: float | None = None  # monotonic time of the running evaluation's request

@@ -52,11 +52,13 @@ class ResentRequests:
     service becomes ready: a request is never dropped because its server was not up yet (starting,
     restarted by the supervisor) or its answer was lost (ros2/rmw_fastrtps#842, see above). A newer request
     under the same key replaces an unanswered one (the latest wish wins: pause after resume); an answer
-    clears its key only if it answers the request pending there. ``client`` is an rclpy client (its
+    clears its key only if it answers the request pending there. With ``resend_s`` None a request is only
+    held until its service is up and sent once (for requests that may take long to serve, such as saving
+    a checkpoint with its replay: a re-send would queue another save). ``client`` is an rclpy client (its
     ``service_is_ready``, ``call_async`` and ``remove_pending_request``); the callbacks run on the node's
     executor. Counts: ``sent`` (first attempts), ``resent``, ``answered``."""
 
-    def __init__(self, client, resend_s: float, on_answer=None, clock=time.monotonic) -> None:
+    def __init__(self, client, resend_s: float | None, on_answer=None, clock=time.monotonic) -> None:
         self.client = client
         self.resend_s = resend_s
         self.on_answer = on_answer  # (key, request, response)
@@ -74,7 +76,7 @@ class ResentRequests:
     def poll(self) -> None:
         now = self.clock()
         for key, (_, future, sent_at) in list(self.pending.items()):
-            if future is None or now - sent_at >= self.resend_s:
+            if future is None or (self.resend_s is not None and now - sent_at >= self.resend_s):
                 self._send(key)
 
     def _send(self, key) -> None:
@@ -88,13 +90,16 @@ class ResentRequests:
         entry[1] = self.client.call_async(request)
         entry[2] = self.clock()
         entry[1].add_done_callback(lambda f, key=key, request=request: self._answered(key, request, f))
+        if self.resend_s is None:  # sent once: nothing more to do for it
+            del self.pending[key]
 
     def _answered(self, key, request, future) -> None:
         entry = self.pending.get(key)
         response = future.result() if not future.cancelled() else None
-        if entry is None or entry[0] is not request or response is None:
-            return  # superseded, or no answer: poll() sends it again
-        del self.pending[key]
+        if response is None or (self.resend_s is not None and (entry is None or entry[0] is not request)):
+            return  # no answer (poll() sends it again), or an answer to a superseded request
+        if entry is not None and entry[0] is request:
+            del self.pending[key]
         self.counts["answered"] += 1
         if self.on_answer is not None:
             self.on_answer(key, request, response)
