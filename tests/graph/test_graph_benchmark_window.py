@@ -17,3 +17,17 @@ def test_a_count_that_went_back_is_refused_by_name():
     with pytest.raises(ValueError, match=r"tick count of /env_1/embedded_simulator went back"):
         window_counts({"/env_0/embedded_simulator": 5, "/env_1/embedded_simulator": 500},
                       {"/env_0/embedded_simulator": 50, "/env_1/embedded_simulator": 20})
+
+
+def test_learner_rate_from_the_window_s_training_stats():
+    from types import SimpleNamespace
+
+    from carla_rl.graph_benchmark import learner_rate
+
+    def stats(sec, nanosec, updates):
+        return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec)),
+                               updates=updates)
+
+    assert learner_rate([stats(10, 0, 100), stats(11, 0, 130), stats(12, 500_000_000, 175)]) == 30.0
+    assert learner_rate([stats(10, 0, 100)]) is None
+    assert learner_rate([]) is None

@@ -89,6 +89,17 @@ def window_counts(before: dict[str, int], after: dict[str, int], counter: str = 
     return growth
 
 
+def learner_rate(stats: list) -> float | None:
+    """Learner updates per second between the first and the last TrainingStats of a window (None: fewer
+    than two)."""
+    if len(stats) < 2:
+        return None
+    first, last = stats[0], stats[-1]
+    seconds = (last.header.stamp.sec - first.header.stamp.sec) \
+        + (last.header.stamp.nanosec - first.header.stamp.nanosec) * 1e-9
+    return round((last.updates - first.updates) / seconds, 1) if seconds > 0 else None
+
+
 def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path,
                         composition: str = "envs") -> dict:
     import rclpy
@@ -122,13 +133,12 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
             if status.name.rsplit("/", 1)[-1] in SIMULATOR_NODES:
                 sims[status.name] = values
 
-    act_batches: list[float] = []  # the policy's mean envs per act (its last 200 acts), once a second
+    stats: list = []  # the policy's TrainingStats, once a second (mean envs per act, learner updates)
 
     rclpy.init(args=[])
     node = rclpy.create_node("carla_rl_bench_graph")
     node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diag, 100)
-    node.create_subscription(TrainingStats, TRAINING_STATS, lambda msg: act_batches.append(msg.act_batch_mean),
-                             EVENTS)
+    node.create_subscription(TrainingStats, TRAINING_STATS, stats.append, EVENTS)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
 
@@ -153,7 +163,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                                    f"(node logs: {save_dir / 'logs'})")
             spin_for(0.2)
         t0, ticks0 = time.monotonic(), ticks()
-        act_batches.clear()
+        stats.clear()
         timeouts0, stale0 = counts("control_timeouts"), counts("stale_commands")
         spin_for(seconds)
         t1, ticks1 = time.monotonic(), ticks()
@@ -185,7 +195,10 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
         "control_timeouts": timeouts,  # in the window (before session 10: since the start)
         "control_timeouts_before_window": sum(timeouts0.values()),
-        "act_batch_mean": round(float(np.mean(act_batches)), 2) if act_batches else None,  # over the window
+        # over the window, from the policy's TrainingStats: envs per act (each message: its last 200 acts) and
+        # learner updates per second (the updates counter's growth between the first and last message)
+        "act_batch_mean": round(float(np.mean([m.act_batch_mean for m in stats])), 2) if stats else None,
+        "learner_updates_per_s": learner_rate(stats),
         "stale_commands": stale,  # in the window: commands that came after their tick had stepped (timeout) or for no tick
         "process_restarts": restarts,
         "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},
