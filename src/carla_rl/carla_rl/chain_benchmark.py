@@ -37,10 +37,6 @@ def _topic(env: int, name: str) -> str:
     return f"/bench_chain/env_{env}/{name}"
 
 
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
 class _Source:
     """Publishes each env's image + odometry, one tick per answered command; measures the window."""
 
@@ -49,12 +45,13 @@ class _Source:
         from sensor_msgs.msg import Image
 
         from carla_rl.nodes.qos_profiles import SENSOR
-        from carla_rl.ros_conversions import uint8_sequence
+        from carla_rl.ros_conversions import NANOSECONDS, uint8_sequence
         from carla_rl_interfaces.msg import VehicleCommand
 
         self.node, self.envs, self.seconds = node, envs, seconds
         self.Image, self.Odometry = Image, Odometry
         self.uint8_sequence = uint8_sequence  # as the simulators fill images
+        self.nanoseconds = NANOSECONDS
         self.image_pubs = [node.create_publisher(Image, _topic(i, "image"), SENSOR) for i in range(envs)]
         self.odom_pubs = [node.create_publisher(Odometry, _topic(i, "odometry"), SENSOR) for i in range(envs)]
         self.command_subs = [node.create_subscription(VehicleCommand, _topic(i, "command"),
@@ -82,7 +79,7 @@ class _Source:
     def tick(self, env: int) -> None:
         self.step[env] += 1
         image = self.Image()
-        image.header.stamp.sec, image.header.stamp.nanosec = divmod(self.step[env], 1_000_000_000)
+        image.header.stamp.sec, image.header.stamp.nanosec = divmod(self.step[env], self.nanoseconds)  # the step
         image.header.frame_id = "bench"
         image.height = image.width = IMAGE_SIZE
         image.encoding = "rgb8"
@@ -137,12 +134,13 @@ def _relay(node, envs: int) -> list:
     from std_msgs.msg import Float32MultiArray
 
     from carla_rl.nodes.qos_profiles import SENSOR
+    from carla_rl.ros_conversions import stamp_nanoseconds
 
     pubs = [node.create_publisher(Float32MultiArray, _topic(i, "observation"), SENSOR) for i in range(envs)]
     pending: list[dict] = [{} for _ in range(envs)]
 
     def arrived(env: int, kind: str, msg) -> None:
-        stamp = _stamp_ns(msg.header)
+        stamp = stamp_nanoseconds(msg.header.stamp)
         got = pending[env].setdefault(stamp, {})
         got[kind] = msg
         if len(got) < 2:

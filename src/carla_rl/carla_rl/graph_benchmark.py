@@ -92,11 +92,12 @@ def window_counts(before: dict[str, int], after: dict[str, int], counter: str = 
 def learner_rate(stats: list) -> float | None:
     """Learner updates per second between the first and the last TrainingStats of a window (None: fewer
     than two)."""
+    from carla_rl.ros_conversions import time_seconds
+
     if len(stats) < 2:
         return None
     first, last = stats[0], stats[-1]
-    seconds = (last.header.stamp.sec - first.header.stamp.sec) \
-        + (last.header.stamp.nanosec - first.header.stamp.nanosec) * 1e-9
+    seconds = time_seconds(last.header.stamp) - time_seconds(first.header.stamp)
     return round((last.updates - first.updates) / seconds, 1) if seconds > 0 else None
 
 

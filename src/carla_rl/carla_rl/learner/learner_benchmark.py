@@ -233,6 +233,8 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
     fill_synthetic(eager, capacity, num_envs, episode_length, seed)
     fill_s = time.perf_counter() - fill_start
 
+    if profile and trace_dir:
+        Path(trace_dir).mkdir(parents=True, exist_ok=True)
     rates: dict[str, float] = {}
     errors: dict[str, str] = {}
     profiles: dict[str, Any] = {}
@@ -282,10 +284,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 rates[name] = _rate(step, counter, seconds, dev,
                                     warmup=4 + cfg.updates_per_graph)
                 if profile and dev.type == "cuda":
-                    trace = None
-                    if trace_dir:
-                        Path(trace_dir).mkdir(parents=True, exist_ok=True)
-                        trace = Path(trace_dir) / f"{name}.trace.json"
+                    trace = Path(trace_dir) / f"{name}.trace.json" if trace_dir else None
                     profiles[name] = profile_update(step, counter, dev, top=profile_top,
                                                     trace_path=trace)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
