@@ -97,27 +97,31 @@ def test_prefetched_batches_in_a_captured_replay_match_the_updates_in_order():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def s2d_config(**overrides):
-    """tiny_config with a first conv whose stride divides its kernel (4x4 stride 2 on 8x8)."""
+def s2d_config(later_conv: bool = False, **overrides):
+    """tiny_config with a first conv whose stride divides its kernel (4x4 stride 2 on 8x8); with
+    ``later_conv`` the second conv's too (2x2 stride 2 on 3x3)."""
     from carla_rl.learner.agent_config import NetworkConfig
 
     cfg = tiny_config(**overrides)
-    cfg.network = NetworkConfig(conv_channels=[4, 8], conv_kernels=[4, 3], conv_strides=[2, 1],
-                                vector_hidden=[16], hidden_size=32)
+    kernel, stride = (2, 2) if later_conv else (3, 1)
+    cfg.network = NetworkConfig(conv_channels=[4, 8], conv_kernels=[4, kernel],
+                                conv_strides=[2, stride], vector_hidden=[16], hidden_size=32)
     return cfg
 
 
+@pytest.mark.parametrize("later_conv", [False, True])
 @pytest.mark.parametrize("precision", ["off", "bf16"])
-def test_space_to_depth_graph_updates_and_values(precision):
-    cfg = s2d_config(learning_starts=32, cuda_graphs=True, space_to_depth=True,
+def test_space_to_depth_graph_updates_and_values(precision, later_conv):
+    cfg = s2d_config(later_conv, learning_starts=32, cuda_graphs=True, space_to_depth=True,
                      mixed_precision=precision)
     agent = filled_cuda_agent(cfg)
     assert agent.online.encoder.space_to_depth and agent.target.encoder.space_to_depth
+    assert agent.online.encoder.space_to_depth_layers == [True, later_conv]
     for _ in range(8):  # 3 eager warm-up steps, capture, graph replays
         stats = agent.update()
         assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
     assert agent._fast.graph is not None
-    plain = DQNAgent(TINY_SPEC, 3, s2d_config(space_to_depth=False), device="cuda",
+    plain = DQNAgent(TINY_SPEC, 3, s2d_config(later_conv, space_to_depth=False), device="cuda",
                      seed=0).online
     plain.load_state_dict(agent.online.state_dict())
     assert not plain.encoder.space_to_depth
@@ -213,7 +217,7 @@ def test_fully_compiled_graph_path_draws_fresh_samples_and_noise_on_every_replay
         stats = agent.update()
         assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
     assert agent._fast.graph is not None and agent.algorithm.compiled_optimizer
-    eps = agent.online.advantage.fc1.weight_epsilon
+    eps = agent.online.advantage.fc1.eps_in
     before = [p.detach().clone() for p in agent.online.parameters()]
     noises = []
     for _ in range(2):
@@ -285,3 +289,51 @@ def test_profile_writes_a_chrome_trace_of_the_kernels(tmp_path):
     import json
     events = json.loads(trace.read_text())["traceEvents"]
     assert sum(1 for e in events if e.get("cat") == "kernel") >= 4
+
+
+def test_flat_optimizer_on_the_graph_path_matches_the_per_parameter_step_and_resumes(tmp_path):
+    """flat_optimizer (parameters, gradients and moments in flat buffers, clipping + Adam
+    compiled over whole buffers) gives the compiled per-parameter step's weights inside the
+    captured graph; a checkpoint of it restores into the flat buffers."""
+    from carla_rl.learner.checkpoint import restore_checkpoint, save_checkpoint
+
+    agents = []
+    for flat in (False, True):
+        cfg = s2d_config(learning_starts=32, cuda_graphs=True, compile=True,
+                         compile_optimizer=True, flat_optimizer=flat, grad_clip_norm=1.0)
+        agent = filled_cuda_agent(cfg)
+        for _ in range(6):  # 3 eager warm-up updates, then graph replays
+            stats = agent.update()
+            assert np.isfinite([stats.loss, stats.grad_norm]).all()
+        assert agent._fast.graph is not None
+        assert (agent.algorithm.flat_adam is not None) == flat
+        assert agent.algorithm._next_streams is not None  # the serial first warm-up is over
+        agents.append(agent)
+    torch.cuda.synchronize()
+    for a, b in zip(agents[1].online.parameters(), agents[0].online.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    flat_agent = agents[1]
+    assert flat_agent.algorithm.flat_adam.is_flat()  # the graph replays kept the views
+
+    path = save_checkpoint(flat_agent, tmp_path / "flat.ckpt")
+    cfg = s2d_config(learning_starts=32, cuda_graphs=True, compile=True,
+                     compile_optimizer=True, flat_optimizer=True, grad_clip_norm=1.0)
+    restored = filled_cuda_agent(cfg)
+    restored.update()  # some state of its own first: the load must replace it
+    restore_checkpoint(restored, path)
+    flat = restored.algorithm.flat_adam
+    assert flat.is_flat()
+    base = flat.exp_avg.untyped_storage().data_ptr()
+    for p, q in zip(restored.online.parameters(), flat_agent.online.parameters()):
+        assert torch.equal(p, q)
+        mine, saved = restored.algorithm.optimizer.state[p], flat_agent.algorithm.optimizer.state[q]
+        assert mine["exp_avg"].untyped_storage().data_ptr() == base
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(mine[key], saved[key]), key
+    before = [p.detach().clone() for p in restored.online.parameters()]
+    for _ in range(4):
+        stats = restored.update()
+        assert np.isfinite([stats.loss, stats.grad_norm]).all()
+    torch.cuda.synchronize()
+    assert any(not torch.equal(a, b) for a, b in zip(before, restored.online.parameters()))
+    assert float(flat.steps[0]) == float(flat_agent.algorithm.flat_adam.steps[0]) + 4

@@ -219,7 +219,7 @@ def test_foreach_norm_then_scaled_step_equals_clip_grad_norm(clip):
 
 
 def test_flat_in_memory_order_is_a_view_for_dense_layouts_and_keeps_every_element():
-    from carla_rl.learner.dqn_agent import _flat_in_memory_order
+    from carla_rl.learner.flat_adam import flat_in_memory_order as _flat_in_memory_order
 
     base = torch.randn(5, 4, 3, 2)
     channels_last = base.contiguous(memory_format=torch.channels_last)
@@ -289,7 +289,7 @@ def test_prefetch_draws_fresh_noise_for_every_update():
     layers = agent.online.advantage.fc1, agent.target.advantage.fc1
     seen = []
     loss = agent.algorithm.loss
-    agent.algorithm.loss = lambda *a: (seen.append([l.weight_epsilon.clone() for l in layers]),
+    agent.algorithm.loss = lambda *a: (seen.append([l.eps_out.clone() for l in layers]),
                                        loss(*a))[1]
     fast._steps(4)
     assert len(seen) == 4

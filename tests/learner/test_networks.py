@@ -47,9 +47,53 @@ def test_noisy_layers_resample_and_eval_is_deterministic():
     layer.eval()
     assert torch.equal(mean, layer(x))
     # noise buffers are changed in place (static addresses for CUDA graphs)
-    ptr = layer.weight_epsilon.data_ptr()
+    ptrs = layer.eps_in.data_ptr(), layer.eps_out.data_ptr()
     layer.reset_noise()
-    assert layer.weight_epsilon.data_ptr() == ptr
+    assert (layer.eps_in.data_ptr(), layer.eps_out.data_ptr()) == ptrs
+    # the factorised weight noise: f(eps_out) f(eps_in)^T, f(x) = sign(x) sqrt(|x|)
+    weight, bias = layer.noisy_weights()
+    torch.testing.assert_close(weight, layer.weight_mu + layer.weight_sigma
+                               * layer.eps_out[:, None] * layer.eps_in[None, :])
+    torch.testing.assert_close(bias, layer.bias_mu + layer.bias_sigma * layer.eps_out)
+    raw = torch.tensor([-4.0, 0.0, 0.25])
+    torch.testing.assert_close(NoisyLinear.scale_noise(raw), torch.tensor([-2.0, 0.0, 0.5]))
+
+
+def test_network_noise_is_one_buffer_through_moves_copies_and_state_dicts():
+    """Every noisy layer's factors are views of the network's noise_flat (one kernel resamples
+    them all), also after .to(), use_channels_last() and deepcopy; state_dict holds noise_flat
+    only, and loading it brings back the noisy outputs."""
+    import copy
+
+    torch.manual_seed(0)
+    cfg = tiny_config(noisy=True, dueling=True)
+    net = QNetwork(TINY_SPEC, 5, cfg)
+
+    def bound(network: QNetwork) -> bool:
+        base = network.noise_flat.untyped_storage().data_ptr()
+        layers = network._noisy_layers
+        return len(layers) == 4 and all(
+            t.untyped_storage().data_ptr() == base for layer in layers
+            for t in (layer.eps_in, layer.eps_out))
+
+    assert bound(net)
+    frames = torch.randint(0, 256, (3, 2, 8, 8), dtype=torch.uint8)
+    vectors = torch.randn(3, 3)
+    before = net(frames, vectors)
+    net.reset_noise()
+    after = net(frames, vectors)
+    assert not torch.allclose(before, after)  # the layers see the network-wide resample
+    for moved in (net.to(torch.float32), net.use_channels_last(), copy.deepcopy(net)):
+        assert bound(moved)
+    twin = copy.deepcopy(net)
+    twin.reset_noise()
+    assert not torch.equal(twin.noise_flat, net.noise_flat)  # the copy has its own noise
+    keys = net.state_dict().keys()
+    assert "noise_flat" in keys and not [k for k in keys if "eps" in k]
+    other = QNetwork(TINY_SPEC, 5, cfg)
+    other.load_state_dict(net.state_dict())
+    assert bound(other)
+    torch.testing.assert_close(other(frames, vectors), net(frames, vectors))
 
 
 def test_channels_last_network_computes_the_same_values_and_keys():
@@ -88,7 +132,9 @@ def test_space_to_depth_conv_equals_the_strided_conv(channels, kernel, stride, s
 
 @pytest.mark.parametrize("preset", ["cpu", "nature"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_space_to_depth_network_has_the_same_values_gradients_and_keys(preset, channels_last):
+@pytest.mark.parametrize("later_convs", [False, True])
+def test_space_to_depth_network_has_the_same_values_gradients_and_keys(preset, channels_last,
+                                                                        later_convs):
     torch.manual_seed(0)
     spec = ObservationSpec(4, 84, 84, 5)
     cfg = AgentConfig().with_network_preset(preset)
@@ -97,7 +143,9 @@ def test_space_to_depth_network_has_the_same_values_gradients_and_keys(preset, c
     s2d.load_state_dict(plain.state_dict())
     if channels_last:
         s2d.use_channels_last()
-    s2d.use_space_to_depth()
+    s2d.use_space_to_depth(later_convs=later_convs)
+    # both presets: 8x8 stride 4, 4x4 stride 2 (blocks too with later_convs), 3x3 (never)
+    assert s2d.encoder.space_to_depth_layers == [True, later_convs, False]
     assert s2d.encoder.space_to_depth
     assert list(s2d.state_dict()) == list(plain.state_dict())
     assert architecture_fingerprint(s2d, spec, 6) == architecture_fingerprint(plain, spec, 6)
@@ -186,7 +234,8 @@ def test_frozen_network_is_refused_for_space_to_depth_encoders():
 @pytest.mark.parametrize("dueling, noisy, distributional",
                          [(True, True, True), (False, False, False), (True, False, False),
                           (False, True, True)])
-@pytest.mark.parametrize("layout", ["plain", "channels_last", "space_to_depth"])
+@pytest.mark.parametrize("layout", ["plain", "channels_last", "space_to_depth",
+                                    "space_to_depth_later_convs"])
 def test_paired_outputs_equal_two_separate_passes(dueling, noisy, distributional, layout):
     """Two networks side by side in one pass (grouped convs, batched matmuls) give each one's
     own forward output, with and without noise, in training and evaluation mode."""
@@ -202,6 +251,9 @@ def test_paired_outputs_equal_two_separate_passes(dueling, noisy, distributional
             net.use_channels_last()
         elif layout == "space_to_depth":
             net.use_space_to_depth()
+        elif layout == "space_to_depth_later_convs":
+            net.use_channels_last().use_space_to_depth(later_convs=True)
+            assert net.encoder.space_to_depth_layers == [True, True, False]
     frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
     vectors = torch.rand(5, 5)
     with torch.no_grad():

@@ -167,6 +167,11 @@ class AgentConfig:
                                        "kernel k) as the equal k/s x k/s stride-1 conv over "
                                        "s x s space-to-depth blocks, same weights reshaped "
                                        "(tensor-core friendly; ignored on CPU)")
+    space_to_depth_later_convs: bool = param(True, "CUDA-graph path with space_to_depth: also "
+                                                   "every later conv whose stride divides its "
+                                                   "kernel (e.g. 4x4 stride 2 as 2x2 stride 1 "
+                                                   "over 2x2 blocks; cuDNN's input gradient of a "
+                                                   "strided conv waits for a memset)")
     parallel_next_passes: bool = param(True, "CUDA-graph path: run the two no-grad next-state "
                                              "passes (online selection, target evaluation) on "
                                              "side CUDA streams, concurrent with the online "
@@ -186,6 +191,10 @@ class AgentConfig:
     compile_optimizer: bool = param(True, "CUDA-graph path with compile: also torch.compile "
                                           "gradient clipping + Adam (foreach Adam instead of "
                                           "the fused kernel; same math)")
+    flat_optimizer: bool = param(True, "CUDA-graph path with compile_optimizer: parameters, "
+                                       "gradients and Adam's moments in one flat buffer each, "
+                                       "so that clipping + Adam take a few kernels over whole "
+                                       "buffers (same math; learner/flat_adam.py)")
     compile_replay: bool = param(True, "CUDA-graph path with compile: also torch.compile the "
                                        "on-device prioritized sampling and priority update")
     compile_noise: bool = param(True, "CUDA-graph path with compile: also torch.compile the "

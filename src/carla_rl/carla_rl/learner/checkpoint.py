@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from carla_rl.learner.dqn_agent import DQNAgent
 
 MAGIC = b"CRLCKPT1"
-FORMAT_VERSION = 2  # 2: action masks in the replay, flat noise buffers
+FORMAT_VERSION = 3  # 2: action masks in the replay, flat noise buffers; 3: noise factors only
 _HEADER = struct.Struct("<8sQ32s")
 REPLAY_CHUNK_SLOTS = 65_536  # ring slots per replay chunk file (~460 MB at 84x84)
 

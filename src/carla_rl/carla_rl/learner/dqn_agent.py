@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
+from carla_rl.learner.flat_adam import FlatAdam, flat_in_memory_order
 from carla_rl.learner.networks import FrozenQNetwork, QNetwork, paired_outputs
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 
@@ -159,15 +160,6 @@ def _on_stream(streams: tuple[torch.cuda.Stream, ...] | None, index: int):
     return torch.cuda.stream(streams[index]) if streams is not None else contextlib.nullcontext()
 
 
-def _flat_in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor``'s elements as a 1-D tensor in the order they lie in memory: a view for any dense
-    layout (e.g. channels-last), a copy otherwise. For order-free reductions such as a norm."""
-    if tensor.is_contiguous():
-        return tensor.view(-1)
-    order = sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d))
-    return tensor.permute(order).reshape(-1)
-
-
 def _autocast(device: torch.device, mode: str):
     enabled = device.type == "cuda" and mode != "off"
     # No weight-cast cache: it would not survive CUDA-graph capture and saves little here.
@@ -227,8 +219,15 @@ class DQNAlgorithm:
             self._loss_terms = torch.compile(self._loss_terms_eager, mode=mode)
         self._scaled_step = torch.compile(self._scaled_step_eager, mode=mode) \
             if self.compiled_optimizer else self._scaled_step_eager
-        self._clip_and_step = self._norm_then_compiled_step if self.compiled_optimizer \
-            else self._clip_and_step_eager
+        # flat_optimizer: parameters, gradients and moments in flat buffers (~4 kernels)
+        self.flat_adam = FlatAdam(self.optimizer, config.grad_clip_norm, compile=True, mode=mode) \
+            if self.compiled_optimizer and config.flat_optimizer else None
+        if self.flat_adam is not None:
+            self._clip_and_step = self.flat_adam.step
+        elif self.compiled_optimizer:
+            self._clip_and_step = self._norm_then_compiled_step
+        else:
+            self._clip_and_step = self._clip_and_step_eager
         self._reset_noise = torch.compile(self._reset_noise_eager, mode=mode) \
             if compiling and capturable and config.compile_noise else self._reset_noise_eager
 
@@ -399,6 +398,17 @@ class DQNAlgorithm:
         return grad_norm
 
     @contextlib.contextmanager
+    def serial(self):
+        """Everything on the current stream while the body runs (no side streams): for the
+        first updates, which compile and in which Triton times its kernel variants: measured
+        beside other streams' kernels, it picked variants up to 8 us slower (H100 traces)."""
+        streams, self._next_streams = self._next_streams, None
+        try:
+            yield
+        finally:
+            self._next_streams = streams
+
+    @contextlib.contextmanager
     def beside_update(self):
         """Run the body on a side stream, concurrent with what the current stream does next
         (the replay sampling, or the backward pass and the optimizer step), where there are side
@@ -446,7 +456,7 @@ class DQNAlgorithm:
         order (channels-last conv gradients would otherwise be copied twice). Returns the norm
         before clipping."""
         grads = [p.grad for p in self.network.parameters() if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.cat([_flat_in_memory_order(g) for g in grads]))
+        grad_norm = torch.linalg.vector_norm(torch.cat([flat_in_memory_order(g) for g in grads]))
         self._scaled_step(grad_norm)
         return grad_norm
 
@@ -500,8 +510,8 @@ class DQNAgent:
             self.online.use_channels_last()
             self.target.use_channels_last()
         if self.use_fast_path and cfg.space_to_depth:
-            self.online.use_space_to_depth()
-            self.target.use_space_to_depth()
+            self.online.use_space_to_depth(later_convs=cfg.space_to_depth_later_convs)
+            self.target.use_space_to_depth(later_convs=cfg.space_to_depth_later_convs)
         self.algorithm = DQNAlgorithm(self.online, self.target, cfg, self.device,
                                       capturable=self.use_fast_path)
         self._fast = None  # FastUpdater, built on the first update when use_fast_path

@@ -11,11 +11,11 @@ synthetic interleaved episodes, then measures in the same run
 * ``..._xK``        K updates captured back to back per graph replay (``updates_per_graph``),
                     ``..._nchw`` without ``channels_last``, ``..._sep`` without
                     ``merge_online_passes`` (to measure what each is worth), ``..._s2d``
-                    with ``space_to_depth``, ``..._par`` with ``parallel_next_passes``
+                    with ``space_to_depth`` (``..._s2dl`` also for later convs), ``..._par`` with ``parallel_next_passes``
                     (``..._grp`` also ``grouped_next_passes``),
                     ``..._cbench`` with
                     ``cudnn_benchmark``, ``..._pf`` with ``prefetch_next_batch`` (with ``_xK``); with compile: ``..._copt`` also compiles
-                    clipping + Adam, ``..._crep`` the replay sampling, ``..._cnoise`` the
+                    clipping + Adam (``..._flat`` over flat buffers), ``..._crep`` the replay sampling, ``..._cnoise`` the
                     noise resampling, ``..._maxat`` uses
                     mode max-autotune-no-cudagraphs, ``..._combo`` / ``..._aggr`` /
                     ``..._nosplit`` / ``..._cdt`` inductor's combo kernels / aggressive
@@ -258,11 +258,13 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       prefetch_next_batch="pf" in flags,
                                       channels_last="nchw" not in flags,
                                       merge_online_passes="sep" not in flags,
-                                      space_to_depth="s2d" in flags,
+                                      space_to_depth="s2d" in flags or "s2dl" in flags,
+                                      space_to_depth_later_convs="s2dl" in flags,
                                       parallel_next_passes="par" in flags,
                                       grouped_next_passes="grp" in flags,
                                       cudnn_benchmark="cbench" in flags,
                                       compile_optimizer="copt" in flags,
+                                      flat_optimizer="flat" in flags,
                                       compile_replay="crep" in flags,
                                       compile_noise="cnoise" in flags,
                                       compile_mode="max-autotune-no-cudagraphs"

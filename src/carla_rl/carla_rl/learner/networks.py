@@ -93,17 +93,27 @@ class Encoder(nn.Module):
         self.mlp = nn.Sequential(*mlp)
         self.has_vector = spec.vector_size > 0
         self.out_size = conv_out + (in_size if self.has_vector else 0)
+        self.convs = [m for m in self.conv if isinstance(m, nn.Conv2d)]
         self.channels_last = False  # see QNetwork.use_channels_last
         self.space_to_depth = False  # see QNetwork.use_space_to_depth
+        self.space_to_depth_layers = [False] * len(self.convs)  # per conv
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         if self.space_to_depth:
-            first = self.conv[0]
-            block, kernel = first.stride[0], first.kernel_size[0]
-            blocks = space_to_depth(frames, block, kernel)  # uint8, NHWC [B, C*b*b, H', W']
-            x = nn.functional.conv2d(blocks.float() / PIXEL_SCALE,
-                                     space_to_depth_weight(first.weight, block), first.bias)
-            x = self.conv[1:](x)  # [B, C*h*w]
+            x = frames
+            for index, conv in enumerate(self.convs):
+                if self.space_to_depth_layers[index]:  # stride-1 conv over s x s blocks, NHWC
+                    block, kernel = conv.stride[0], conv.kernel_size[0]
+                    x = space_to_depth(x, block, kernel)    # [B, C*b*b, H', W']
+                    weight, stride = space_to_depth_weight(conv.weight, block), 1
+                else:
+                    if index == 0 and self.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    weight, stride = conv.weight, conv.stride
+                if index == 0:  # uint8 pixels (blocks are cheaper to build in uint8)
+                    x = x.float() / PIXEL_SCALE
+                x = torch.relu(nn.functional.conv2d(x, weight, conv.bias, stride))
+            x = x.flatten(1)  # [B, C*h*w]
         else:
             if self.channels_last:  # the uint8 permute is 4x cheaper than cuDNN's float one
                 frames = frames.contiguous(memory_format=torch.channels_last)
@@ -153,8 +163,10 @@ class QNetwork(nn.Module):
         support = torch.linspace(config.v_min, config.v_max, config.n_atoms)
         self.register_buffer("support", support if config.distributional else torch.zeros(1))
         self._noisy_layers = [m for m in self.modules() if isinstance(m, NoisyLinear)]
-        # One flat buffer for the raw noise of all noisy layers: a network-wide resample is one
-        # normal_ and one f(x) pass instead of several kernels per layer (matters in graphs).
+        # One flat buffer for the noise factors of all noisy layers, each layer's eps_in / eps_out
+        # a view of it: a network-wide resample is one kernel instead of one or two per layer
+        # (matters in graphs: with a weight-sized noise buffer per layer, the resample of both
+        # networks took ~47 us of the critical path of an update on an H100).
         sizes = [n for layer in self._noisy_layers
                  for n in (layer.in_features, layer.out_features)]
         self.register_buffer("noise_flat", torch.zeros(sum(sizes)))
@@ -165,7 +177,21 @@ class QNetwork(nn.Module):
             sl_out = slice(sl_in.stop, sl_in.stop + layer.out_features)
             offset = sl_out.stop
             self._noise_slices.append((sl_in, sl_out))
+        self._bind_noise()
         self.reset_noise()
+
+    def _bind_noise(self) -> None:
+        """Make every noisy layer's ``eps_in`` / ``eps_out`` views of ``noise_flat``."""
+        for layer, (sl_in, sl_out) in zip(self._noisy_layers, self._noise_slices):
+            layer.eps_in = self.noise_flat[sl_in]
+            layer.eps_out = self.noise_flat[sl_out]
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to() / .cuda() / .float() move each buffer on its own, which would leave the layers'
+        # noise views as separate copies: bind them to the moved network-wide buffer again.
+        result = super()._apply(fn, recurse)
+        self._bind_noise()
+        return result
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor,
                 noise: bool = True) -> torch.Tensor:
@@ -187,13 +213,19 @@ class QNetwork(nn.Module):
         self.encoder.channels_last = True
         return self.to(memory_format=torch.channels_last)
 
-    def use_space_to_depth(self) -> "QNetwork":
+    def use_space_to_depth(self, later_convs: bool = False) -> "QNetwork":
         """Run the first conv (e.g. 8x8 stride 4 over 4 channels, which tensor cores handle
-        poorly) as the equal 2x2 stride-1 conv over 4x4 space-to-depth blocks (64 channels).
-        An exact re-parameterisation: the same weights, reshaped on the fly, so values (up to
-        float rounding), state_dict keys and gradients are unchanged. No-op where the first
-        conv's stride does not divide its kernel."""
-        self.encoder.space_to_depth = space_to_depth_applies(self.encoder.conv[0])
+        poorly) as the equal 2x2 stride-1 conv over 4x4 space-to-depth blocks (64 channels);
+        with ``later_convs`` every later conv whose stride divides its kernel too (e.g. 4x4
+        stride 2 as 2x2 stride 1 over 2x2 blocks: its input gradient is then a plain cuDNN
+        kernel). An exact re-parameterisation: the same weights, reshaped on the fly, so values
+        (up to float rounding), state_dict keys and gradients are unchanged. No-op for convs
+        whose stride does not divide their kernel."""
+        encoder = self.encoder
+        encoder.space_to_depth_layers = [
+            space_to_depth_applies(conv) and (index == 0 or later_convs)
+            for index, conv in enumerate(encoder.convs)]
+        encoder.space_to_depth = any(encoder.space_to_depth_layers)
         return self
 
     def q_from_output(self, out: torch.Tensor) -> torch.Tensor:
@@ -208,13 +240,11 @@ class QNetwork(nn.Module):
 
     @torch.no_grad()
     def reset_noise(self) -> None:
-        """Resample the noise of every noisy layer, in place (graph-capturable)."""
+        """Resample the noise of every noisy layer, in place (graph-capturable): new factors
+        f(eps) for all layers at once."""
         if not self._noisy_layers:
             return
-        self.noise_flat.normal_()
-        scaled = NoisyLinear.scale_noise(self.noise_flat)
-        for layer, (sl_in, sl_out) in zip(self._noisy_layers, self._noise_slices):
-            layer.set_noise(scaled[sl_in], scaled[sl_out])
+        self.noise_flat.copy_(NoisyLinear.scale_noise(torch.randn_like(self.noise_flat)))
 
 
 def architecture_fingerprint(network: nn.Module, spec: ObservationSpec,
@@ -230,8 +260,7 @@ def _layer_weights(layer: nn.Module, noise: bool) -> tuple[torch.Tensor, torch.T
     """(weight, bias) of a plain or noisy linear layer as its ``forward(x, noise)`` uses them."""
     if isinstance(layer, NoisyLinear):
         if noise and layer.training:
-            return (torch.addcmul(layer.weight_mu, layer.weight_sigma, layer.weight_epsilon),
-                    torch.addcmul(layer.bias_mu, layer.bias_sigma, layer.bias_epsilon))
+            return layer.noisy_weights()
         return layer.weight_mu, layer.bias_mu
     return layer.weight, layer.bias
 
@@ -246,26 +275,25 @@ def paired_outputs(first: QNetwork, second: QNetwork, frames: torch.Tensor,
     float rounding (tested)."""
     functional = nn.functional
     encoders = first.encoder, second.encoder
-    convs = [[m for m in e.conv if isinstance(m, nn.Conv2d)] for e in encoders]
+    convs = [e.convs for e in encoders]
     cat = torch.cat
-    head = convs[0][0]
-    weights = [c[0].weight for c in convs]
-    if encoders[0].space_to_depth:
-        block, kernel = head.stride[0], head.kernel_size[0]
-        x = space_to_depth(frames, block, kernel).float() / PIXEL_SCALE  # [B, C*b*b, H', W']
-        weights = [space_to_depth_weight(w, block) for w in weights]
-        stride = 1
-    else:
-        if encoders[0].channels_last:
-            frames = frames.contiguous(memory_format=torch.channels_last)
-        x = frames.float() / PIXEL_SCALE                                   # [B, S, H, W]
-        stride = head.stride
-    x = functional.relu(functional.conv2d(x, cat(weights), cat([c[0].bias for c in convs]),
-                                          stride))                          # [B, 2*C1, h, w]
-    for pair in zip(*(c[1:] for c in convs)):
-        x = functional.relu(functional.conv2d(x, cat([m.weight for m in pair]),
-                                              cat([m.bias for m in pair]), pair[0].stride,
-                                              groups=2))                    # [B, 2*Ck, h, w]
+    x = frames
+    for index, pair in enumerate(zip(*convs)):
+        layer = pair[0]
+        weights = [m.weight for m in pair]
+        stride = layer.stride
+        if encoders[0].space_to_depth_layers[index]:  # the group structure survives the blocks
+            block, kernel = layer.stride[0], layer.kernel_size[0]
+            x = space_to_depth(x, block, kernel)                            # [B, G*C*b*b, H', W']
+            weights = [space_to_depth_weight(w, block) for w in weights]
+            stride = 1
+        elif index == 0 and encoders[0].channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if index == 0:
+            x = x.float() / PIXEL_SCALE                                     # [B, S(*b*b), H, W]
+        # the first conv with both networks' filters (shared input), later ones as 2 groups
+        x = functional.relu(functional.conv2d(x, cat(weights), cat([m.bias for m in pair]),
+                                              stride, groups=1 if index == 0 else 2))
     batch = x.shape[0]
     features = x.reshape(batch, 2, -1).transpose(0, 1)                      # [2, B, C*h*w]
     if encoders[0].has_vector:

@@ -3,10 +3,15 @@
 ``y = (mu_w + sigma_w * eps_w) x + (mu_b + sigma_b * eps_b)`` with factorised noise
 ``eps_w = f(eps_out) f(eps_in)^T``, ``eps_b = f(eps_out)``, ``f(x) = sign(x) sqrt(|x|)``.
 
-Noise lives in registered buffers and is resampled *in place* by :meth:`reset_noise` (``normal_``
-on static buffers), so a captured CUDA graph that calls it draws fresh noise on every replay.
-The noise is used only when the layer is in training mode *and* ``noise=True`` is passed; with
-either off the layer is the deterministic mean network (evaluation).
+The layer keeps only the two noise factors, already through ``f``: buffers ``eps_in`` [in] and
+``eps_out`` [out]; ``eps_w`` is never stored, the weight is built from the factors where it is
+used (compiled, inside the kernel that builds the weight). Noise is resampled *in place* by
+:meth:`reset_noise`, so a captured CUDA graph that calls it draws fresh noise on every replay. In a
+:class:`~carla_rl.learner.networks.QNetwork` the factors of all noisy layers are views of one
+network-wide buffer, resampled by one kernel. The noise is used only when the layer is in
+training mode *and* ``noise=True`` is passed; with either off the layer is the deterministic mean
+network (evaluation). The noise buffers are not part of the layer's ``state_dict`` (a QNetwork
+saves its network-wide buffer).
 """
 
 from __future__ import annotations
@@ -27,10 +32,8 @@ class NoisyLinear(nn.Module):
         self.weight_sigma = nn.Parameter(torch.empty(out_features, in_features))
         self.bias_mu = nn.Parameter(torch.empty(out_features))
         self.bias_sigma = nn.Parameter(torch.empty(out_features))
-        self.register_buffer("eps_in", torch.zeros(in_features))
-        self.register_buffer("eps_out", torch.zeros(out_features))
-        self.register_buffer("weight_epsilon", torch.zeros(out_features, in_features))
-        self.register_buffer("bias_epsilon", torch.zeros(out_features))
+        self.register_buffer("eps_in", torch.zeros(in_features), persistent=False)    # f(eps_in)
+        self.register_buffer("eps_out", torch.zeros(out_features), persistent=False)  # f(eps_out)
         self.reset_parameters()
         self.reset_noise()
 
@@ -47,22 +50,17 @@ class NoisyLinear(nn.Module):
         return x.sign() * x.abs().sqrt()
 
     @torch.no_grad()
-    def set_noise(self, scaled_in: torch.Tensor, scaled_out: torch.Tensor) -> None:
-        """Fill the noise buffers from already scaled f(eps_in) [in], f(eps_out) [out]."""
-        torch.mul(scaled_out[:, None], scaled_in[None, :], out=self.weight_epsilon)  # [out, in]
-        self.bias_epsilon.copy_(scaled_out)
-
-    @torch.no_grad()
     def reset_noise(self) -> None:
         """Draw new factorised noise into the static buffers (in place, graph-capturable)."""
-        self.eps_in.normal_()
-        self.eps_out.normal_()
-        self.set_noise(self.scale_noise(self.eps_in), self.scale_noise(self.eps_out))
+        self.eps_in.copy_(self.scale_noise(torch.randn_like(self.eps_in)))
+        self.eps_out.copy_(self.scale_noise(torch.randn_like(self.eps_out)))
 
     def noisy_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu_w + sigma_w * eps_w [out, in], mu_b + sigma_b * eps_b [out]) with the current noise."""
-        return (torch.addcmul(self.weight_mu, self.weight_sigma, self.weight_epsilon),
-                torch.addcmul(self.bias_mu, self.bias_sigma, self.bias_epsilon))
+        """(mu_w + sigma_w * f(eps_out) f(eps_in)^T [out, in], mu_b + sigma_b * f(eps_out) [out])
+        with the current noise."""
+        return (torch.addcmul(self.weight_mu, self.weight_sigma,
+                              torch.outer(self.eps_out, self.eps_in)),
+                torch.addcmul(self.bias_mu, self.bias_sigma, self.eps_out))
 
     def weights(self, noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) as :meth:`forward` uses them: noisy in training mode with ``noise``,
