@@ -56,3 +56,14 @@ def test_presets():
     assert AgentConfig().with_network_preset("nature").network == nature
     with pytest.raises(ConfigError):
         network_preset("huge")
+
+
+def test_torch_compile_options_follow_the_mode_and_the_combo_switch():
+    import dataclasses
+
+    cfg = AgentConfig()
+    assert cfg.torch_compile_options == {"combo_kernels": True}
+    tuned = dataclasses.replace(cfg, compile_mode="max-autotune-no-cudagraphs",
+                                compile_combo_kernels=False)
+    assert tuned.torch_compile_options["max_autotune"] is True
+    assert "combo_kernels" not in tuned.torch_compile_options

@@ -188,6 +188,9 @@ class AgentConfig:
                                          "compile); 'max-autotune-no-cudagraphs' autotunes "
                                          "(compiles for minutes)",
                               choices=("default", "max-autotune-no-cudagraphs"))
+    compile_combo_kernels: bool = param(True, "with compile: inductor's combo kernels (independent "
+                                              "small kernels, e.g. the weight preparations of the "
+                                              "layers, launched as one)")
     compile_optimizer: bool = param(True, "CUDA-graph path with compile: also torch.compile "
                                           "gradient clipping + Adam (foreach Adam instead of "
                                           "the fused kernel; same math)")
@@ -220,9 +223,15 @@ class AgentConfig:
                               f"target_update_interval ({self.target_update_interval})")
 
     @property
-    def torch_compile_mode(self) -> str | None:
-        """``mode`` for ``torch.compile`` (None = torch's default)."""
-        return None if self.compile_mode == "default" else self.compile_mode
+    def torch_compile_options(self) -> dict[str, Any]:
+        """``options`` for ``torch.compile``: inductor's settings for ``compile_mode``, plus
+        combo kernels with ``compile_combo_kernels`` (imports inductor: call when compiling)."""
+        from torch._inductor import list_mode_options
+
+        options = dict(list_mode_options(self.compile_mode))
+        if self.compile_combo_kernels:
+            options["combo_kernels"] = True
+        return options
 
     def with_network_preset(self, name: str) -> "AgentConfig":
         """A copy of this config with network preset ``name`` (``cpu`` or ``nature``)."""

@@ -205,22 +205,23 @@ class DQNAlgorithm:
         self._next_target = self._next_target_eager
         self._next_pair = self._next_pair_eager
         self._loss_terms = self._loss_terms_eager
-        mode = config.torch_compile_mode
+        options = config.torch_compile_options if compiling else {}
         if compiling:
             # The loss (three forward passes + C51 / TD math) is where kernel fusion pays; the
             # modules themselves stay plain (state_dict keys, deepcopy for actor copies). With
             # parallel next passes each stream's part is compiled on its own (compiled code
             # launches on the stream that is current when it is called).
-            self._serial_loss = torch.compile(self._serial_loss, mode=mode)
-            self._online_output = torch.compile(self._online_output_eager, mode=mode)
-            self._next_select = torch.compile(self._next_select_eager, mode=mode)
-            self._next_target = torch.compile(self._next_target_eager, mode=mode)
-            self._next_pair = torch.compile(self._next_pair_eager, mode=mode)
-            self._loss_terms = torch.compile(self._loss_terms_eager, mode=mode)
-        self._scaled_step = torch.compile(self._scaled_step_eager, mode=mode) \
+            self._serial_loss = torch.compile(self._serial_loss, options=options)
+            self._online_output = torch.compile(self._online_output_eager, options=options)
+            self._next_select = torch.compile(self._next_select_eager, options=options)
+            self._next_target = torch.compile(self._next_target_eager, options=options)
+            self._next_pair = torch.compile(self._next_pair_eager, options=options)
+            self._loss_terms = torch.compile(self._loss_terms_eager, options=options)
+        self._scaled_step = torch.compile(self._scaled_step_eager, options=options) \
             if self.compiled_optimizer else self._scaled_step_eager
         # flat_optimizer: parameters, gradients and moments in flat buffers (~4 kernels)
-        self.flat_adam = FlatAdam(self.optimizer, config.grad_clip_norm, compile=True, mode=mode) \
+        self.flat_adam = FlatAdam(self.optimizer, config.grad_clip_norm, compile=True,
+                                  options=options) \
             if self.compiled_optimizer and config.flat_optimizer else None
         if self.flat_adam is not None:
             self._clip_and_step = self.flat_adam.step
@@ -228,7 +229,7 @@ class DQNAlgorithm:
             self._clip_and_step = self._norm_then_compiled_step
         else:
             self._clip_and_step = self._clip_and_step_eager
-        self._reset_noise = torch.compile(self._reset_noise_eager, mode=mode) \
+        self._reset_noise = torch.compile(self._reset_noise_eager, options=options) \
             if compiling and capturable and config.compile_noise else self._reset_noise_eager
 
     def _reset_noise_eager(self) -> None:

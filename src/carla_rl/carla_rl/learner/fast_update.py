@@ -232,11 +232,11 @@ class FastUpdater:
         self._update_priorities = self.replay.update_priorities
         if self.use_graph and cfg.compile and cfg.compile_replay:
             # sampling + gather and the priority update: a few fused kernels instead of ~40
-            mode = cfg.torch_compile_mode
-            draw = torch.compile(self.replay.draw, mode=mode)
-            weigh_and_gather = torch.compile(self.replay.weigh_and_gather, mode=mode)
+            options = cfg.torch_compile_options
+            draw = torch.compile(self.replay.draw, options=options)
+            weigh_and_gather = torch.compile(self.replay.weigh_and_gather, options=options)
             self._sample = lambda batch_size, beta: weigh_and_gather(*draw(batch_size), beta)
-            self._update_priorities = torch.compile(self.replay.update_priorities, mode=mode)
+            self._update_priorities = torch.compile(self.replay.update_priorities, options=options)
 
     def _step(self, prefetched: tuple | None = None, prefetch: bool = False) -> tuple | None:
         """One full update on static tensors (this is what the graph captures). ``prefetched``:

@@ -69,10 +69,10 @@ def flat_adam_step(params: torch.Tensor, grads: torch.Tensor, exp_avg: torch.Ten
 class FlatAdam:
     """Clipping + Adam for ``optimizer``'s parameters laid out in flat buffers (see the module
     docstring); ``max_norm`` 0 means no clipping. With ``compile`` the step is
-    ``torch.compile``-d (``mode``: its compile mode, None for torch's default)."""
+    ``torch.compile``-d (with inductor ``options``)."""
 
     def __init__(self, optimizer: torch.optim.Adam, max_norm: float, compile: bool = False,
-                 mode: str | None = None) -> None:
+                 options: dict | None = None) -> None:
         if len(optimizer.param_groups) != 1:
             raise ValueError("FlatAdam: one parameter group expected, got "
                              f"{len(optimizer.param_groups)}")
@@ -118,7 +118,7 @@ class FlatAdam:
         self.max_norm = float(max_norm) if max_norm > 0 else float("inf")
         self._hyper: dict[str, float] = {}
         self._step: Callable[..., torch.Tensor] = \
-            torch.compile(flat_adam_step, mode=mode) if compile else flat_adam_step
+            torch.compile(flat_adam_step, options=options) if compile else flat_adam_step
         self.link_state()
         optimizer.register_load_state_dict_post_hook(lambda _optimizer: self.link_state())
 

@@ -11,16 +11,18 @@ synthetic interleaved episodes, then measures in the same run
 * ``..._xK``        K updates captured back to back per graph replay (``updates_per_graph``),
                     ``..._nchw`` without ``channels_last``, ``..._sep`` without
                     ``merge_online_passes`` (to measure what each is worth), ``..._s2d``
-                    with ``space_to_depth`` (``..._s2dl`` also for later convs), ``..._par`` with ``parallel_next_passes``
-                    (``..._grp`` also ``grouped_next_passes``),
-                    ``..._cbench`` with
-                    ``cudnn_benchmark``, ``..._pf`` with ``prefetch_next_batch`` (with ``_xK``); with compile: ``..._copt`` also compiles
-                    clipping + Adam (``..._flat`` over flat buffers), ``..._crep`` the replay sampling, ``..._cnoise`` the
-                    noise resampling, ``..._maxat`` uses
-                    mode max-autotune-no-cudagraphs, ``..._combo`` / ``..._aggr`` /
-                    ``..._nosplit`` / ``..._cdt`` inductor's combo kernels / aggressive
-                    fusion / unsplit reductions / coordinate-descent tuning of its
-                    Triton kernels' launch configs (:data:`INDUCTOR_FLAGS`),
+                    with ``space_to_depth`` (``..._s2dl`` also for later convs),
+                    ``..._par`` with ``parallel_next_passes`` (``..._grp`` also
+                    ``grouped_next_passes``), ``..._cbench`` with ``cudnn_benchmark``,
+                    ``..._pf`` with ``prefetch_next_batch`` (with ``_xK``); with compile:
+                    ``..._copt`` also compiles clipping + Adam (``..._flat`` over flat
+                    buffers), ``..._crep`` the replay sampling, ``..._cnoise`` the noise
+                    resampling, ``..._maxat`` uses mode max-autotune-no-cudagraphs,
+                    ``..._combo`` inductor's combo kernels (``compile_combo_kernels``);
+                    ``..._aggr`` / ``..._nosplit`` / ``..._cdt`` inductor's aggressive
+                    fusion / unsplit reductions / coordinate-descent tuning of its Triton
+                    kernels' launch configs (:data:`INDUCTOR_FLAGS`, patched around the
+                    variant; dynamo is reset before each compiled variant),
 * ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
                     opt-in through ``variants``: compilation takes a minute or more), and
                     ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
@@ -54,10 +56,9 @@ from carla_rl.learner.fast_update import FastUpdater
 DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_x8")
 CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
 ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
-# variant flag -> inductor config setting: combo kernels (independent small kernels launched as
-# one), aggressive fusion, reductions not split into two kernels, coordinate-descent tuning of the
-# generated kernels' block sizes / warps
-INDUCTOR_FLAGS = {"combo": ("combo_kernels", True), "aggr": ("aggressive_fusion", True),
+# variant flag -> inductor config setting: aggressive fusion, reductions not split into two
+# kernels, coordinate-descent tuning of the generated kernels' block sizes / warps
+INDUCTOR_FLAGS = {"aggr": ("aggressive_fusion", True),
                   "nosplit": ("split_reductions", False), "cdt": ("coordinate_descent_tuning", True)}
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
 
@@ -264,6 +265,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       grouped_next_passes="grp" in flags,
                                       cudnn_benchmark="cbench" in flags,
                                       compile_optimizer="copt" in flags,
+                                      compile_combo_kernels="combo" in flags,
                                       flat_optimizer="flat" in flags,
                                       compile_replay="crep" in flags,
                                       compile_noise="cnoise" in flags,
@@ -274,6 +276,12 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
             cfg.validate()
             if dev.type == "cuda":  # process-wide; the agent turns it on for ..._cbench only
                 torch.backends.cudnn.benchmark = False
+            if "compile" in flags:
+                # Dynamo keeps compiled code per Python function, and inductor settings are not
+                # among its guards: without a reset a variant that differs from an earlier one
+                # only in INDUCTOR_FLAGS would run the earlier one's kernels. (Inductor's own
+                # on-disk cache is keyed by its settings and still serves repeats.)
+                torch._dynamo.reset()
             with _inductor_settings(flags):  # this variant's compilations only
                 agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
                 agent.replay = eager.replay  # share the filled host ring
