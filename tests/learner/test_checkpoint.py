@@ -107,6 +107,20 @@ def test_truncated_corrupted_foreign_raise_and_keep_good_file(tmp_path):
     restore_checkpoint(agent, good)  # the good one still loads
 
 
+def test_older_format_is_refused_with_the_reason(tmp_path, monkeypatch):
+    import carla_rl.learner.checkpoint as checkpoint
+
+    agent = _trained_agent()
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 2)
+    old = save_checkpoint(agent, tmp_path / "old.ckpt")
+    monkeypatch.undo()
+    before = {k: v.clone() for k, v in agent.online.state_dict().items()}
+    with pytest.raises(CheckpointError, match="unsupported checkpoint format 2 .*reads format 3"):
+        restore_checkpoint(agent, old)
+    for key, value in agent.online.state_dict().items():  # agent untouched
+        assert torch.equal(value, before[key])
+
+
 def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     agent = _trained_agent()
     good = save_checkpoint(agent, tmp_path / "agent.ckpt", include_replay=True)

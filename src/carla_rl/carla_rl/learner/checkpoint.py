@@ -145,7 +145,9 @@ def agent_state(agent: "DQNAgent", include_replay: bool = False) -> dict[str, An
 
 def _check_compatible(agent: "DQNAgent", state: dict[str, Any], where: str) -> None:
     if state.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{where}: unsupported checkpoint format {state.get('format')!r}")
+        raise CheckpointError(f"{where}: unsupported checkpoint format {state.get('format')!r} "
+                              f"(this version reads format {FORMAT_VERSION}; format 2 kept "
+                              "per-layer weight-noise buffers that format 3 dropped)")
     ours = fingerprint(agent)
     if state.get("fingerprint") != ours:
         raise CheckpointError(
