@@ -1,7 +1,8 @@
 """The curriculum manager's services, over DDS from another process: SetPhase 3 succeeds (applied at
 the next episode boundary), 0 and 11 fail with a message naming the valid range, a phase whose
 config is broken fails and says why; GetStatus and the latched status/scenario topics agree; a pause
-requested before the policy is up reaches it once it is."""
+requested before the policy is up reaches it once it is; a curriculum that starts paused asks the policy to
+stop learning without being told."""
 
 import shutil
 import time
@@ -155,3 +156,29 @@ def test_pause_reaches_a_policy_that_comes_up_later(tmp_path, ros_node):
         assert call(ros_node, resume, Trigger.Request(), TIMEOUT_S).success
         assert spin_until(ros_node, lambda: received[-1] is True, TIMEOUT_S), (received, proc.output())
         assert proc.alive(), proc.output()
+
+
+@pytest.mark.ros
+def test_a_curriculum_paused_on_start_stops_the_learning(tmp_path, ros_node):
+    """pause_on_start (like on_budget_exhausted: pause) pauses without the pause service: the policy
+    is still asked to stop learning, and to learn again on resume."""
+    received = []
+
+    def on_set_learning(request, response):
+        received.append(request.data)
+        response.success = True
+        return response
+
+    data = yaml.safe_load((CONFIG_DIR / "curriculum.yaml").read_text())
+    data["/**/curriculum_manager"]["ros__parameters"]["pause_on_start"] = True
+    paused = tmp_path / "curriculum.yaml"
+    paused.write_text(yaml.safe_dump(data))
+    ros_node.create_service(SetBool, topics.SET_LEARNING_SERVICE, on_set_learning)
+    with start_curriculum(tmp_path, paused, {"service_resend_s": 0.2}) as proc:
+        assert spin_until(ros_node, lambda: received, TIMEOUT_S), proc.output()
+        assert received[0] is False  # learning off, nobody called pause
+        resume = wait_for_service(ros_node, Trigger, topics.RESUME_SERVICE, TIMEOUT_S)
+        assert call(ros_node, resume, Trigger.Request(), TIMEOUT_S).success
+        assert spin_until(ros_node, lambda: received[-1] is True, TIMEOUT_S), (received, proc.output())
+        assert proc.alive(), proc.output()
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -102,6 +102,7 @@ class CurriculumManagerNode(ComposableNode):
         # a save can take seconds (with the replay): held until the service is up, then sent once
         self.checkpoint_requests = ResentRequests(self.checkpoint_client, resend_s=None)
         self.create_timer(self.cfg.service_resend_s, self.resend_requests)
+        self.learning_requested = True  # what the policy was last asked for (it starts learning)
         self.best_goal_rate: dict[int, float] = {}
         self.evaluation_requested_at: float | None = None  # monotonic time of the running evaluation's request
         if self.cur_cfg.evaluation_timeout_s > 0.0:
@@ -130,6 +131,18 @@ class CurriculumManagerNode(ComposableNode):
 
     def publish_status(self) -> None:
         self.status_pub.publish(self.status_msg())
+        self.sync_learning()
+
+    def sync_learning(self, force: bool = False) -> None:
+        """Ask the policy to stop learning while the curriculum is paused, however it got paused
+        (the pause service, pause_on_start, a resumed paused state, on_budget_exhausted: pause,
+        a phase it cannot enter), and to learn again once resumed. ``force``: ask even if that
+        was the last request (an explicit pause / resume)."""
+        learning = not self.state.paused
+        if force or learning != self.learning_requested:
+            self.learning_requested = learning
+            # kept until the policy answers (it may not be up yet)
+            self.learning_requests.submit("learning", SetBool.Request(data=learning))
 
     def save_state(self) -> None:
         if self.state_path is not None:
@@ -237,7 +250,7 @@ class CurriculumManagerNode(ComposableNode):
 
     def on_pause(self, paused: bool, response: Trigger.Response):
         response.message = self.state.set_paused(paused)
-        self.learning_requests.submit("learning", SetBool.Request(data=not paused))  # reaches the policy once it is up
+        self.sync_learning(force=True)
         self.publish_status()
         self.save_state()
         response.success = True
