@@ -31,3 +31,13 @@ def test_learner_rate_from_the_window_s_training_stats():
     assert learner_rate([stats(10, 0, 100), stats(11, 0, 130), stats(12, 500_000_000, 175)]) == 30.0
     assert learner_rate([stats(10, 0, 100)]) is None
     assert learner_rate([]) is None
+
+
+def test_a_learning_window_waits_for_the_learner_s_first_updates():
+    from types import SimpleNamespace
+
+    from carla_rl.graph_benchmark import learner_started
+
+    assert not learner_started([])
+    assert not learner_started([SimpleNamespace(updates=0), SimpleNamespace(updates=0)])
+    assert learner_started([SimpleNamespace(updates=0), SimpleNamespace(updates=8)])

@@ -3,7 +3,8 @@ same simulator + observation + reward + agent stepped in one process (the Gymnas
 
 The graph is the real one (carla_rl.graph.build_graph) under the supervisor, learner paused unless
 ``learn``; every number is read from the nodes' /diagnostics (simulator ticks, publish -> command
-latency quantiles) over a window that starts once every env is ticking.
+latency quantiles) over a window that starts once every env is ticking (with ``learn``: and the learner has
+made its first updates, after ``learning_starts`` env steps).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 WARMUP_TICKS = 50
 WARMUP_TIMEOUT_S = 120.0
+LEARNER_START_TIMEOUT_S = 900.0  # --learn: learning_starts env steps (5,000) at the slowest graph, plus margin
 SIMULATOR_NODES = ("embedded_simulator", "carla_client", "carla_bridge_adapter")
 
 
@@ -101,6 +103,12 @@ def learner_rate(stats: list) -> float | None:
     return round((last.updates - first.updates) / seconds, 1) if seconds > 0 else None
 
 
+def learner_started(stats: list) -> bool:
+    """Whether the policy's latest TrainingStats shows learner updates: a ``learn`` window starts only then
+    (before ``learning_starts`` env steps the learner makes none)."""
+    return bool(stats) and stats[-1].updates > 0
+
+
 def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path,
                         composition: str = "envs") -> dict:
     import rclpy
@@ -163,6 +171,15 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                 raise RuntimeError(f"the graph did not start ticking within {WARMUP_TIMEOUT_S:.0f} s "
                                    f"(node logs: {save_dir / 'logs'})")
             spin_for(0.2)
+        waited = time.monotonic()
+        if learn:
+            deadline = waited + LEARNER_START_TIMEOUT_S
+            while not learner_started(stats):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the learner made no update within {LEARNER_START_TIMEOUT_S:.0f} s "
+                                       f"(learning_starts not reached?; node logs: {save_dir / 'logs'})")
+                spin_for(0.2)
+        learner_wait_s = time.monotonic() - waited
         t0, ticks0 = time.monotonic(), ticks()
         stats.clear()
         timeouts0, stale0 = counts("control_timeouts"), counts("stale_commands")
@@ -189,6 +206,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                                                  # keeps them (its error names the directory)
     return {
         "envs": envs, "learn": learn, "phase": phase, "composition": composition, "seconds": round(t1 - t0, 2),
+        "learner_start_wait_s": round(learner_wait_s, 1),  # learn: until the learner's first updates
         "steps_per_s": round(steps_per_s, 1),
         "inprocess_steps_per_s": round(inprocess, 1),
         "ratio_to_inprocess": round(steps_per_s / inprocess, 3) if inprocess else None,
