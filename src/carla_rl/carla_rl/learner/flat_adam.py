@@ -25,11 +25,15 @@ def _aligned(count: int) -> int:
     return -(-count // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
 
 
+def _in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with its dimensions permuted from the largest stride to the smallest (a view)."""
+    return tensor.permute(sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d)))
+
+
 def _is_dense(tensor: torch.Tensor) -> bool:
     """True if ``tensor`` fills its memory without gaps or overlaps in some dimension order
     (contiguous, channels-last, ...)."""
-    order = sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d))
-    return tensor.permute(order).is_contiguous()
+    return _in_memory_order(tensor).is_contiguous()
 
 
 def flat_in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
@@ -37,8 +41,7 @@ def flat_in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
     layout (e.g. channels-last), a copy otherwise. For order-free reductions such as a norm."""
     if tensor.is_contiguous():
         return tensor.view(-1)
-    order = sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d))
-    return tensor.permute(order).reshape(-1)
+    return _in_memory_order(tensor).reshape(-1)
 
 
 def _dense_view(flat: torch.Tensor, like: torch.Tensor, offset: int) -> torch.Tensor:

@@ -63,6 +63,26 @@ def space_to_depth_weight(weight: torch.Tensor, block: int) -> torch.Tensor:
     return w.permute(0, 3, 1, 2)  # [O, C*p*q, a, e] logical, channels_last strides like the input
 
 
+def conv_input(encoder: "Encoder", index: int, x: torch.Tensor,
+               weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], int | tuple]:
+    """(input, weights, stride) of conv ``index`` of ``encoder`` on the space-to-depth path: the input
+    as s x s blocks (NHWC) and the weights reshaped where the encoder runs that conv over blocks
+    (stride 1), else as they are (channels-last frames at the first conv where asked); the first
+    conv's uint8 pixels scaled to [0, 1] after that (blocks are cheaper to build in uint8)."""
+    conv = encoder.convs[index]
+    stride = conv.stride
+    if encoder.space_to_depth_layers[index]:
+        block, kernel = conv.stride[0], conv.kernel_size[0]
+        x = space_to_depth(x, block, kernel)                    # [B, C*b*b, H', W']
+        weights = [space_to_depth_weight(w, block) for w in weights]
+        stride = 1
+    elif index == 0 and encoder.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if index == 0:
+        x = x.float() / PIXEL_SCALE
+    return x, weights, stride
+
+
 class Encoder(nn.Module):
     """Stacked frames [B, S, H, W] uint8 and vectors [B, V] float32 -> features [B, F]."""
 
@@ -102,16 +122,7 @@ class Encoder(nn.Module):
         if self.space_to_depth:
             x = frames
             for index, conv in enumerate(self.convs):
-                if self.space_to_depth_layers[index]:  # stride-1 conv over s x s blocks, NHWC
-                    block, kernel = conv.stride[0], conv.kernel_size[0]
-                    x = space_to_depth(x, block, kernel)    # [B, C*b*b, H', W']
-                    weight, stride = space_to_depth_weight(conv.weight, block), 1
-                else:
-                    if index == 0 and self.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    weight, stride = conv.weight, conv.stride
-                if index == 0:  # uint8 pixels (blocks are cheaper to build in uint8)
-                    x = x.float() / PIXEL_SCALE
+                x, (weight,), stride = conv_input(self, index, x, [conv.weight])
                 x = torch.relu(nn.functional.conv2d(x, weight, conv.bias, stride))
             x = x.flatten(1)  # [B, C*h*w]
         else:
@@ -279,18 +290,8 @@ def paired_outputs(first: QNetwork, second: QNetwork, frames: torch.Tensor,
     cat = torch.cat
     x = frames
     for index, pair in enumerate(zip(*convs)):
-        layer = pair[0]
-        weights = [m.weight for m in pair]
-        stride = layer.stride
-        if encoders[0].space_to_depth_layers[index]:  # the group structure survives the blocks
-            block, kernel = layer.stride[0], layer.kernel_size[0]
-            x = space_to_depth(x, block, kernel)                            # [B, G*C*b*b, H', W']
-            weights = [space_to_depth_weight(w, block) for w in weights]
-            stride = 1
-        elif index == 0 and encoders[0].channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if index == 0:
-            x = x.float() / PIXEL_SCALE                                     # [B, S(*b*b), H, W]
+        # space-to-depth blocks keep the group structure: group g's channels stay together
+        x, weights, stride = conv_input(encoders[0], index, x, [m.weight for m in pair])
         # the first conv with both networks' filters (shared input), later ones as 2 groups
         x = functional.relu(functional.conv2d(x, cat(weights), cat([m.bias for m in pair]),
                                               stride, groups=1 if index == 0 else 2))
