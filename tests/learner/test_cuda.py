@@ -245,6 +245,37 @@ def test_fully_compiled_graph_path_draws_fresh_samples_and_noise_on_every_replay
         draws.append(slots.clone())
     assert bool(valid.all())
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    # sample_conv_input (default): the compiled sampler hands out the first conv's bf16 blocks
+    assert batch.frames.dtype == batch.next_frames.dtype == torch.bfloat16
+    assert batch.frames.shape == (16, 2 * 2 * 2, 4, 4)  # 2 frames in 2x2 blocks of the 8x8 frames
+
+
+@pytest.mark.parametrize("precision", ["off", "bf16"])
+def test_samples_holding_the_first_conv_input_give_the_same_graph_updates(precision):
+    """sample_conv_input on the graph path (space-to-depth, side streams, prefetch): a captured
+    replay's updates match those made from uint8 samples (noisy nets off: the same draws)."""
+    results = []
+    for converted in (False, True):
+        cfg = s2d_config(True, learning_starts=32, cuda_graphs=True, updates_per_graph=4,
+                         noisy=False, space_to_depth=True, parallel_next_passes=True,
+                         prefetch_next_batch=True, sample_conv_input=converted,
+                         target_update_interval=8, mixed_precision=precision)
+        torch.manual_seed(3)
+        agent = filled_cuda_agent(cfg)
+        while agent._fast is None or agent._fast.graph is None:
+            agent.update()
+        for _ in range(3):
+            stats = agent.update()
+            assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+        torch.cuda.synchronize()
+        expected = torch.bfloat16 if converted and precision == "bf16" \
+            else torch.float32 if converted else torch.uint8
+        assert agent._fast.replay.gather(torch.zeros(2, dtype=torch.int64, device="cuda"),
+                                         torch.ones(2, device="cuda")).frames.dtype == expected
+        results.append([p.detach().clone() for p in agent.online.parameters()]
+                       + [agent._fast.replay.leaves.clone()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("precision", ["off", "bf16"])

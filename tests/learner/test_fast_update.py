@@ -6,6 +6,7 @@ import torch
 
 from carla_rl.learner.dqn_agent import DQNAgent
 from carla_rl.learner.fast_update import DeviceReplay, FastUpdater
+from carla_rl.learner.networks import first_conv_input
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer
 
 from helpers import TINY_SPEC, tiny_config
@@ -298,3 +299,42 @@ def test_prefetch_draws_fresh_noise_for_every_update():
             for j in range(i + 1, 4):
                 assert not torch.equal(seen[i][net], seen[j][net])
     assert torch.isfinite(fast.stats).all()
+
+
+@pytest.mark.parametrize("layout", ["plain", "space_to_depth"])
+def test_samples_holding_the_first_conv_input_give_the_same_updates(layout):
+    """sample_conv_input moves the frames' conversion into the replay sampling (which the prefetch
+    runs beside the previous backward pass): the samples hold the first conv's input, and a
+    replay's updates equal those from uint8 samples bitwise on CPU (weights, Adam state,
+    priorities, statistics)."""
+    from carla_rl.learner.agent_config import NetworkConfig
+
+    network = NetworkConfig(conv_channels=[4, 4], conv_kernels=[4, 2], conv_strides=[2, 2],
+                            vector_hidden=[16], hidden_size=32)  # 8x8 -> 3x3 -> 1x1
+    results, batches = {}, {}
+    for converted in (False, True):
+        agent, fast = _agent_with_data(network=network, noisy=False, prefetch_next_batch=True,
+                                       sample_conv_input=converted)
+        if layout == "space_to_depth":
+            for net in (agent.online, agent.target):
+                net.use_channels_last().use_space_to_depth(later_convs=True)
+            assert agent.online.encoder.space_to_depth_layers == [True, True]
+        torch.manual_seed(1)
+        batches[converted] = fast._sample(16, fast.beta)[1]
+        torch.manual_seed(1)
+        fast._steps(4)
+        adam = agent.algorithm.optimizer.state_dict()["state"]
+        results[converted] = ([p.detach().clone() for p in agent.online.parameters()]
+                              + [s["exp_avg_sq"].clone() for s in adam.values()]
+                              + [fast.replay.leaves.clone(), fast.replay.block_sums.clone(),
+                                 fast.stats.clone()])
+    assert batches[False].frames.dtype == torch.uint8
+    for field in ("frames", "next_frames"):
+        got = getattr(batches[True], field)
+        assert got.dtype == torch.float32
+        expected = first_conv_input(agent.online.encoder, getattr(batches[False], field))
+        assert got.shape == expected.shape and torch.equal(got, expected)
+    if layout == "space_to_depth":
+        assert batches[True].frames.shape[1] == 2 * 2 * 2  # 2 frames in 2x2 blocks
+    for a, b in zip(results[False], results[True]):
+        assert torch.equal(a, b)

@@ -267,3 +267,76 @@ def test_paired_outputs_equal_two_separate_passes(dueling, noisy, distributional
                     assert out.shape == expected.shape
                     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(got[0], got[1])  # really two networks
+
+
+@pytest.mark.parametrize("layout", ["plain", "channels_last", "space_to_depth",
+                                    "space_to_depth_later_convs"])
+def test_first_conv_input_stands_in_for_the_frames(layout):
+    """first_conv_input converts the frames as the encoder would; the network and the paired pass
+    take it in place of the uint8 frames and compute the same values bitwise (the conversion only
+    moves), and in bf16 it is exactly what autocast would hand the first conv."""
+    from carla_rl.learner.networks import first_conv_input, paired_outputs
+
+    torch.manual_seed(0)
+    spec = ObservationSpec(4, 84, 84, 5)
+    nets = [QNetwork(spec, 6, AgentConfig()), QNetwork(spec, 6, AgentConfig())]
+    for net in nets:
+        if layout == "channels_last":
+            net.use_channels_last()
+        elif layout == "space_to_depth":
+            net.use_space_to_depth()
+        elif layout == "space_to_depth_later_convs":
+            net.use_channels_last().use_space_to_depth(later_convs=True)
+    encoder = nets[0].encoder
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    vectors = torch.rand(3, 5)
+    prepared = first_conv_input(encoder, frames)
+    assert prepared.dtype == torch.float32
+    if encoder.space_to_depth_layers[0]:
+        assert prepared.shape == (3, 4 * 4 * 4, 21, 21)  # 4x4 blocks of the 8x8 stride-4 conv
+    else:
+        assert prepared.shape == frames.shape
+        torch.testing.assert_close(prepared, frames.float() / 255, rtol=0, atol=0)
+    if layout != "plain":
+        assert prepared.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(nets[0](prepared, vectors), nets[0](frames, vectors))
+        for a, b in zip(paired_outputs(nets[0], nets[1], prepared, vectors),
+                        paired_outputs(nets[0], nets[1], frames, vectors)):
+            assert torch.equal(a, b)
+    blocks = first_conv_input(encoder, frames, torch.bfloat16)
+    assert blocks.dtype == torch.bfloat16 and blocks.stride() == prepared.stride()
+    assert torch.equal(blocks, prepared.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("keep_contiguous", [True, False])
+def test_space_to_depth_convs_keep_their_weights_in_plain_order(keep_contiguous):
+    """The convs over blocks reshape their weights on every pass; their weights are kept in plain
+    (NCHW) order, the order of the gradients the compiled update produces (no copy by autograd),
+    other convs stay channels-last. Values and keys are unchanged."""
+    from carla_rl.learner.learner_benchmark import _channels_last_block_weights
+
+    torch.manual_seed(0)
+    spec = ObservationSpec(4, 84, 84, 5)
+    plain = QNetwork(spec, 6, AgentConfig())
+    net = QNetwork(spec, 6, AgentConfig())
+    net.load_state_dict(plain.state_dict())
+    net.use_channels_last().use_space_to_depth(later_convs=True,
+                                               keep_contiguous_weights=keep_contiguous)
+    convs = net.encoder.convs
+    assert net.encoder.space_to_depth_layers == [True, True, False]
+    for conv in convs[:2]:
+        assert conv.weight.is_contiguous() == keep_contiguous
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) != keep_contiguous
+    assert convs[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                 plain.state_dict().values()))
+    frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    vectors = torch.rand(2, 5)
+    torch.testing.assert_close(net(frames, vectors, noise=False),
+                               plain(frames, vectors, noise=False), rtol=1e-4, atol=1e-5)
+    use_space_to_depth = QNetwork.use_space_to_depth
+    with _channels_last_block_weights():  # the benchmark's ..._clw A/B
+        other = QNetwork(spec, 6, AgentConfig()).use_channels_last().use_space_to_depth(True)
+    assert QNetwork.use_space_to_depth is use_space_to_depth
+    assert other.encoder.convs[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -212,6 +212,12 @@ class AgentConfig:
                                              "the previous update's backward pass (after that "
                                              "update's priority update, as in order) and its "
                                              "noise beside the previous optimizer step")
+    sample_conv_input: bool = param(True, "on-device replay: a sample holds its frame stacks as "
+                                          "the first conv's input (scaled, space-to-depth blocks, "
+                                          "compute dtype) instead of uint8, so that with "
+                                          "prefetch_next_batch the conversion runs beside the "
+                                          "previous update's backward pass, not at the head of "
+                                          "the forward passes")
 
     def validate(self) -> None:
         if self.v_max <= self.v_min:

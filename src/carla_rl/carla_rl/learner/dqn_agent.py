@@ -48,11 +48,11 @@ class UpdateStats:
 
 class Batch(NamedTuple):
     """A replay sample as device tensors."""
-    frames: torch.Tensor       # [B, S, H, W] uint8
+    frames: torch.Tensor       # [B, S, H, W] uint8 (fast path: maybe networks.first_conv_input)
     vectors: torch.Tensor      # [B, V] float32
     actions: torch.Tensor      # [B] int64
     returns: torch.Tensor      # [B] float32
-    next_frames: torch.Tensor  # [B, S, H, W] uint8
+    next_frames: torch.Tensor  # [B, S, H, W] uint8, like frames
     next_vectors: torch.Tensor  # [B, V] float32
     discounts: torch.Tensor    # [B] float32
     weights: torch.Tensor      # [B] float32

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
-from carla_rl.learner.dqn_agent import Batch, UpdateStats
+from carla_rl.learner.dqn_agent import AMP_DTYPES, Batch, UpdateStats
+from carla_rl.learner.networks import first_conv_input
 from carla_rl.learner.replay_buffer import ReplayBuffer
 
 if TYPE_CHECKING:
@@ -48,8 +49,11 @@ class DeviceReplay:
     """
 
     def __init__(self, buffer: ReplayBuffer, device: torch.device, prioritized: bool,
-                 alpha: float, priority_eps: float) -> None:
+                 alpha: float, priority_eps: float,
+                 frame_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.buffer = buffer
+        # applied to the gathered frame stacks of every sample (e.g. networks.first_conv_input)
+        self.frame_transform = frame_transform
         self.device = device
         self.capacity = n = buffer.capacity
         self.prioritized = prioritized
@@ -145,12 +149,16 @@ class DeviceReplay:
 
     # ----------------------------------------------------------------- sampling
     def gather(self, slots: torch.Tensor, weights: torch.Tensor) -> Batch:
-        """Batch tensors for the transitions at ``slots`` [B] (no validity check)."""
+        """Batch tensors for the transitions at ``slots`` [B] (no validity check); frame stacks
+        [B, S, H, W] uint8, or what ``frame_transform`` makes of them."""
         boot = self.boot_slots[slots]                                          # [B]
-        return Batch(self.frames[self.stack_slots[slots]],                     # [B, S, H, W]
-                     self.vectors[slots], self.actions[slots], self.returns[slots],
-                     self.frames[self.stack_slots[boot]], self.vectors[boot],
-                     self.discounts[slots], weights, self.masks[boot])
+        frames = self.frames[self.stack_slots[slots]]                          # [B, S, H, W]
+        next_frames = self.frames[self.stack_slots[boot]]
+        if self.frame_transform is not None:
+            frames, next_frames = self.frame_transform(frames), self.frame_transform(next_frames)
+        return Batch(frames, self.vectors[slots], self.actions[slots], self.returns[slots],
+                     next_frames, self.vectors[boot], self.discounts[slots], weights,
+                     self.masks[boot])
 
     def draw(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(slots [B], their leaf priorities [B], the priority total []) by stratified
@@ -216,8 +224,15 @@ class FastUpdater:
             use_graph = cfg.cuda_graphs
         self.use_graph = bool(use_graph) and self.device.type == "cuda" \
             and cfg.mixed_precision != "fp16"
+        # sample_conv_input: samples hold the first conv's input (converted in the sampling,
+        # which the prefetch runs beside the previous update's backward pass)
+        encoder = agent.algorithm.network.encoder
+        conv_dtype = AMP_DTYPES.get(cfg.mixed_precision, torch.float32) \
+            if self.device.type == "cuda" else torch.float32
+        transform = (lambda frames: first_conv_input(encoder, frames, conv_dtype)) \
+            if cfg.sample_conv_input else None
         self.replay = DeviceReplay(agent.replay, self.device, cfg.replay.prioritized,
-                                   cfg.replay.alpha, cfg.replay.priority_eps)
+                                   cfg.replay.alpha, cfg.replay.priority_eps, transform)
         with agent.replay_lock:
             agent.replay.take_dirty()  # start tracking touched slots
             self.replay.sync()

@@ -14,7 +14,9 @@ synthetic interleaved episodes, then measures in the same run
                     with ``space_to_depth`` (``..._s2dl`` also for later convs),
                     ``..._par`` with ``parallel_next_passes`` (``..._grp`` also
                     ``grouped_next_passes``), ``..._cbench`` with ``cudnn_benchmark``,
-                    ``..._pf`` with ``prefetch_next_batch`` (with ``_xK``); with compile:
+                    ``..._pf`` with ``prefetch_next_batch`` (with ``_xK``), ``..._sci``
+                    with ``sample_conv_input``, ``..._clw`` with the space-to-depth convs'
+                    weights channels-last (as before; now kept in plain order); with compile:
                     ``..._copt`` also compiles clipping + Adam (``..._flat`` over flat
                     buffers), ``..._crep`` the replay sampling, ``..._cnoise`` the noise
                     resampling, ``..._maxat`` uses mode max-autotune-no-cudagraphs,
@@ -52,6 +54,7 @@ import torch
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec, load_agent_config
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.learner.fast_update import FastUpdater
+from carla_rl.learner.networks import QNetwork
 
 DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_x8")
 CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
@@ -193,6 +196,19 @@ def _inductor_settings(flags: set[str]):
     return inductor_config.patch(settings)
 
 
+@contextlib.contextmanager
+def _channels_last_block_weights():
+    """For the ``..._clw`` A/B only: agents built in this context keep the weights of their
+    space-to-depth convs channels-last (as before session 13) instead of in plain order."""
+    use_space_to_depth = QNetwork.use_space_to_depth
+    QNetwork.use_space_to_depth = lambda network, later_convs=False: use_space_to_depth(
+        network, later_convs, keep_contiguous_weights=False)
+    try:
+        yield
+    finally:
+        QNetwork.use_space_to_depth = use_space_to_depth
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -257,6 +273,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                                       updates_per_graph=per_replay,
                                       target_update_interval=interval,
                                       prefetch_next_batch="pf" in flags,
+                                      sample_conv_input="sci" in flags,
                                       channels_last="nchw" not in flags,
                                       merge_online_passes="sep" not in flags,
                                       space_to_depth="s2d" in flags or "s2dl" in flags,
@@ -283,7 +300,9 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 # on-disk cache is keyed by its settings and still serves repeats.)
                 torch._dynamo.reset()
             with _inductor_settings(flags):  # this variant's compilations only
-                agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
+                with _channels_last_block_weights() if "clw" in flags \
+                        else contextlib.nullcontext():
+                    agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
                 agent.replay = eager.replay  # share the filled host ring
                 agent.env_steps = eager.env_steps
                 fast = FastUpdater(agent, use_graph="graph" in flags)

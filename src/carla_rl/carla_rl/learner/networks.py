@@ -65,26 +65,42 @@ def space_to_depth_weight(weight: torch.Tensor, block: int) -> torch.Tensor:
 
 def conv_input(encoder: "Encoder", index: int, x: torch.Tensor,
                weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], int | tuple]:
-    """(input, weights, stride) of conv ``index`` of ``encoder`` on the space-to-depth path: the input
-    as s x s blocks (NHWC) and the weights reshaped where the encoder runs that conv over blocks
-    (stride 1), else as they are (channels-last frames at the first conv where asked); the first
-    conv's uint8 pixels scaled to [0, 1] after that (blocks are cheaper to build in uint8)."""
+    """(input, weights, stride) of conv ``index`` of ``encoder``: the input as s x s blocks (NHWC)
+    and the weights reshaped where the encoder runs that conv over blocks (stride 1), else as they
+    are (channels-last frames at the first conv where asked); the first
+    conv's uint8 pixels scaled to [0, 1] after that (blocks are cheaper to build in uint8). At the
+    first conv, floating-point ``x`` is taken as :func:`first_conv_input`'s result (only the
+    weights are reshaped)."""
     conv = encoder.convs[index]
     stride = conv.stride
+    prepared = index == 0 and x.is_floating_point()
     if encoder.space_to_depth_layers[index]:
         block, kernel = conv.stride[0], conv.kernel_size[0]
-        x = space_to_depth(x, block, kernel)                    # [B, C*b*b, H', W']
+        if not prepared:
+            x = space_to_depth(x, block, kernel)                # [B, C*b*b, H', W']
         weights = [space_to_depth_weight(w, block) for w in weights]
         stride = 1
-    elif index == 0 and encoder.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    if index == 0:
+    elif index == 0 and encoder.channels_last and not prepared:
+        x = x.contiguous(memory_format=torch.channels_last)  # uint8: 4x cheaper than cuDNN's float permute
+    if index == 0 and not prepared:
         x = x.float() / PIXEL_SCALE
     return x, weights, stride
 
 
+def first_conv_input(encoder: "Encoder", frames: torch.Tensor,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 frames [B, S, H, W] -> exactly what ``encoder``'s first conv reads (scaled to [0, 1];
+    space-to-depth blocks and / or channels-last where the encoder uses them), as ``dtype`` (the
+    conv's compute dtype: what autocast would cast it to). ``encoder`` and :func:`paired_outputs`
+    accept the result in place of the frames, so that the conversion can run elsewhere (the fast
+    path does it in the replay sampling, beside the previous update's backward pass)."""
+    x, _, _ = conv_input(encoder, 0, frames, [])
+    return x.to(dtype)
+
+
 class Encoder(nn.Module):
-    """Stacked frames [B, S, H, W] uint8 and vectors [B, V] float32 -> features [B, F]."""
+    """Stacked frames [B, S, H, W] uint8 (or their :func:`first_conv_input`) and vectors [B, V]
+    float32 -> features [B, F]."""
 
     def __init__(self, spec: ObservationSpec, config: AgentConfig) -> None:
         super().__init__()
@@ -126,9 +142,8 @@ class Encoder(nn.Module):
                 x = torch.relu(nn.functional.conv2d(x, weight, conv.bias, stride))
             x = x.flatten(1)  # [B, C*h*w]
         else:
-            if self.channels_last:  # the uint8 permute is 4x cheaper than cuDNN's float one
-                frames = frames.contiguous(memory_format=torch.channels_last)
-            x = self.conv(frames.float() / PIXEL_SCALE)  # [B, C*h*w]
+            x = frames if frames.is_floating_point() else first_conv_input(self, frames)
+            x = self.conv(x)  # [B, C*h*w]
         if self.has_vector:
             x = torch.cat([x, self.mlp(vectors.float())], dim=1)  # [B, F]
         return x
@@ -224,19 +239,28 @@ class QNetwork(nn.Module):
         self.encoder.channels_last = True
         return self.to(memory_format=torch.channels_last)
 
-    def use_space_to_depth(self, later_convs: bool = False) -> "QNetwork":
+    def use_space_to_depth(self, later_convs: bool = False,
+                           keep_contiguous_weights: bool = True) -> "QNetwork":
         """Run the first conv (e.g. 8x8 stride 4 over 4 channels, which tensor cores handle
         poorly) as the equal 2x2 stride-1 conv over 4x4 space-to-depth blocks (64 channels);
         with ``later_convs`` every later conv whose stride divides its kernel too (e.g. 4x4
         stride 2 as 2x2 stride 1 over 2x2 blocks: its input gradient is then a plain cuDNN
         kernel). An exact re-parameterisation: the same weights, reshaped on the fly, so values
         (up to float rounding), state_dict keys and gradients are unchanged. No-op for convs
-        whose stride does not divide their kernel."""
+        whose stride does not divide their kernel. The weights of the convs over blocks are
+        reshaped on every pass, so they are kept in plain (NCHW) memory order
+        (``keep_contiguous_weights``), which is the order their gradients come in (H100, compiled
+        update): with channels-last weights autograd copied both gradients over (two kernels per
+        update on the critical path)."""
         encoder = self.encoder
         encoder.space_to_depth_layers = [
             space_to_depth_applies(conv) and (index == 0 or later_convs)
             for index, conv in enumerate(encoder.convs)]
         encoder.space_to_depth = any(encoder.space_to_depth_layers)
+        if keep_contiguous_weights:
+            for conv, blocks in zip(encoder.convs, encoder.space_to_depth_layers):
+                if blocks:
+                    conv.weight.data = conv.weight.data.contiguous()
         return self
 
     def q_from_output(self, out: torch.Tensor) -> torch.Tensor:
