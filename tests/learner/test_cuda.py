@@ -82,19 +82,26 @@ def test_prefetched_batches_in_a_captured_replay_match_the_updates_in_order():
         cfg = tiny_config(learning_starts=32, cuda_graphs=True, updates_per_graph=4, noisy=False,
                           parallel_next_passes=True, prefetch_next_batch=prefetch,
                           target_update_interval=8)
-        torch.manual_seed(3)
-        agent = filled_cuda_agent(cfg)
-        while agent._fast is None or agent._fast.graph is None:
-            agent.update()
-        for _ in range(3):
-            stats = agent.update()
-            assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
-        torch.cuda.synchronize()
+        agent, state = state_after_captured_replays(cfg)
         assert agent._fast.prefetch == prefetch
-        results.append([p.detach().clone() for p in agent.online.parameters()]
-                       + [agent._fast.replay.leaves.clone()])
+        results.append(state)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def state_after_captured_replays(cfg, replays: int = 3) -> tuple[DQNAgent, list[torch.Tensor]]:
+    """(agent, its online weights and replay priorities) after warm-up, capture and ``replays``
+    graph replays from seed 3 (each replay's statistics finite)."""
+    torch.manual_seed(3)
+    agent = filled_cuda_agent(cfg)
+    while agent._fast is None or agent._fast.graph is None:
+        agent.update()
+    for _ in range(replays):
+        stats = agent.update()
+        assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
+    torch.cuda.synchronize()
+    return agent, ([p.detach().clone() for p in agent.online.parameters()]
+                   + [agent._fast.replay.leaves.clone()])
 
 
 def s2d_config(later_conv: bool = False, **overrides):
@@ -260,20 +267,12 @@ def test_samples_holding_the_first_conv_input_give_the_same_graph_updates(precis
                          noisy=False, space_to_depth=True, parallel_next_passes=True,
                          prefetch_next_batch=True, sample_conv_input=converted,
                          target_update_interval=8, mixed_precision=precision)
-        torch.manual_seed(3)
-        agent = filled_cuda_agent(cfg)
-        while agent._fast is None or agent._fast.graph is None:
-            agent.update()
-        for _ in range(3):
-            stats = agent.update()
-            assert np.isfinite([stats.loss, stats.mean_q, stats.grad_norm]).all()
-        torch.cuda.synchronize()
+        agent, state = state_after_captured_replays(cfg)
         expected = torch.bfloat16 if converted and precision == "bf16" \
             else torch.float32 if converted else torch.uint8
         assert agent._fast.replay.gather(torch.zeros(2, dtype=torch.int64, device="cuda"),
                                          torch.ones(2, device="cuda")).frames.dtype == expected
-        results.append([p.detach().clone() for p in agent.online.parameters()]
-                       + [agent._fast.replay.leaves.clone()])
+        results.append(state)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 

@@ -248,6 +248,15 @@ def _agent_with_data(**overrides) -> tuple[DQNAgent, FastUpdater]:
     return agent, fast
 
 
+def _learner_state(agent: DQNAgent, fast: FastUpdater) -> list[torch.Tensor]:
+    """Copies of what a replay of updates changes: weights, Adam's second moments, priorities,
+    statistics."""
+    adam = agent.algorithm.optimizer.state_dict()["state"]
+    return ([p.detach().clone() for p in agent.online.parameters()]
+            + [s["exp_avg_sq"].clone() for s in adam.values()]
+            + [fast.replay.leaves.clone(), fast.replay.block_sums.clone(), fast.stats.clone()])
+
+
 def _log_order(agent: DQNAgent, fast: FastUpdater, log: list) -> None:
     """Record the order of the replay draws, the losses and the gradient steps of ``fast``."""
     sample, loss, apply = fast._sample, agent.algorithm.loss, agent.algorithm.apply_gradients
@@ -270,11 +279,7 @@ def test_prefetched_batches_give_the_updates_made_in_order(distributional):
         _log_order(agent, fast, orders[prefetch])
         torch.manual_seed(1)
         fast._steps(4)
-        adam = agent.algorithm.optimizer.state_dict()["state"]
-        results[prefetch] = ([p.detach().clone() for p in agent.online.parameters()]
-                             + [s["exp_avg_sq"].clone() for s in adam.values()]
-                             + [fast.replay.leaves.clone(), fast.replay.block_sums.clone(),
-                                fast.stats.clone()])
+        results[prefetch] = _learner_state(agent, fast)
     assert orders[False] == ["sample", "loss", "step"] * 4
     assert orders[True] == (["sample"] + ["loss", "sample", "step"] * 3  # drawn before the step
                             + ["loss", "step"])
@@ -323,11 +328,7 @@ def test_samples_holding_the_first_conv_input_give_the_same_updates(layout):
         batches[converted] = fast._sample(16, fast.beta)[1]
         torch.manual_seed(1)
         fast._steps(4)
-        adam = agent.algorithm.optimizer.state_dict()["state"]
-        results[converted] = ([p.detach().clone() for p in agent.online.parameters()]
-                              + [s["exp_avg_sq"].clone() for s in adam.values()]
-                              + [fast.replay.leaves.clone(), fast.replay.block_sums.clone(),
-                                 fast.stats.clone()])
+        results[converted] = _learner_state(agent, fast)
     assert batches[False].frames.dtype == torch.uint8
     for field in ("frames", "next_frames"):
         got = getattr(batches[True], field)

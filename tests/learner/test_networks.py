@@ -231,6 +231,18 @@ def test_frozen_network_is_refused_for_space_to_depth_encoders():
         FrozenQNetwork(net, with_noise=True)
 
 
+def with_layout(net: QNetwork, layout: str) -> QNetwork:
+    """``net`` set to one of the fast path's layouts (``plain`` leaves it as it is)."""
+    if layout == "channels_last":
+        net.use_channels_last()
+    elif layout == "space_to_depth":
+        net.use_space_to_depth()
+    elif layout == "space_to_depth_later_convs":
+        net.use_channels_last().use_space_to_depth(later_convs=True)
+        assert net.encoder.space_to_depth_layers == [True, True, False]
+    return net
+
+
 @pytest.mark.parametrize("dueling, noisy, distributional",
                          [(True, True, True), (False, False, False), (True, False, False),
                           (False, True, True)])
@@ -245,15 +257,8 @@ def test_paired_outputs_equal_two_separate_passes(dueling, noisy, distributional
     spec = ObservationSpec(4, 84, 84, 5)
     cfg = AgentConfig()
     cfg.dueling, cfg.noisy, cfg.distributional = dueling, noisy, distributional
-    nets = [QNetwork(spec, 6, cfg), QNetwork(spec, 6, cfg)]  # different weights and noise
-    for net in nets:
-        if layout == "channels_last":
-            net.use_channels_last()
-        elif layout == "space_to_depth":
-            net.use_space_to_depth()
-        elif layout == "space_to_depth_later_convs":
-            net.use_channels_last().use_space_to_depth(later_convs=True)
-            assert net.encoder.space_to_depth_layers == [True, True, False]
+    nets = [with_layout(QNetwork(spec, 6, cfg), layout),  # different weights and noise
+            with_layout(QNetwork(spec, 6, cfg), layout)]
     frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
     vectors = torch.rand(5, 5)
     with torch.no_grad():
@@ -279,14 +284,8 @@ def test_first_conv_input_stands_in_for_the_frames(layout):
 
     torch.manual_seed(0)
     spec = ObservationSpec(4, 84, 84, 5)
-    nets = [QNetwork(spec, 6, AgentConfig()), QNetwork(spec, 6, AgentConfig())]
-    for net in nets:
-        if layout == "channels_last":
-            net.use_channels_last()
-        elif layout == "space_to_depth":
-            net.use_space_to_depth()
-        elif layout == "space_to_depth_later_convs":
-            net.use_channels_last().use_space_to_depth(later_convs=True)
+    nets = [with_layout(QNetwork(spec, 6, AgentConfig()), layout),
+            with_layout(QNetwork(spec, 6, AgentConfig()), layout)]
     encoder = nets[0].encoder
     frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
     vectors = torch.rand(3, 5)
