@@ -29,3 +29,23 @@ def test_a_failing_variant_is_reported_with_where_it_failed(monkeypatch):
     error = result["variant_errors"]["device_eager"]
     assert error.startswith("IndexError: tuple index out of range (at ")
     assert "broken_updater" in error
+
+
+def test_every_inductor_flag_patches_its_setting_for_the_variant_only():
+    """Each ..._<flag> of INDUCTOR_FLAGS names a real inductor setting, set inside the variant's
+    context and restored after it (a misspelt setting would raise here, not on the GPU)."""
+    import functools
+
+    import torch._inductor.config as inductor_config
+
+    from carla_rl.learner.learner_benchmark import INDUCTOR_FLAGS, _inductor_settings
+
+    def read(key):
+        return functools.reduce(getattr, key.split("."), inductor_config)
+
+    for flag, (key, value) in INDUCTOR_FLAGS.items():
+        before = read(key)
+        assert before != value, flag  # the flag changes something
+        with _inductor_settings({flag, "graph", "compile"}):
+            assert read(key) == value, flag
+        assert read(key) == before, flag

@@ -21,10 +21,11 @@ synthetic interleaved episodes, then measures in the same run
                     buffers), ``..._crep`` the replay sampling, ``..._cnoise`` the noise
                     resampling, ``..._maxat`` uses mode max-autotune-no-cudagraphs,
                     ``..._combo`` inductor's combo kernels (``compile_combo_kernels``);
-                    ``..._aggr`` / ``..._nosplit`` / ``..._cdt`` inductor's aggressive
-                    fusion / unsplit reductions / coordinate-descent tuning of its Triton
-                    kernels' launch configs (:data:`INDUCTOR_FLAGS`, patched around the
-                    variant; dynamo is reset before each compiled variant),
+                    ``..._aggr`` / ``..._nosplit`` / ``..._cdt`` / ``..._noapw`` inductor's
+                    aggressive fusion / unsplit reductions / coordinate-descent tuning of its
+                    Triton kernels' launch configs / pointwise kernels' launch configs from
+                    its heuristics instead of timed per process (:data:`INDUCTOR_FLAGS`,
+                    patched around the variant; dynamo is reset before each compiled variant),
 * ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
                     opt-in through ``variants``: compilation takes a minute or more), and
                     ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
@@ -62,7 +63,8 @@ ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 # variant flag -> inductor config setting: aggressive fusion, reductions not split into two
 # kernels, coordinate-descent tuning of the generated kernels' block sizes / warps
 INDUCTOR_FLAGS = {"aggr": ("aggressive_fusion", True),
-                  "nosplit": ("split_reductions", False), "cdt": ("coordinate_descent_tuning", True)}
+                  "nosplit": ("split_reductions", False), "cdt": ("coordinate_descent_tuning", True),
+                  "noapw": ("triton.autotune_pointwise", False)}
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
 
 
