@@ -61,7 +61,8 @@ DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_
 CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
 ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 # variant flag -> inductor config setting: aggressive fusion, reductions not split into two
-# kernels, coordinate-descent tuning of the generated kernels' block sizes / warps
+# kernels, coordinate-descent tuning of the generated kernels' block sizes / warps, pointwise
+# kernels' launch configs from heuristics instead of timing
 INDUCTOR_FLAGS = {"aggr": ("aggressive_fusion", True),
                   "nosplit": ("split_reductions", False), "cdt": ("coordinate_descent_tuning", True),
                   "noapw": ("triton.autotune_pointwise", False)}

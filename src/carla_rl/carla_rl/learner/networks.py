@@ -67,10 +67,9 @@ def conv_input(encoder: "Encoder", index: int, x: torch.Tensor,
                weights: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], int | tuple]:
     """(input, weights, stride) of conv ``index`` of ``encoder``: the input as s x s blocks (NHWC)
     and the weights reshaped where the encoder runs that conv over blocks (stride 1), else as they
-    are (channels-last frames at the first conv where asked); the first
-    conv's uint8 pixels scaled to [0, 1] after that (blocks are cheaper to build in uint8). At the
-    first conv, floating-point ``x`` is taken as :func:`first_conv_input`'s result (only the
-    weights are reshaped)."""
+    are (channels-last frames at the first conv where asked); the first conv's uint8 pixels scaled
+    to [0, 1] after that (blocks are cheaper to build in uint8). At the first conv, floating-point
+    ``x`` is taken as :func:`first_conv_input`'s result (only the weights are reshaped)."""
     conv = encoder.convs[index]
     stride = conv.stride
     prepared = index == 0 and x.is_floating_point()
