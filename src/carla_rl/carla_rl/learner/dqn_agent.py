@@ -160,11 +160,17 @@ def _on_stream(streams: tuple[torch.cuda.Stream, ...] | None, index: int):
     return torch.cuda.stream(streams[index]) if streams is not None else contextlib.nullcontext()
 
 
+def autocast_dtype(device: torch.device, mode: str) -> torch.dtype | None:
+    """The dtype autocast computes in for ``mixed_precision`` ``mode`` on ``device`` (None: off;
+    CPU never autocasts)."""
+    return AMP_DTYPES.get(mode) if device.type == "cuda" else None
+
+
 def _autocast(device: torch.device, mode: str):
-    enabled = device.type == "cuda" and mode != "off"
+    dtype = autocast_dtype(device, mode)
     # No weight-cast cache: it would not survive CUDA-graph capture and saves little here.
-    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES.get(mode, torch.bfloat16),
-                          enabled=enabled, cache_enabled=False)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None, cache_enabled=False)
 
 
 class DQNAlgorithm:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from carla_rl.learner.dqn_agent import AMP_DTYPES, Batch, UpdateStats
+from carla_rl.learner.dqn_agent import Batch, UpdateStats, autocast_dtype
 from carla_rl.learner.networks import first_conv_input
 from carla_rl.learner.replay_buffer import ReplayBuffer
 
@@ -227,8 +227,7 @@ class FastUpdater:
         # sample_conv_input: samples hold the first conv's input (converted in the sampling,
         # which the prefetch runs beside the previous update's backward pass)
         encoder = agent.algorithm.network.encoder
-        conv_dtype = AMP_DTYPES.get(cfg.mixed_precision, torch.float32) \
-            if self.device.type == "cuda" else torch.float32
+        conv_dtype = autocast_dtype(self.device, cfg.mixed_precision) or torch.float32
         transform = (lambda frames: first_conv_input(encoder, frames, conv_dtype)) \
             if cfg.sample_conv_input else None
         self.replay = DeviceReplay(agent.replay, self.device, cfg.replay.prioritized,

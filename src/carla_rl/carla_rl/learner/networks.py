@@ -111,6 +111,8 @@ class Encoder(nn.Module):
             layers += [nn.Conv2d(in_channels, channels, kernel, stride), nn.ReLU()]
             in_channels = channels
         layers.append(nn.Flatten())
+        # holds the conv weights (state_dict keys encoder.conv.N) and sizes the output; forward
+        # runs each conv functionally on the input layout conv_input gives it
         self.conv = nn.Sequential(*layers)
         with torch.no_grad():  # output size by a dry run, never hard-coded
             dummy = torch.zeros(1, spec.frame_stack, spec.height, spec.width)
@@ -134,15 +136,11 @@ class Encoder(nn.Module):
         self.space_to_depth_layers = [False] * len(self.convs)  # per conv
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        if self.space_to_depth:
-            x = frames
-            for index, conv in enumerate(self.convs):
-                x, (weight,), stride = conv_input(self, index, x, [conv.weight])
-                x = torch.relu(nn.functional.conv2d(x, weight, conv.bias, stride))
-            x = x.flatten(1)  # [B, C*h*w]
-        else:
-            x = frames if frames.is_floating_point() else first_conv_input(self, frames)
-            x = self.conv(x)  # [B, C*h*w]
+        x = frames
+        for index, conv in enumerate(self.convs):  # conv_input: the layout of each conv's input
+            x, (weight,), stride = conv_input(self, index, x, [conv.weight])
+            x = torch.relu(nn.functional.conv2d(x, weight, conv.bias, stride))
+        x = x.flatten(1)  # [B, C*h*w]
         if self.has_vector:
             x = torch.cat([x, self.mlp(vectors.float())], dim=1)  # [B, F]
         return x
