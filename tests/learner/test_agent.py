@@ -41,6 +41,44 @@ def test_categorical_projection_matches_slow_reference():
     np.testing.assert_allclose(got.sum(1), 1.0)
 
 
+def test_distributional_loss_equals_the_softmax_over_every_action_indexed_after():
+    """The loss takes the taken / chosen action's row before its (log-)softmax: the loss, its
+    gradient and the priorities equal those of the softmax over every row indexed afterwards,
+    with the slow projection as the target."""
+    agent = DQNAgent(TINY_SPEC, 3, tiny_config(), device="cpu", seed=0)
+    gen = torch.Generator().manual_seed(0)
+    b, a, n = 8, 3, agent.config.n_atoms
+    out = torch.randn(b, a, n, generator=gen, requires_grad=True)
+    next_target = torch.randn(b, a, n, generator=gen)
+    next_select = torch.randn(b, a, generator=gen)
+    actions = torch.randint(0, a, (b,), generator=gen)
+    returns = torch.randn(b, generator=gen)
+    discounts = torch.full((b,), 0.9)
+    weights = torch.rand(b, generator=gen)
+    batch = Batch(None, None, actions, returns, None, None, discounts, weights,
+                  torch.full((b,), 0b011, dtype=torch.int64))  # action 2 not allowed next
+    support = agent.algorithm.network.support
+    loss, priorities, _, _ = agent.algorithm._loss_terms_eager(batch, out, next_select,
+                                                               next_target)
+    (grad,) = torch.autograd.grad(loss, out)
+
+    rows = torch.arange(b)
+    next_actions = next_select[:, :2].argmax(1)
+    next_probs = next_target.softmax(-1)[rows, next_actions]
+    target = torch.tensor(slow_projection(next_probs.double().numpy(), returns.double().numpy(),
+                                          discounts.double().numpy(), support.double().numpy()),
+                          dtype=torch.float32)
+    per_sample = -(target * out.log_softmax(-1)[rows, actions]).sum(-1)
+    reference = (weights * per_sample).mean()
+    (reference_grad,) = torch.autograd.grad(reference, out)
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(priorities, per_sample.detach())
+    torch.testing.assert_close(grad, reference_grad)
+    taken = torch.zeros(b, a, dtype=torch.bool)
+    taken[rows, actions] = True
+    assert (grad[taken] != 0).any() and (grad[~taken] == 0).all()  # only the taken rows learn
+
+
 def _batch(frames, next_frames, returns, discounts, next_masks=None):
     b = frames.shape[0]
     masks = torch.full((b,), -1, dtype=torch.int64) if next_masks is None \
@@ -170,7 +208,8 @@ def test_agent_learns_chain_mdp(rainbow, seed, device_replay):
 
 def test_categorical_projection_stays_in_bounds_when_rounding_overshoots():
     """linspace(-4.1, 4.1, 51) puts (v_max - v_min) / delta_z at 50.0000038 in float32: before the
-    clamp, ceil() gave atom 51 and scatter_add_ went out of bounds (first seen on CUDA)."""
+    clamp, the scatter-add projection's ceil() gave atom 51, out of bounds (first seen on CUDA);
+    the dense weighting would give the top atom only 1 - 3.8e-6 of the mass landing there."""
     import torch
 
     from carla_rl.learner.dqn_agent import categorical_projection
@@ -180,5 +219,5 @@ def test_categorical_projection_stays_in_bounds_when_rounding_overshoots():
     returns = torch.tensor([4.1, 0.0, 100.0])
     discounts = torch.tensor([1.0, 1.0, 0.0])
     projected = categorical_projection(next_probs, returns, discounts, support)
-    assert torch.allclose(projected.sum(1), torch.ones(3))
-    assert projected[2, -1] == pytest.approx(1.0)  # a return above v_max lands on the top atom
+    assert torch.allclose(projected.sum(1), torch.ones(3), rtol=0.0, atol=1e-6)  # no mass lost
+    assert projected[2, -1] == pytest.approx(1.0, abs=1e-6)  # a return above v_max lands on the top atom

@@ -5,9 +5,13 @@ from carla_rl.learner.learner_benchmark import run_learner_benchmark
 AGENT_YAML = Path(__file__).resolve().parents[2] / "config" / "agent.yaml"
 
 
-def test_benchmark_runs_on_cpu_and_reports_the_contract():
+def test_benchmark_runs_on_cpu_and_reports_the_contract(capsys):
     result = run_learner_benchmark("cpu", batch_size=8, seconds=0.2, capacity=1500,
                                    config_path=AGENT_YAML, act_repeats=2)
+    # one progress line per measured variant on stderr, as the JSON will say
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.endswith("updates/s")]
+    assert progress == [f"{name}: {rate:.1f} updates/s"
+                        for name, rate in result["variants_updates_per_s"].items()]
     assert result["eager_updates_per_s"] > 0 and result["updates_per_s"] > 0
     assert result["fast_path"] in ("eager", "device_eager")  # no graphs on CPU
     assert result["bytes_per_transition"] <= 8 * 1024
@@ -15,7 +19,7 @@ def test_benchmark_runs_on_cpu_and_reports_the_contract():
     assert list(result["act_latency_ms"]) == ["1", "2", "4", "8", "16", "32", "64"]
 
 
-def test_a_failing_variant_is_reported_with_where_it_failed(monkeypatch):
+def test_a_failing_variant_is_reported_with_where_it_failed(monkeypatch, capsys):
     """A variant that raises is reported (type, message and its innermost frames) and the others still run."""
     import carla_rl.learner.learner_benchmark as benchmark
 
@@ -29,6 +33,7 @@ def test_a_failing_variant_is_reported_with_where_it_failed(monkeypatch):
     error = result["variant_errors"]["device_eager"]
     assert error.startswith("IndexError: tuple index out of range (at ")
     assert "broken_updater" in error
+    assert f"device_eager: failed: {error}" in capsys.readouterr().err.splitlines()
 
 
 def test_every_inductor_flag_patches_its_setting_for_the_variant_only():

@@ -80,24 +80,24 @@ def to_batch(sample: ReplaySample, device: torch.device) -> Batch:
 def categorical_projection(next_probs: torch.Tensor, returns: torch.Tensor,
                            discounts: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """Project the distribution r + discount * z (probabilities ``next_probs`` [B, N] on
-    ``support`` [N]) back onto ``support``; returns [B, N]. Static shapes, no host syncs."""
+    ``support`` [N]) back onto ``support``; returns [B, N]. Static shapes, no host syncs.
+
+    A source atom's mass goes to the atoms on either side of its shifted position ``b`` (in
+    atom units): atom j gets ``max(0, 1 - |b - j|)`` of it, all of it when ``b`` is an atom.
+    Computed as a dense [B, N, N] weighting summed over the source atoms rather than as
+    scatter-adds: one fused reduction kernel under torch.compile, with no atomics, so the
+    sums come out the same in every run on CUDA too."""
     n_atoms = support.shape[0]
     v_min, v_max = support[0], support[-1]
     delta_z = (v_max - v_min) / (n_atoms - 1)
     tz = (returns[:, None] + discounts[:, None] * support[None, :])  # [B, N]
     tz = torch.minimum(torch.maximum(tz, v_min), v_max)
-    # [B, N] in [0, N-1]; clamped again because rounding can land a hair outside (seen on CUDA:
-    # b = N-1 + ulp gave upper = N and an out-of-bounds scatter)
+    # [B, N src] in [0, N-1]; clamped again because rounding can land a hair outside (seen on
+    # CUDA: b = N-1 + ulp), which would lose that ulp of mass
     b = ((tz - v_min) / delta_z).clamp(0.0, n_atoms - 1)
-    lower = b.floor().long()
-    upper = b.ceil().long()
-    # When b is an integer, lower == upper: give the whole mass to that atom.
-    lower = torch.where((upper > 0) & (lower == upper), lower - 1, lower)
-    upper = torch.where((lower < n_atoms - 1) & (lower == upper), upper + 1, upper)
-    projected = torch.zeros_like(next_probs)                         # [B, N]
-    projected.scatter_add_(1, lower, next_probs * (upper.float() - b))
-    projected.scatter_add_(1, upper, next_probs * (b - lower.float()))
-    return projected
+    atoms = torch.arange(n_atoms, device=b.device, dtype=b.dtype)[:, None]       # [N dst, 1]
+    share = (1.0 - (b[:, None, :] - atoms).abs()).clamp(min=0.0)              # [B, N dst, N src]
+    return (share * next_probs[:, None, :]).sum(-1)                            # [B, N dst]
 
 
 class DQNPolicy:
@@ -346,10 +346,11 @@ class DQNAlgorithm:
         if cfg.distributional:
             support = self.network.support  # [N]
             with torch.no_grad():
-                next_probs = next_target.float().softmax(-1)[arange, next_actions]  # [B, N]
+                # the chosen action's row first, then its softmax: B rows, not B * A
+                next_probs = next_target[arange, next_actions].float().softmax(-1)  # [B, N]
                 target_probs = categorical_projection(next_probs, batch.returns,
                                                       batch.discounts, support)   # [B, N]
-            log_probs = out.float().log_softmax(-1)[arange, batch.actions]      # [B, N]
+            log_probs = out[arange, batch.actions].float().log_softmax(-1)      # [B, N]
             per_sample = -(target_probs * log_probs).sum(-1)                   # [B]
             q_taken = (log_probs.detach().exp() * support).sum(-1)              # [B]
             td = (target_probs * support).sum(-1) - q_taken                     # [B]

@@ -44,6 +44,7 @@ import copy
 import dataclasses
 import json
 import platform
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -212,6 +213,12 @@ def _channels_last_block_weights():
         QNetwork.use_space_to_depth = use_space_to_depth
 
 
+def _progress(line: str) -> None:
+    """One line per measured variant on stderr (stdout carries the JSON): a run stopped early
+    still shows what it measured."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -265,6 +272,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 agent = eager
                 rates[name] = _rate(agent.update, lambda a=agent: a.updates, seconds, dev,
                                     warmup=3)
+                _progress(f"{name}: {rates[name]:.1f} updates/s")
                 continue
             flags = set(name.split("_"))  # e.g. graph_compile_bf16, graph_bf16_x8
             per_graph = [int(f[1:]) for f in flags if f[:1] == "x" and f[1:].isdigit()]
@@ -315,6 +323,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
                 # warm-up covers the eager steps before capture (up to 3 + updates_per_graph - 1)
                 rates[name] = _rate(step, counter, seconds, dev,
                                     warmup=4 + cfg.updates_per_graph)
+                _progress(f"{name}: {rates[name]:.1f} updates/s")
                 if profile and dev.type == "cuda":
                     trace = Path(trace_dir) / f"{name}.trace.json" if trace_dir else None
                     profiles[name] = profile_update(step, counter, dev, top=profile_top,
@@ -323,6 +332,7 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
             where = traceback.extract_tb(exc.__traceback__)[-3:]  # the innermost frames
             errors[name] = f"{type(exc).__name__}: {exc} (at " + "; ".join(
                 f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in where) + ")"
+            _progress(f"{name}: failed: {errors[name]}")
     best = max(rates, key=rates.get) if rates else "none"
     eager_rate = rates.get("eager", float("nan"))
     result = {
