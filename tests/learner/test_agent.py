@@ -220,4 +220,5 @@ def test_categorical_projection_stays_in_bounds_when_rounding_overshoots():
     discounts = torch.tensor([1.0, 1.0, 0.0])
     projected = categorical_projection(next_probs, returns, discounts, support)
     assert torch.allclose(projected.sum(1), torch.ones(3), rtol=0.0, atol=1e-6)  # no mass lost
-    assert projected[2, -1] == pytest.approx(1.0, abs=1e-6)  # a return above v_max lands on the top atom
+    # a return above v_max lands on the top atom
+    assert projected[2, -1] == pytest.approx(1.0, abs=1e-6)

@@ -9,7 +9,8 @@ def test_benchmark_runs_on_cpu_and_reports_the_contract(capsys):
     result = run_learner_benchmark("cpu", batch_size=8, seconds=0.2, capacity=1500,
                                    config_path=AGENT_YAML, act_repeats=2)
     # one progress line per measured variant on stderr, as the JSON will say
-    progress = [line for line in capsys.readouterr().err.splitlines() if line.endswith("updates/s")]
+    progress = [line for line in capsys.readouterr().err.splitlines()
+                if line.endswith("updates/s")]
     assert progress == [f"{name}: {rate:.1f} updates/s"
                         for name, rate in result["variants_updates_per_s"].items()]
     assert result["eager_updates_per_s"] > 0 and result["updates_per_s"] > 0

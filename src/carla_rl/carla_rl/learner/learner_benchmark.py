@@ -63,7 +63,9 @@ CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
 ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 # variant flag -> inductor config setting: aggressive fusion, reductions not split into two
 # kernels, coordinate-descent tuning of the generated kernels' block sizes / warps, pointwise
-# kernels' launch configs from heuristics instead of timing
+# kernels' launch configs from heuristics instead of timing. The max-autotune modes
+# (``_maxat``) already include coordinate-descent tuning (``list_mode_options``): ``_cdt``
+# adds it only without them.
 INDUCTOR_FLAGS = {"aggr": ("aggressive_fusion", True),
                   "nosplit": ("split_reductions", False), "cdt": ("coordinate_descent_tuning", True),
                   "noapw": ("triton.autotune_pointwise", False)}
