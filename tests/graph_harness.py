@@ -44,6 +44,7 @@ class GraphRun:
         self.episodes = []
         self.training = []
         self.diagnostics: dict[str, dict[str, str]] = {}  # node -> its last /diagnostics values
+        self.supervisor_events: list[str] = []  # restarts and kills, for failure messages
 
     def attach(self, node, num_envs: int) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -107,7 +108,7 @@ class GraphRun:
             if time.monotonic() > deadline:
                 return False
             rclpy.spin_once(node, timeout_sec=0.05)
-            self.supervisor.poll()
+            self.supervisor_events += self.supervisor.poll()
         return True
 
     def learning_ok(self) -> bool:
@@ -120,7 +121,9 @@ class GraphRun:
         update's statistics."""
         losses = [t.loss for t in self.training]
         first = next((i for i, loss in enumerate(losses) if not math.isnan(loss)), len(losses))
-        assert losses[first:] and all(math.isfinite(v) for v in losses[first:]), losses
+        # a restarted policy reports NaN ("none yet") again: the supervisor's events say why
+        assert losses[first:] and all(math.isfinite(v) for v in losses[first:]), (
+            f"losses {losses}\nsupervisor: {self.supervisor_events}\n{self.logs()}")
         assert {e.env_id for e in self.episodes} == set(range(num_envs))
 
     def pid_of(self, role: str, env: int | None = None) -> int:
