@@ -92,8 +92,9 @@ class GraphRun:
         """Spin until ``predicate`` holds, failing with what was seen and the logs; then every process of the
         graph must still be alive."""
         ok = self.spin_until(node, predicate, timeout)
-        assert ok, f"episodes {len(self.episodes)}, training {self.training[-1:]} {seen}\n{self.logs()}"
-        assert all(self.supervisor.alive().values()), self.logs()
+        assert ok, (f"episodes {len(self.episodes)}, training {self.training[-1:]} {seen}\n"
+                    f"supervisor: {self.supervisor_events}\n{self.logs()}")
+        assert all(self.supervisor.alive().values()), f"supervisor: {self.supervisor_events}\n{self.logs()}"
 
     def on_diagnostics(self, msg) -> None:  # the heartbeats the supervisor watches, as the CLI feeds them
         for status in msg.status:
