@@ -9,7 +9,8 @@ export FASTDDS_BUILTIN_TRANSPORTS=${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export SDL_VIDEODRIVER=dummy MPLBACKEND=Agg
 echo "run_tests: ROS_DOMAIN_ID=$ROS_DOMAIN_ID (localhost discovery)"
-python -m pytest tests "$@"
+# no path among the arguments: pytest.ini's testpaths (tests/); `bash scripts/run_tests.sh tests/sim -q`: those
+python -m pytest "$@"
 rc=$?
 if [ $rc -eq 5 ]; then echo "run_tests: pytest collected no tests: failing" >&2; fi
 exit $rc
