@@ -24,9 +24,9 @@ SIMULATORS = ("embedded", "carla", "bridge")
 #            manager and the evaluator that leads the evaluations. The second share's observations, rewards
 #            and commands cross DDS as one sample per group of envs and tick each way, through a pair of
 #            batch_link nodes (its envs take those three topics under <env>/link/, remapped). One env: as
-#            all. Each DDS sample between processes costs ~0.45 ms of CPU here (docs/benchmarks/graph_s6);
-#            measured against per-env messages (graph_s7): the same steps/s with the learner paused, 9-15 %
-#            less CPU per env step, +7-10 % steps/s with the learner running
+#            all. Each DDS sample between processes costs ~0.45 ms of CPU on the 2-core dev machine
+#            (2026-11-26, commit 6273e09); against per-env messages (2026-11-26, commit 4ed36bf): the same
+#            steps/s with the learner paused, 9-15 % less CPU per env step, +7-10 % with the learner running
 COMPOSITIONS = ("none", "per_env", "envs", "all", "halves")
 CONTAINER_EXECUTABLE = "component_container"
 COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
@@ -34,13 +34,13 @@ COMPOSABLE_SIMULATORS = ("embedded",)  # the CARLA-side nodes run alone
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 HALVES_FIRST_SHARE = 0.25        # halves: the share of the envs beside the policy (rounded down, >= 1); the
                                  # policy's work makes up the rest of that core (N = 16, 2 link groups, single
-                                 # runs: 0.125 707, 0.25 912, 0.375 863 steps/s; docs/benchmarks/graph_s9).
+                                 # runs: 0.125 707, 0.25 912, 0.375 863 steps/s; 2026-11-26, eb573d5).
                                  # They are the last env ids: the policy publishes commands in env
                                  # order, so the other container's batch goes out before the policy's
                                  # own envs step
 HALVES_NAMESPACE = "/half_1"     # halves: namespace of the second container and its reward evaluator
 HALVES_ACT_THREADS = 1           # halves: the policy's composed_act_threads (the other container needs the
-                                 # second core; N = 8: 502 steps/s with 1, 404 with 2; docs/benchmarks/graph_s6)
+                                 # second core; N = 8: 502 steps/s with 1, 404 with 2; 2026-11-26, 6273e09)
 
 
 @dataclass(frozen=True)
