@@ -1,7 +1,7 @@
 """``carla-rl bench chain``: the messaging floor of the machine, to read ``bench graph`` against.
 
-Issue #7 gives, for scale, what a bare three-process rclpy chain did on its 2-core machine: ~1,200
-agent steps/s with one env, 1,600 with four. Machines of the same kind differ (the graph's figures in
+For scale, a bare three-process rclpy chain on a 2-core machine is said to make ~1,200 agent steps/s
+with one env and 1,600 with four. Machines of the same kind differ (the graph's figures in
 docs/BENCHMARKS.md moved by ~1.5-1.7x between two CPU models), so this runs that chain here:
 
     source ──sensor_msgs/Image 84x84 rgb8 + nav_msgs/Odometry──▶ relay

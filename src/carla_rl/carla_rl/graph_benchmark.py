@@ -212,7 +212,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "ratio_to_inprocess": round(steps_per_s / inprocess, 3) if inprocess else None,
         "p50_ms": round(float(np.median(p50)), 3) if p50 else None,
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
-        "control_timeouts": timeouts,  # in the window (before session 10: since the start)
+        "control_timeouts": timeouts,  # in the window
         "control_timeouts_before_window": sum(timeouts0.values()),
         # over the window, from the policy's TrainingStats: envs per act (each message: its last 200 acts) and
         # learner updates per second (the updates counter's growth between the first and last message)

@@ -4,7 +4,7 @@ The same pieces as the ROS graph — ``carla_rl/Driving-v0`` (World -> Observati
 RewardCalculator, one env per worker process), :class:`DQNAgent` and :class:`CurriculumState` with
 the phase table of ``config/curriculum.yaml`` — wired as a plain loop (collector -> replay ->
 learner, like Tianshou/SB3) instead of topics. It is for machines where ROS 2 cannot be installed
-(a lent GPU box) and for quick experiments; the ROS graph (``carla-rl train``) is the product.
+(a GPU machine without ROS) and for quick experiments; the ROS graph (``carla-rl train``) is the product.
 
 Per vector step: act on all envs (batched, noisy/epsilon exploration), step them in parallel,
 store the transitions, run the gradient steps the replay ratio owes. An env whose episode ended

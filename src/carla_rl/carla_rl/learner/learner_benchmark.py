@@ -205,7 +205,7 @@ def _inductor_settings(flags: set[str]):
 @contextlib.contextmanager
 def _channels_last_block_weights():
     """For the ``..._clw`` A/B only: agents built in this context keep the weights of their
-    space-to-depth convs channels-last (as before session 13) instead of in plain order."""
+    space-to-depth convs channels-last (as before commit 6e2fc61) instead of in plain order."""
     use_space_to_depth = QNetwork.use_space_to_depth
     QNetwork.use_space_to_depth = lambda network, later_convs=False: use_space_to_depth(
         network, later_convs, keep_contiguous_weights=False)
