@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the .mcap file")
     p.add_argument("--rate", type=_non_negative_float, default=1.0, help="playback speed (1 = recorded speed)")
     p.add_argument("--loop", action="store_true")
+
+    p = sub.add_parser("reference", help="regenerate docs/REFERENCE.md (topics, services, messages, "
+                       "parameters) from the code of this checkout")
+    p.add_argument("--check", action="store_true", help="only check that docs/REFERENCE.md is up to date "
+                   "(exit code 1 if not)")
     return parser
 
 

@@ -345,6 +345,13 @@ def run_record(args: Namespace, config_dir: Path) -> int:
     return 0
 
 
+def run_reference(args: Namespace, config_dir: Path) -> int:
+    """Write docs/REFERENCE.md from the code, or check it (carla_rl.reference)."""
+    from carla_rl.reference import run
+
+    return run(check=args.check)
+
+
 def run_replay(args: Namespace, config_dir: Path) -> int:
     """Republish an MCAP recording on its topics, paced by log time / --rate (0 = as fast as possible)."""
     import rclpy
