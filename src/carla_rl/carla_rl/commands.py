@@ -82,10 +82,7 @@ def run_graph(options, config_dir: Path, progress: bool = True, display: bool = 
 def run_specs(specs, options, config_dir: Path, progress: bool = True, display: bool = False,
               stop_after_s: float = 0.0) -> int:
     """Run node specs under the supervisor, with the progress monitor, until a stop condition."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
+    from carla_rl.nodes.cli_runtime import CliRuntime
     from carla_rl.nodes.node_runner import PROFILE_DIR_ENV
     from carla_rl.nodes.progress_monitor import ProgressMonitor
     from carla_rl.supervisor import Supervisor, latest_checkpoint
@@ -98,10 +95,8 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     supervisor = Supervisor(specs, config_dir, save_dir / "logs", options.log_level,
                             resume_checkpoint=lambda: latest_checkpoint(save_dir), env=env)
     bar = _ProgressBar(options, enabled=progress)
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C is ours: stop cleanly
-    monitor = ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update)
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
+    ros = CliRuntime()  # Ctrl-C is ours: stop cleanly
+    monitor = ros.add(ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update))
     display_window = None
     if display:
         from carla_rl.nodes.live_display import LiveDisplay
@@ -117,7 +112,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     reason = ""
     try:
         while not reason:
-            executor.spin_once(timeout_sec=0.2)
+            ros.spin_once(0.2)
             for event in supervisor.poll():
                 bar.write(f"supervisor: {event}")
             if display_window is not None:
@@ -137,8 +132,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
         supervisor.stop()
         bar.close()
         restore_signals(previous)
-        monitor.destroy_node()
-        rclpy.try_shutdown()
+        ros.close()
     print(f"carla-rl: {reason}; {monitor.state.training_episodes} training episodes, "
           f"phase {monitor.state.phase}; checkpoints in {save_dir / 'checkpoints'}", file=sys.stderr)
     return 1 if reason.startswith("failed") else 0
@@ -175,44 +169,30 @@ class _ProgressBar:
         self.bar.close()
 
 
-def _service_call(srv_type, name: str, request, timeout: float):
+def _service_call(srv_type: str, name: str, timeout: float, **fields):
     """Call an idempotent service of the running graph (re-sending while the answer is lost to the
     DDS discovery race: nodes/service_calls.py)."""
-    import rclpy
+    from carla_rl.nodes.service_calls import ServiceUnavailable, call_from_outside
 
-    from carla_rl.nodes.service_calls import call_idempotent
-
-    rclpy.init(args=[])
-    node = rclpy.create_node("carla_rl_cli_client")
     try:
-        client = node.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise CommandError(f"service {name} is not available (is the graph running? same "
-                               f"ROS_DOMAIN_ID?) after {timeout:.0f} s")
-        response = call_idempotent(node, client, request, timeout)
-        if response is None:
-            raise CommandError(f"service {name} did not answer within {timeout:.0f} s")
-        return response
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        return call_from_outside(srv_type, name, timeout, **fields)
+    except ServiceUnavailable as exc:
+        raise CommandError(str(exc)) from None
 
 
 def run_set_phase(args: Namespace, config_dir: Path) -> int:
     from carla_rl import topics
-    from carla_rl_interfaces.srv import SetPhase
 
-    response = _service_call(SetPhase, topics.SET_PHASE_SERVICE, SetPhase.Request(phase=args.phase),
-                             args.timeout)
+    response = _service_call("carla_rl_interfaces/SetPhase", topics.SET_PHASE_SERVICE, args.timeout,
+                             phase=args.phase)
     print(response.message)
     return 0 if response.success else 1
 
 
 def run_status(args: Namespace, config_dir: Path) -> int:
     from carla_rl import topics
-    from carla_rl_interfaces.srv import GetStatus
 
-    status = _service_call(GetStatus, topics.GET_STATUS_SERVICE, GetStatus.Request(), args.timeout).status
+    status = _service_call("carla_rl_interfaces/GetStatus", topics.GET_STATUS_SERVICE, args.timeout).status
     data = {
         "phase": status.phase, "phase_name": status.phase_name, "num_phases": status.num_phases,
         "episodes_in_phase": status.episodes_in_phase, "episode_budget": status.episode_budget,
@@ -304,12 +284,9 @@ def run_sim(args: Namespace, config_dir: Path) -> int:
 
 def run_record(args: Namespace, config_dir: Path) -> int:
     """Record topics (default: env 0's sensor topics) into one MCAP file (ROS 2 CDR) for --duration s."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     from carla_rl.config import load_section
     from carla_rl.nodes import mcap_io
+    from carla_rl.nodes.cli_runtime import CliRuntime
     from carla_rl.nodes.mcap_io import TopicRecorderNode
 
     config = load_section(config_dir / "monitor.yaml", "carla_rl_record", mcap_io.RecordConfig)
@@ -322,24 +299,20 @@ def run_record(args: Namespace, config_dir: Path) -> int:
     except mcap_io.McapIoError as exc:
         raise CommandError(str(exc)) from None
     stop, previous = catch_stop_signals()
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # our handlers stop the loop
+    ros = CliRuntime()  # our handlers stop the loop
     node = None
     try:
-        node = TopicRecorderNode(recorder, requested, config.discovery_period_s)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
+        node = ros.add(TopicRecorderNode(recorder, requested, config.discovery_period_s))
         print(f"carla-rl: recording {len(node.wanted)} topic(s) to {output} "
               f"{'for %g s' % args.duration if args.duration else 'until Ctrl-C'}", file=sys.stderr)
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         while stop["signal"] is None and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=min(0.1, max(0.0, deadline - time.monotonic())))
+            ros.spin_once(min(0.1, max(0.0, deadline - time.monotonic())))
     finally:
         restore_signals(previous)
         recorder.close()
         missing = sorted(node.missing()) if node is not None else []
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        ros.close()
     print(f"carla-rl: recorded {recorder.message_count} messages to {output}"
           + (f"; never seen: {', '.join(missing)}" if missing else ""), file=sys.stderr)
     return 0
@@ -354,12 +327,9 @@ def run_reference(args: Namespace, config_dir: Path) -> int:
 
 def run_replay(args: Namespace, config_dir: Path) -> int:
     """Republish an MCAP recording on its topics, paced by log time / --rate (0 = as fast as possible)."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     from carla_rl.config import ConfigError, node_parameters
     from carla_rl.nodes import mcap_io
+    from carla_rl.nodes.cli_runtime import CliRuntime
     from carla_rl.nodes.mcap_replay_node import McapReplayNode
 
     try:
@@ -374,21 +344,19 @@ def run_replay(args: Namespace, config_dir: Path) -> int:
     params.update(file=str(Path(args.file).resolve()), rate=float(args.rate), loop=bool(args.loop),
                   exit_when_done=False)
     stop, previous = catch_stop_signals()
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # our handlers stop the loop
+    ros = CliRuntime()  # our handlers stop the loop
     node = None
     try:
         try:
-            node = McapReplayNode(**params)
+            node = ros.add(McapReplayNode(**params))
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
         print(f"carla-rl: replaying {args.file}: {player.message_count} messages on {len(player.topics)} "
               f"topics, {player.duration_s:.1f} s at rate {args.rate:g}{' (loop)' if args.loop else ''}",
               file=sys.stderr)
         finished_at = None
         while stop["signal"] is None:
-            executor.spin_once(timeout_sec=0.05)
+            ros.spin_once(0.05)
             if node.finished and finished_at is None:
                 finished_at = time.monotonic()
             if finished_at is not None and time.monotonic() - finished_at >= node.cfg.linger_s:
@@ -396,9 +364,7 @@ def run_replay(args: Namespace, config_dir: Path) -> int:
         published, error = node.published, node.error
     finally:
         restore_signals(previous)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        ros.close()
     if error:
         raise CommandError(error)
     print(f"carla-rl: replay {'stopped' if stop['signal'] is not None else 'finished'}: {published} messages "
