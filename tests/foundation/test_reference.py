@@ -79,6 +79,11 @@ def test_every_name_and_interface_is_listed():
     interfaces = ROOT / "src" / "carla_rl_interfaces"
     for path in [*interfaces.glob("msg/*.msg"), *interfaces.glob("srv/*.srv")]:
         assert f"### {path.stem}\n" in text, path.name
+    for command in ("train", "eval", "sim", "set-phase", "status", "bench graph", "bench chain", "record",
+                    "replay", "reference"):
+        assert f"### `carla-rl {command}`\n" in text, command
+    assert "| `--parallel-envs N` | `1` |" in text  # flags with their defaults, 0 and '' included
+    assert "| `--seed SEED` | `0` |" in text
     observation = (interfaces / "msg" / "Observation.msg").read_text()
     header, (fields,) = reference.parse_interface(observation)
     assert "preprocessed observation" in header

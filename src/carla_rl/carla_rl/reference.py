@@ -1,7 +1,7 @@
 """``carla-rl reference``: docs/REFERENCE.md generated from the code.
 
 Nodes come from the graph declaration (``graph.build_graph``), launch arguments from
-``graph.OPTION_FLAGS``, topic and service names from ``topics.py`` (with their trailing comments),
+``graph.OPTION_FLAGS``, the command line from ``cli.build_parser``, topic and service names from ``topics.py`` (with their trailing comments),
 messages and services from the ``.msg`` / ``.srv`` files of carla_rl_interfaces (read as text), and
 each node's parameters from its ``declare_config`` / ``declare_phases`` calls and the ``param(...)``
 fields of the config dataclasses (read with ``ast``, so the node modules, which import rclpy, are
@@ -329,6 +329,42 @@ def _field_table(fields: list[FieldDoc]) -> list[str]:
     return rows + [""]
 
 
+# ------------------------------------------------------------------------------------------- command line
+def cli_commands() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """(command, help, [(argument, default, help)]) for ``carla-rl`` and each of its (sub)commands, from
+    cli.build_parser() (the parser the CLI runs)."""
+    import argparse
+
+    from carla_rl.cli import build_parser
+
+    out: list[tuple[str, str, list[tuple[str, str, str]]]] = []
+
+    def walk(parser: argparse.ArgumentParser, command: str, help_text: str) -> None:
+        rows: list[tuple[str, str, str]] = []
+        children: list[tuple[str, argparse.ArgumentParser, str]] = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+                children += [(name, sub, helps.get(name, "")) for name, sub in action.choices.items()]
+                continue
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                continue
+            name = ", ".join(action.option_strings) or action.dest
+            if action.choices and not isinstance(action.choices, dict):
+                name += " {" + ",".join(map(str, action.choices)) + "}"
+            elif action.option_strings and action.nargs != 0:
+                name += f" {action.metavar or action.dest.upper()}"
+            unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+            default = "" if unset or action.required else repr(action.default)
+            rows.append((name, default, action.help or ""))
+        out.append((command, help_text, rows))
+        for name, sub, sub_help in children:
+            walk(sub, f"{command} {name}", sub_help)
+
+    walk(build_parser(), "carla-rl", "")
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ output
 def generate(repo_root: Path) -> str:
     """The text of docs/REFERENCE.md for the checkout at ``repo_root``."""
@@ -362,6 +398,19 @@ def generate(repo_root: Path) -> str:
         flag_cell = f"`{flag}`" if flag else "—"
         out.append(f"| `{field.name}` | {flag_cell} | `{getattr(defaults, field.name)!r}` | {_cell(description)} |")
     out.append("")
+
+    # command line
+    out += ["## Command line (`carla-rl`)", ""]
+    for command, help_text, rows in cli_commands():
+        if not rows and command != "carla-rl":
+            out += [f"### `{command}`", "", _cell(help_text) or "(no arguments)", ""]
+            continue
+        out += [f"### `{command}`", ""] + ([_cell(help_text), ""] if help_text else [])
+        if rows:
+            out += ["| argument | default | description |", "|---|---|---|"]
+            out += [f"| `{_cell(name)}` | {f'`{_cell(default)}`' if default else ''} | {_cell(text)} |"
+                    for name, default, text in rows]
+            out.append("")
 
     # topics and services
     names = topic_names(index)
