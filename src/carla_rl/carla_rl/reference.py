@@ -1,8 +1,9 @@
 """``carla-rl reference``: docs/REFERENCE.md generated from the code.
 
 Nodes come from the graph declaration (``graph.build_graph``), launch arguments from
-``graph.OPTION_FLAGS``, the command line from ``cli.build_parser``, topic and service names from ``topics.py`` (with their trailing comments),
-messages and services from the ``.msg`` / ``.srv`` files of carla_rl_interfaces (read as text), and
+``graph.OPTION_FLAGS``, the command line from ``cli.build_parser``, topic and service names from
+``topics.py`` (with their trailing comments), messages and services from the ``.msg`` / ``.srv``
+files of carla_rl_interfaces (read as text), and
 each node's parameters from its ``declare_config`` / ``declare_phases`` calls and the ``param(...)``
 fields of the config dataclasses (read with ``ast``, so the node modules, which import rclpy, are
 never imported). ``--check`` fails when docs/REFERENCE.md differs from what the code gives.
