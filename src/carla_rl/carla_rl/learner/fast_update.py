@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from carla_rl.learner.dqn_agent import Batch, UpdateStats, autocast_dtype
+from carla_rl.learner.algorithm import Batch, UpdateStats, autocast_dtype
 from carla_rl.learner.networks import first_conv_input
 from carla_rl.learner.replay_buffer import ReplayBuffer
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for annotations only: dqn_agent imports this module
     from carla_rl.learner.dqn_agent import DQNAgent
 
 GRAPH_WARMUP_STEPS = 3  # eager calls on a side stream before capture (allocate optimizer state, compile)
