@@ -10,7 +10,9 @@ training_stats) and to env 0's views, and writes with ``torch.utils.tensorboard.
 - ``evaluation/*``: goal / collision-free / sidewalk-free rates, mean reward, passed, phase;
 - ``curriculum/*``: phase, episodes in phase, total episodes;
 - ``training/*``, x = env steps: loss, mean Q, TD error, beta, grad norm, epsilon, updates/s,
-  env steps/s, replay size;
+  env steps/s, replay size, and the replay ratio held, ``env_steps_per_update`` (env steps/s over
+  updates/s of the policy's last rate window; agent.train_frequency / gradient_steps while the
+  learner keeps up);
 - images ``images/topdown`` and ``images/semantic_bev`` every ``*_period_s``; an animated GIF
   ``video/evaluation_episode`` of each evaluation episode of env 0 (top-down frames, PIL-encoded,
   written as an image summary since moviepy is not installed);
@@ -292,6 +294,8 @@ class TrainingMonitorNode(Node):
         step = int(msg.env_steps)
         for name in TRAINING_FIELDS:
             self.scalar(f"training/{name}", getattr(msg, name), step)
+        if msg.updates_per_s > 0:
+            self.scalar("training/env_steps_per_update", msg.env_steps_per_s / msg.updates_per_s, step)
         self.diag.count("training_stats")
 
     # --- images and video -------------------------------------------------------------------------------
