@@ -73,6 +73,39 @@ def test_named_variants_on_cuda():
     assert result["fast_path"] not in ("eager", "device_eager")
 
 
+def test_acting_goes_on_while_the_learner_warms_up(monkeypatch):
+    """The warm-up before the capture (minutes of compiling with the CUDA preset) runs while another
+    thread acts: acting waits only for the capture itself."""
+    import threading
+
+    from carla_rl.learner.fast_update import FastUpdater
+
+    agent = filled_cuda_agent(tiny_config(learning_starts=32, cuda_graphs=True))
+    entered, release = threading.Event(), threading.Event()
+    steps = FastUpdater._steps
+
+    def held_steps(self, count):
+        entered.set()
+        assert release.wait(60)
+        steps(self, count)
+
+    monkeypatch.setattr(FastUpdater, "_steps", held_steps)
+    learner = threading.Thread(target=agent.update)
+    learner.start()
+    try:
+        assert entered.wait(60)  # the learner is inside its first warm-up update
+        assert agent.capture_lock.acquire(timeout=5.0)  # not held by the warm-up
+        agent.capture_lock.release()
+        rng = np.random.default_rng(2)
+        result = agent.act(rng.integers(0, 256, (2, 2, 8, 8), dtype=np.uint8),
+                           np.zeros((2, 3), np.float32), explore=False)
+        assert result.actions.shape == (2,)
+    finally:
+        release.set()
+        learner.join(120)
+    assert agent.updates == 1
+
+
 def test_several_updates_per_graph_replay_keep_counters_and_target_copies():
     cfg = tiny_config(learning_starts=32, cuda_graphs=True, updates_per_graph=4,
                       target_update="hard", target_update_interval=8)
