@@ -320,7 +320,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         specs.append(NodeSpec(name="training_monitor", executable="training_monitor",
                               params_files=("monitor.yaml",),
                               parameters={"log_dir": str(Path(options.save_dir) / "tensorboard"),
-                                          "num_envs": options.num_envs,
+                                          "num_envs": options.num_envs, "agent_device": options.device,
                                           "record_mcap": options.save_sensor_data,
                                           "mcap_dir": str(Path(options.save_dir) / "recordings")},
                               role="monitor"))
