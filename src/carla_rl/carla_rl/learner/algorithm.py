@@ -29,7 +29,6 @@ from carla_rl.learner.replay_buffer import ReplaySample
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-
 @dataclass
 class UpdateStats:
     loss: float

@@ -25,10 +25,10 @@ from carla_rl.learner.fast_update import FastUpdater
 from carla_rl.learner.networks import FrozenQNetwork, QNetwork
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer
 
+
 class ActResult(NamedTuple):
     actions: np.ndarray   # [B] int64
     q_values: np.ndarray  # [B] float32, Q (expected value for C51) of the chosen action
-
 
 
 class DQNPolicy:
