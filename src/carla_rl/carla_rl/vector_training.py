@@ -220,8 +220,8 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
                 reported = (agent.env_steps, agent.updates)
                 ratio = f"{steps / updates:.2f}" if updates else "-"
                 progress(f"{now - start:7.0f} s  phase {curriculum.phase}  episodes {curriculum.total_episodes}  "
-                         f"env steps {agent.env_steps} ({agent.env_steps / (now - start):.0f}/s)  "
-                         f"updates {agent.updates} ({agent.updates / (now - start):.0f}/s)  "
+                         f"env steps {agent.env_steps} ({(agent.env_steps - first_env_steps) / (now - start):.0f}/s)  "
+                         f"updates {agent.updates} ({(agent.updates - first_updates) / (now - start):.0f}/s)  "
                          f"env steps per update {ratio} (configured {configured_ratio:g})")
     except KeyboardInterrupt:  # Ctrl-C: the workers got it too; keep what was learned
         interrupted = True
@@ -233,7 +233,7 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     summary.env_steps = agent.env_steps
     summary.updates = agent.updates
     summary.learning_updates = agent.updates - first_updates
-    summary.learning_env_steps = agent.env_steps - max(first_env_steps, agent_cfg.learning_starts)
+    summary.learning_env_steps = max(0, agent.env_steps - max(first_env_steps, agent_cfg.learning_starts))
     summary.total_episodes = curriculum.total_episodes
     summary.final_phase = curriculum.phase
     summary.finished = curriculum.finished
