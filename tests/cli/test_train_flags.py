@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from carla_rl import commands
 from carla_rl.cli import build_parser
@@ -16,7 +17,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 # flag -> (value given, the value each backend must receive); checked on both backends below
 HONOURED = {
     "--parallel-envs": ("3", 3),
-    "--device": ("cpu", "cpu"),
+    "--device": ("cuda:1", "cuda:1"),  # torch is told a CUDA device exists
     "--save-dir": ("RUN", "RUN"),
     "--load-model-from": ("CKPT", "CKPT"),
     "--num-episodes": ("7", 7),
@@ -89,6 +90,7 @@ def recorders(monkeypatch):
                         "stop_after_s": stop_after_s}
         return 0
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(vector_training, "train_vector", fake_train_vector)
     monkeypatch.setattr(commands, "run_graph", fake_run_graph)
     return calls
@@ -122,7 +124,7 @@ def test_each_honoured_flag_reaches_the_ros_graph(flag, recorders, tmp_path):
         assert got["progress"] is False
     else:
         assert getattr(got["options"], ROS_FIELD[flag]) == expected
-        assert getattr(GraphOptions(), ROS_FIELD[flag]) != expected or flag == "--device"
+        assert getattr(GraphOptions(), ROS_FIELD[flag]) != expected  # the flag changed something
 
 
 @pytest.mark.parametrize("flag", sorted(HONOURED))
