@@ -113,7 +113,11 @@ def autocast(device: torch.device, mode: str):
 
 
 class DQNAlgorithm:
-    """Loss, optimizer, AMP scaler and target network of the online ``network``."""
+    """Loss, optimizer, AMP scaler and target network of the online ``network``.
+
+    The reference update first (:meth:`loss` -> :meth:`step` -> :meth:`update_target`), then the
+    fast path's variants of its parts, which the constructor selects on CUDA with ``capturable``
+    (the CUDA-graph path) and the config's switches."""
 
     def __init__(self, network: QNetwork, target: QNetwork, config: AgentConfig,
                  device: torch.device, capturable: bool = False) -> None:
@@ -175,10 +179,6 @@ class DQNAlgorithm:
         self._reset_noise = torch.compile(self._reset_noise_eager, options=options) \
             if compiling and capturable and config.compile_noise else self._reset_noise_eager
 
-    def _reset_noise_eager(self) -> None:
-        self.network.reset_noise()
-        self.target.reset_noise()
-
     def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                           torch.Tensor]:
         """(loss [], priorities [B], |td| [B], Q of taken actions [B]); no host syncs."""
@@ -200,6 +200,96 @@ class DQNAlgorithm:
                 if not cfg.double:
                     next_select = self.target.q_from_output(next_target)
         return self._loss_terms_eager(batch, out, next_select, next_target)
+
+    def _loss_terms_eager(self, batch: Batch, out: torch.Tensor, next_select: torch.Tensor,
+                          next_target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The loss from the online output for the states (with grad), the selection Q-values
+        [B, A] and the target output for the next states (no grad)."""
+        cfg = self.config
+        arange = torch.arange(batch.actions.shape[0], device=batch.actions.device)  # [B]
+        allowed = mask_from_bits(batch.next_masks, next_select.shape[1])  # [B, A]
+        next_actions = next_select.masked_fill(~allowed, float("-inf")).argmax(dim=1)  # [B]
+        if cfg.distributional:
+            support = self.network.support  # [N]
+            with torch.no_grad():
+                # the chosen action's row first, then its softmax: B rows, not B * A
+                next_probs = next_target[arange, next_actions].float().softmax(-1)  # [B, N]
+                target_probs = categorical_projection(next_probs, batch.returns,
+                                                      batch.discounts, support)   # [B, N]
+            log_probs = out[arange, batch.actions].float().log_softmax(-1)      # [B, N]
+            per_sample = -(target_probs * log_probs).sum(-1)                   # [B]
+            q_taken = (log_probs.detach().exp() * support).sum(-1)              # [B]
+            td = (target_probs * support).sum(-1) - q_taken                     # [B]
+            priorities = per_sample.detach()
+        else:
+            with torch.no_grad():
+                next_q = next_target.float()[arange, next_actions]              # [B]
+                target_q = batch.returns + batch.discounts * next_q             # [B]
+            q_pred = out.float()[arange, batch.actions]                        # [B]
+            per_sample = nn.functional.huber_loss(q_pred, target_q, reduction="none",
+                                                  delta=cfg.huber_delta)       # [B]
+            q_taken = q_pred.detach()
+            td = target_q - q_taken
+            priorities = td.abs()
+        loss = (batch.weights * per_sample).mean()
+        return loss, priorities, td.abs(), q_taken
+
+    def step(self, batch: Batch, reset_noise: bool = True) -> tuple[torch.Tensor, ...]:
+        """One gradient step (resampling the noise first unless ``reset_noise`` is False).
+        Returns device tensors (loss, priorities, |td|, q, grad_norm)."""
+        if reset_noise:
+            self._reset_noise()
+        loss, priorities, td_abs, q_taken = self.loss(batch)
+        grad_norm = self.apply_gradients(loss)
+        return loss.detach(), priorities, td_abs, q_taken, grad_norm
+
+    def apply_gradients(self, loss: torch.Tensor,
+                        after_backward: Callable[[], None] | None = None) -> torch.Tensor:
+        """Backward pass of ``loss``, gradient clipping and one optimizer step (the second half
+        of :meth:`step`); returns the gradient norm before clipping. ``after_backward`` runs
+        between the backward pass and the optimizer step (e.g. :meth:`reset_noise_beside`)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if after_backward is not None:
+            after_backward()
+        if self.compiled_optimizer:
+            return self._clip_and_step()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = self._clip_and_step_eager(use_scaler=True)
+        self.scaler.update()
+        return grad_norm
+
+    def _clip_and_step_eager(self, use_scaler: bool = False) -> torch.Tensor:
+        """Clip the global gradient norm, then one optimizer step; returns the norm before
+        clipping. (With ``compile_optimizer``, where no scaler is used:
+        :meth:`_norm_then_compiled_step`.)"""
+        max_norm = self.config.grad_clip_norm if self.config.grad_clip_norm > 0 else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.network.parameters(), max_norm,
+                                             foreach=True)
+        if use_scaler:
+            self.scaler.step(self.optimizer)
+        else:
+            self.optimizer.step()
+        return grad_norm
+
+    @torch.no_grad()
+    def update_target(self, updates: int) -> None:
+        """Hard copy every ``target_update_interval`` updates, or Polyak averaging each update."""
+        online = list(self.network.parameters())
+        target = list(self.target.parameters())
+        if self.config.target_update == "soft":
+            torch._foreach_lerp_(target, online, self.config.tau)
+        elif updates % self.config.target_update_interval == 0:
+            torch._foreach_copy_(target, online)
+
+    def _reset_noise_eager(self) -> None:
+        self.network.reset_noise()
+        self.target.reset_noise()
+
+    # ------------------------------------------------------------------------------------------
+    # The fast path (CUDA-graph path on CUDA): the next-state passes on side streams, work beside
+    # the update, the compiled clipping + Adam. Same math as the reference methods above (tests
+    # compare them on CPU, where the side streams run in order).
 
     def _parallel_loss(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         """:meth:`loss` with the two no-grad next-state passes (online selection, target
@@ -261,39 +351,6 @@ class DQNAlgorithm:
     def _target_q(self, next_target: torch.Tensor) -> torch.Tensor:
         return self.target.q_from_output(next_target)  # [B, A]
 
-    def _loss_terms_eager(self, batch: Batch, out: torch.Tensor, next_select: torch.Tensor,
-                          next_target: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The loss from the online output for the states (with grad), the selection Q-values
-        [B, A] and the target output for the next states (no grad)."""
-        cfg = self.config
-        arange = torch.arange(batch.actions.shape[0], device=batch.actions.device)  # [B]
-        allowed = mask_from_bits(batch.next_masks, next_select.shape[1])  # [B, A]
-        next_actions = next_select.masked_fill(~allowed, float("-inf")).argmax(dim=1)  # [B]
-        if cfg.distributional:
-            support = self.network.support  # [N]
-            with torch.no_grad():
-                # the chosen action's row first, then its softmax: B rows, not B * A
-                next_probs = next_target[arange, next_actions].float().softmax(-1)  # [B, N]
-                target_probs = categorical_projection(next_probs, batch.returns,
-                                                      batch.discounts, support)   # [B, N]
-            log_probs = out[arange, batch.actions].float().log_softmax(-1)      # [B, N]
-            per_sample = -(target_probs * log_probs).sum(-1)                   # [B]
-            q_taken = (log_probs.detach().exp() * support).sum(-1)              # [B]
-            td = (target_probs * support).sum(-1) - q_taken                     # [B]
-            priorities = per_sample.detach()
-        else:
-            with torch.no_grad():
-                next_q = next_target.float()[arange, next_actions]              # [B]
-                target_q = batch.returns + batch.discounts * next_q             # [B]
-            q_pred = out.float()[arange, batch.actions]                        # [B]
-            per_sample = nn.functional.huber_loss(q_pred, target_q, reduction="none",
-                                                  delta=cfg.huber_delta)       # [B]
-            q_taken = q_pred.detach()
-            td = target_q - q_taken
-            priorities = td.abs()
-        loss = (batch.weights * per_sample).mean()
-        return loss, priorities, td.abs(), q_taken
-
     @contextlib.contextmanager
     def overlapped_noise_reset(self):
         """Resample both networks' noise while the body runs (the replay sampling of the fast
@@ -305,31 +362,6 @@ class DQNAlgorithm:
             yield
         finally:
             self.join_beside()
-
-    def step(self, batch: Batch, reset_noise: bool = True) -> tuple[torch.Tensor, ...]:
-        """One gradient step (resampling the noise first unless ``reset_noise`` is False).
-        Returns device tensors (loss, priorities, |td|, q, grad_norm)."""
-        if reset_noise:
-            self._reset_noise()
-        loss, priorities, td_abs, q_taken = self.loss(batch)
-        grad_norm = self.apply_gradients(loss)
-        return loss.detach(), priorities, td_abs, q_taken, grad_norm
-
-    def apply_gradients(self, loss: torch.Tensor,
-                        after_backward: Callable[[], None] | None = None) -> torch.Tensor:
-        """Backward pass of ``loss``, gradient clipping and one optimizer step (the second half
-        of :meth:`step`); returns the gradient norm before clipping. ``after_backward`` runs
-        between the backward pass and the optimizer step (e.g. :meth:`reset_noise_beside`)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if after_backward is not None:
-            after_backward()
-        if self.compiled_optimizer:
-            return self._clip_and_step()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = self._clip_and_step_eager(use_scaler=True)
-        self.scaler.update()
-        return grad_norm
 
     @contextlib.contextmanager
     def serial(self):
@@ -369,19 +401,6 @@ class DQNAlgorithm:
         if self._next_streams is not None:
             torch.cuda.current_stream(self.device).wait_stream(self._next_streams[1])
 
-    def _clip_and_step_eager(self, use_scaler: bool = False) -> torch.Tensor:
-        """Clip the global gradient norm, then one optimizer step; returns the norm before
-        clipping. (With ``compile_optimizer``, where no scaler is used:
-        :meth:`_norm_then_compiled_step`.)"""
-        max_norm = self.config.grad_clip_norm if self.config.grad_clip_norm > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.network.parameters(), max_norm,
-                                             foreach=True)
-        if use_scaler:
-            self.scaler.step(self.optimizer)
-        else:
-            self.optimizer.step()
-        return grad_norm
-
     def _norm_then_compiled_step(self) -> torch.Tensor:
         """:meth:`_clip_and_step_eager` for ``compile_optimizer``: the global norm as one copy
         of all gradients and one reduction (compiled, it took one kernel per parameter; the
@@ -401,13 +420,3 @@ class DQNAlgorithm:
         grads = [p.grad for p in self.network.parameters() if p.grad is not None]
         torch._foreach_mul_(grads, (max_norm / (grad_norm + 1e-6)).clamp(max=1.0))
         self.optimizer.step()
-
-    @torch.no_grad()
-    def update_target(self, updates: int) -> None:
-        """Hard copy every ``target_update_interval`` updates, or Polyak averaging each update."""
-        online = list(self.network.parameters())
-        target = list(self.target.parameters())
-        if self.config.target_update == "soft":
-            torch._foreach_lerp_(target, online, self.config.tau)
-        elif updates % self.config.target_update_interval == 0:
-            torch._foreach_copy_(target, online)
