@@ -60,7 +60,9 @@ def _non_negative_float(text: str) -> float:
 def _add_graph_flags(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--parallel-envs", type=_positive_int, default=1, metavar="N",
                    help="environments stepped in parallel, each in its namespace /env_<i> (default 1)")
-    p.add_argument("--device", default="cpu", help="torch device of the policy: cpu or cuda[:N] (default cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the policy: cpu or cuda[:N] (default cpu); on CUDA the learner runs the "
+                        "GPU preset config/agent_cuda.yaml over config/agent.yaml")
     p.add_argument("--simulator", choices=("embedded", "carla", "bridge"), default="embedded",
                    help="embedded simulator (default), CARLA direct client, or carla-ros-bridge adapter")
     p.add_argument("--town", default="", help="CARLA town for --simulator carla|bridge (e.g. Town03)")
@@ -88,7 +90,8 @@ def _add_graph_flags(p: argparse.ArgumentParser, training: bool) -> None:
                    "one; halves = two containers, each with a share of the envs and a reward evaluator for "
                    "them, the policy and the curriculum manager in the first "
                    f"(default {GraphOptions.composition})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (log lines instead; the gym backend always prints log lines)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_graph_flags(p, training=True)
     p.add_argument("--backend", choices=("ros", "gym"), default="ros",
                    help="ros: the ROS 2 node graph (default); gym: the same cores in one process over a Gymnasium "
-                        "vector env, no ROS (embedded simulator only; uses --parallel-envs, --device, --save-dir, "
-                        "--time-limit-s)")
+                        "vector env, no ROS (embedded simulator only; it refuses --simulator, --time-scale, "
+                        "--enable-pygame-display, --save-sensor-data, --enable-profiler and --composition, which "
+                        "act on the ROS graph; every other flag acts on both)")
     p.add_argument("--time-limit-s", type=_non_negative_float, default=0.0,
-                   help="gym backend: stop after this many seconds (0 = until the curriculum finishes or Ctrl-C)")
+                   help="stop after this many seconds, with a final checkpoint (0 = until the curriculum "
+                        "finishes, --num-episodes or Ctrl-C)")
 
     p = sub.add_parser("eval", help="evaluation report per phase (policy: autopilot, random or a checkpoint)")
     p.add_argument("--policy", default="autopilot", help="autopilot | random | PATH to a checkpoint")
@@ -150,14 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--phase", type=_positive_int, default=10)
     b.add_argument("--seconds", type=_non_negative_float, default=5.0)
     b.add_argument("--json", action="store_true")
-    b = bench.add_parser("learner", help="Rainbow updates/s (fast path and eager), bytes per transition")
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--batch-size", type=_positive_int, default=32)
+    b = bench.add_parser("learner", help="Rainbow updates/s of the device's shipped config (config/agent.yaml, on "
+                         "CUDA with config/agent_cuda.yaml over it) beside the eager path; bytes per transition")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    b.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="default: the batch size of the device's shipped config")
     b.add_argument("--seconds", type=_non_negative_float, default=10.0)
     b.add_argument("--preset", default="", help="network preset (e.g. nature); default: config/agent.yaml")
     b.add_argument("--variants", default="",
-                   help="comma-separated variants to measure (default: eager, device_eager, graph, graph_bf16, "
-                        "graph_bf16_x8; see carla_rl.learner.learner_benchmark)")
+                   help="comma-separated variants to measure (default: eager, shipped; A/B variants such as "
+                        "device_eager or graph_compile_bf16_x8: see carla_rl.learner.learner_benchmark)")
     b.add_argument("--profile", action="store_true", help="also list each device variant's kernels (CUDA)")
     b.add_argument("--trace-dir", default="", help="with --profile: write each variant's Chrome trace here")
     b.add_argument("--json", action="store_true")

@@ -56,19 +56,53 @@ def restore_signals(previous: dict) -> None:
         signal.signal(signum, handler)
 
 
-def run_train(args: Namespace, config_dir: Path) -> int:
-    if getattr(args, "backend", "ros") == "gym":
-        from carla_rl.vector_training import train_vector
+# `carla-rl train` flags the gym backend cannot honour, with the reason: refused when set to anything but
+# their default (GraphOptions' defaults; the CLI's are the same). Every other flag acts on both backends.
+GYM_REFUSED_FLAGS: dict[str, tuple[str, str]] = {
+    "simulator": ("--simulator", "the gym backend runs the embedded simulator only"),
+    "time_scale": ("--time-scale", "the gym backend steps as fast as possible only"),
+    "enable_pygame_display": ("--enable-pygame-display", "the live view subscribes to the ROS graph's topics"),
+    "save_sensor_data": ("--save-sensor-data", "it records the ROS graph's sensor topics"),
+    "enable_profiler": ("--enable-profiler", "it profiles the ROS graph's node processes"),
+    "composition": ("--composition", "it lays out the ROS graph's processes"),
+}
 
-        if args.simulator != "embedded":
-            raise SystemExit("carla-rl train: --backend gym runs the embedded simulator only")
-        summary = train_vector(config_dir, args.parallel_envs, args.device, args.time_limit_s or float("inf"),
-                               Path(args.save_dir), progress=lambda line: print(line, flush=True))
+
+def gym_refusal(args: Namespace) -> str | None:
+    """Why ``args`` cannot run on the gym backend (one line), or None."""
+    from carla_rl.graph import GraphOptions
+
+    defaults = GraphOptions()
+    for name, (flag, reason) in GYM_REFUSED_FLAGS.items():
+        if getattr(args, name) != getattr(defaults, name, False):  # the display is no graph option
+            return f"{flag} does not work with --backend gym: {reason} (use --backend ros)"
+    return None
+
+
+def run_train(args: Namespace, config_dir: Path) -> int:
+    if args.town and args.simulator == "embedded":
+        raise CommandError("--town needs --simulator carla or bridge (the embedded simulator has its own roads)")
+    options = _graph_options(args, training=True)  # validates every flag for both backends
+    if args.backend == "gym":
+        refusal = gym_refusal(args)
+        if refusal:
+            raise CommandError(refusal)
+        from carla_rl import vector_training
+        from carla_rl.curriculum import CurriculumStateError
+        from carla_rl.learner.checkpoint import CheckpointError
+
+        try:
+            summary = vector_training.train_vector(
+                config_dir, options.num_envs, options.device, args.time_limit_s or float("inf"),
+                Path(options.save_dir), seed=options.seed, progress=lambda line: print(line, flush=True),
+                phase=options.phase, batch_size=options.batch_size, num_episodes=options.num_episodes,
+                num_eval_episodes=options.num_eval_episodes, load_model_from=options.load_model_from)
+        except (CheckpointError, CurriculumStateError) as exc:
+            raise CommandError(str(exc)) from None
         print(json.dumps(summary.to_dict(), indent=2))
         return 0
-    options = _graph_options(args, training=True)
     return run_graph(options, config_dir, progress=not args.no_progress,
-                     display=args.enable_pygame_display)
+                     display=args.enable_pygame_display, stop_after_s=args.time_limit_s)
 
 
 def run_graph(options, config_dir: Path, progress: bool = True, display: bool = False,
@@ -138,6 +172,12 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     return 1 if reason.startswith("failed") else 0
 
 
+def env_steps_per_update(state) -> str:
+    """The replay ratio the learner holds (env steps per gradient step over the policy's rate window;
+    agent.train_frequency / gradient_steps while it keeps up), or "-" before the first update."""
+    return f"{state.env_steps_per_s / state.updates_per_s:.2f}" if state.updates_per_s > 0 else "-"
+
+
 class _ProgressBar:
     """tqdm bar: episodes, phase, steps/s, updates/s (plain log lines when disabled or not a TTY)."""
 
@@ -155,12 +195,13 @@ class _ProgressBar:
         if self.enabled:
             self.bar.n = done
             self.bar.set_postfix_str(f"phase {state.phase} {state.phase_name} | {state.env_steps_per_s:.0f} steps/s"
-                                     f" | {state.updates_per_s:.1f} upd/s | last R {state.last_reward:.0f}"
-                                     f" ({state.last_reason})", refresh=False)
+                                     f" | {state.updates_per_s:.1f} upd/s ({env_steps_per_update(state)} steps/upd)"
+                                     f" | last R {state.last_reward:.0f} ({state.last_reason})", refresh=False)
             self.bar.refresh()
         elif done >= self.last_logged + 10:
             self.last_logged = done
-            print(f"episodes {done} phase {state.phase} steps/s {state.env_steps_per_s:.0f}", file=sys.stderr)
+            print(f"episodes {done} phase {state.phase} steps/s {state.env_steps_per_s:.0f} updates/s "
+                  f"{state.updates_per_s:.1f} env steps per update {env_steps_per_update(state)}", file=sys.stderr)
 
     def write(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)
@@ -227,9 +268,14 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
 
         if args.trace_dir and not args.profile:
             raise CommandError("bench learner: --trace-dir needs --profile")
+        if args.device.startswith("cuda"):
+            import torch
 
-        result = run_learner_benchmark(device=args.device, batch_size=args.batch_size, seconds=args.seconds,
-                                       preset=args.preset or None, config_path=config_dir / "agent.yaml",
+            if not torch.cuda.is_available():
+                raise CommandError(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
+
+        result = run_learner_benchmark(device=args.device, batch_size=args.batch_size or None,
+                                       seconds=args.seconds, preset=args.preset or None, config_dir=config_dir,
                                        variants=tuple(v for v in args.variants.split(",") if v) or None,
                                        profile=args.profile, trace_dir=args.trace_dir or None)
     elif args.bench == "chain":

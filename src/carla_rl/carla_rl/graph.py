@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from carla_rl import topics
+from carla_rl.config import agent_params_files, device_type
 
 PACKAGE = "carla_rl"
 SIMULATORS = ("embedded", "carla", "bridge")
@@ -76,8 +77,7 @@ class GraphOptions:
             raise ValueError(f"composition must be one of {', '.join(COMPOSITIONS)}, got {self.composition!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        device_type(self.device)  # ValueError: device must be cpu or cuda[:N]
         if self.time_scale < 0:
             raise ValueError(f"time_scale must be >= 0, got {self.time_scale}")
         if self.phase < 1:
@@ -286,7 +286,9 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         policy_params["agent.batch_size"] = options.batch_size
     if len(shares) > 1:
         policy_params["composed_act_threads"] = HALVES_ACT_THREADS
-    specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy", params_files=("sim.yaml", "agent.yaml"),
+    # agent.yaml, then the device's preset over it (agent_cuda.yaml on CUDA), as the gym backend loads them
+    specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy",
+                          params_files=("sim.yaml", *agent_params_files(options.device)),
                           parameters=policy_params, role="policy", critical=True,
                           container=_container_of(options, "policy", 0)))
     for i, env_ids in enumerate(shares):
@@ -318,7 +320,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         specs.append(NodeSpec(name="training_monitor", executable="training_monitor",
                               params_files=("monitor.yaml",),
                               parameters={"log_dir": str(Path(options.save_dir) / "tensorboard"),
-                                          "num_envs": options.num_envs,
+                                          "num_envs": options.num_envs, "agent_device": options.device,
                                           "record_mcap": options.save_sensor_data,
                                           "mcap_dir": str(Path(options.save_dir) / "recordings")},
                               role="monitor"))
