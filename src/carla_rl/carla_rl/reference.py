@@ -333,10 +333,10 @@ def _field_table(fields: list[FieldDoc]) -> list[str]:
 # ------------------------------------------------------------------------------------------- command line
 def cli_commands() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
     """(command, help, [(argument, default, help)]) for ``carla-rl`` and each of its (sub)commands, from
-    cli.build_parser() (the parser the CLI runs)."""
+    cli_parser.build_parser() (the parser the CLI runs)."""
     import argparse
 
-    from carla_rl.cli import build_parser
+    from carla_rl.cli_parser import build_parser
 
     out: list[tuple[str, str, list[tuple[str, str, str]]]] = []
 

@@ -22,17 +22,36 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Callable
+import threading
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
-from carla_rl.learner.algorithm import Batch, UpdateStats, autocast_dtype
+from carla_rl.learner.agent_config import AgentConfig
+from carla_rl.learner.algorithm import Batch, DQNAlgorithm, UpdateStats, autocast_dtype
 from carla_rl.learner.networks import first_conv_input
 from carla_rl.learner.replay_buffer import ReplayBuffer
 
-if TYPE_CHECKING:  # for annotations only: dqn_agent imports this module
-    from carla_rl.learner.dqn_agent import DQNAgent
+
+
+class UpdaterOwner(Protocol):
+    """What :class:`FastUpdater` reads and advances of the agent that owns it (``DQNAgent``): the
+    updater steps the agent's algorithm over the agent's replay and counts its updates."""
+
+    config: AgentConfig
+    device: torch.device
+    algorithm: DQNAlgorithm
+    replay: ReplayBuffer
+    replay_lock: threading.Lock
+    capture_lock: threading.Lock
+    updates: int
+
+    @property
+    def beta(self) -> float: ...
+
+    @property
+    def lr(self) -> float: ...
 
 GRAPH_WARMUP_STEPS = 3  # eager calls on a side stream before capture (allocate optimizer state, compile)
 
@@ -216,7 +235,7 @@ class FastUpdater:
     side stream and are real updates.
     """
 
-    def __init__(self, agent: "DQNAgent", use_graph: bool | None = None) -> None:
+    def __init__(self, agent: UpdaterOwner, use_graph: bool | None = None) -> None:
         cfg = agent.config
         self.agent = agent
         self.device = agent.device
