@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process layout of the graph (see carla-rl train; fastest measured on 2 cores: halves "
                    f"with 16-24 envs, docs/BENCHMARKS.md; default {GraphOptions.composition})")
     b.add_argument("--phase", type=_positive_int, default=2)
+    b.add_argument("--device", default="cpu", help="torch device of the policy: cpu or cuda[:N] (on CUDA the "
+                   "agent_cuda.yaml preset, as carla-rl train --device cuda)")
     b.add_argument("--json", action="store_true")
     b = bench.add_parser("chain", help="the machine's messaging floor: a bare three-process rclpy chain "
                          "(image + odometry -> tiny observation -> command), steps/s and latency")

@@ -286,7 +286,8 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
         from carla_rl.graph_benchmark import run_graph_benchmark
 
         result = run_graph_benchmark(envs=args.envs, seconds=args.seconds, learn=args.learn,
-                                     phase=args.phase, config_dir=config_dir, composition=args.composition)
+                                     phase=args.phase, config_dir=config_dir, composition=args.composition,
+                                     device=args.device)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

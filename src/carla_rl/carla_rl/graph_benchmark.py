@@ -109,8 +109,45 @@ def learner_started(stats: list) -> bool:
     return bool(stats) and stats[-1].updates > 0
 
 
+def replay_ratio(stats: list) -> float | None:
+    """Env steps per learner update over a window, from its first and last TrainingStats (None: no update)."""
+    if len(stats) < 2 or stats[-1].updates <= stats[0].updates:
+        return None
+    return round((stats[-1].env_steps - stats[0].env_steps) / (stats[-1].updates - stats[0].updates), 2)
+
+
+def process_cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process (and its threads) so far, from /proc/<pid>/stat; a process
+    that is gone is left out."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15 of stat)
+    return out
+
+
+def gpu_memory_mib(pids: list[int]) -> dict[int, int] | None:
+    """GPU memory used by each of ``pids`` (MiB) as nvidia-smi reports it; None where nvidia-smi is absent."""
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, timeout=30).stdout
+    used = {}
+    for line in out.splitlines():
+        pid, _, mib = line.partition(",")
+        if pid.strip().isdigit() and int(pid) in pids:
+            used[int(pid)] = int(mib.strip() or 0)
+    return used
+
+
 def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path,
-                        composition: str = "envs") -> dict:
+                        composition: str = "envs", device: str = "cpu") -> dict:
     from carla_rl.graph import GraphOptions, build_graph
     from carla_rl.nodes.bench_graph import GraphListener
     from carla_rl.supervisor import Supervisor
@@ -118,7 +155,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
     inprocess = run_inprocess(envs, seconds, phase, config_dir)
     save_dir = Path(tempfile.mkdtemp(prefix="carla_rl_bench_"))
     options = GraphOptions(num_envs=envs, phase=phase, save_dir=str(save_dir), monitor=False,
-                           composition=composition)
+                           composition=composition, device=device)
     specs = []
     for spec in build_graph(options):
         if spec.role == "policy":
@@ -160,10 +197,14 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                 spin_for(0.2)
         learner_wait_s = time.monotonic() - waited
         t0, ticks0 = time.monotonic(), ticks()
+        process_pids = {fqn: m.process.pid for fqn, m in supervisor.processes.items() if m.process is not None}
+        cpu0 = process_cpu_seconds(process_pids)
         stats.clear()
         timeouts0, stale0 = counts("control_timeouts"), counts("stale_commands")
         spin_for(seconds)
         t1, ticks1 = time.monotonic(), ticks()
+        cpu1 = process_cpu_seconds(process_pids)
+        gpu_memory = gpu_memory_mib(list(process_pids.values()))
         timeouts1, stale1 = counts("control_timeouts"), counts("stale_commands")
         p50 = [float(v["latency_p50_ms"]) for v in sims.values() if "latency_p50_ms" in v]
         p99 = [float(v["latency_p99_ms"]) for v in sims.values() if "latency_p99_ms" in v]
@@ -196,6 +237,13 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         # learner updates per second (the updates counter's growth between the first and last message)
         "act_batch_mean": round(float(np.mean([m.act_batch_mean for m in stats])), 2) if stats else None,
         "learner_updates_per_s": learner_rate(stats),
+        "env_steps_per_update": replay_ratio(stats),  # the replay ratio held (agent.train_frequency configured)
+        # each process's CPU use over the window, in cores (1.0 = one core busy all the time)
+        "cpu_cores_per_process": {name: round((cpu1[name] - cpu0[name]) / (t1 - t0), 2)
+                                  for name in sorted(cpu1) if name in cpu0},
+        "gpu_memory_mib": None if gpu_memory is None else {
+            name: gpu_memory[pid] for name, pid in process_pids.items() if pid in gpu_memory},
+        "device": device,
         "stale_commands": stale,  # in the window: commands that came after their tick had stepped (timeout) or for no tick
         "process_restarts": restarts,
         "env_steps_per_s": {k: round(n / (t1 - t0), 1) for k, n in env_steps.items()},
