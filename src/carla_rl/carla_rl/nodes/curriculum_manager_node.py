@@ -109,10 +109,11 @@ class CurriculumManagerNode(ComposableNode):
         self.create_timer(self.cfg.service_resend_s, self.resend_requests)
         self.learning_requested = True  # what the policy was last asked for (it starts learning)
         self.best_goal_rate: dict[int, float] = {}
-        # envs seen in the episode statistics: their load_scenario clients and the phase each was last given
-        # (absent: the current phase, from the latched scenario topic)
+        # envs seen in the episode statistics: their load_scenario clients, the phase each was last given
+        # (absent: the current phase, from the latched scenario topic) and the one it should run next
         self.scenario_clients: dict[int, object] = {}
         self.env_phase: dict[int, int] = {}
+        self.env_wanted: dict[int, int] = {}
         self.evaluation_requested_at: float | None = None  # monotonic time of the running evaluation's request
         if self.cur_cfg.evaluation_timeout_s > 0.0:
             self.create_timer(min(self.cur_cfg.evaluation_timeout_s / 4.0, EVALUATION_CHECK_PERIOD_S),
@@ -127,18 +128,28 @@ class CurriculumManagerNode(ComposableNode):
     def publish_scenario(self, phase: int) -> None:
         self.scenario_pub.publish(conv.scenario_msg(phase, self.phases[phase - 1].scenario))
         self.env_phase.clear()  # every simulator takes the latched scenario at its next reset
+        self.env_wanted.clear()
+
+    def scenario_client(self, env_id: int):
+        """The <env>/load_scenario client of an env (created when the env is first seen)."""
+        if env_id not in self.scenario_clients:
+            self.scenario_clients[env_id] = self.create_client(
+                LoadScenario, f"{topics.env_namespace(env_id)}/{topics.LOAD_SCENARIO_SERVICE}")
+        return self.scenario_clients[env_id]
 
     def steer_env(self, env_id: int, phase: int) -> None:
-        """Have env ``env_id``'s next episode run in ``phase`` (a no-op if it already does)."""
-        if self.env_phase.get(env_id, self.state.phase) == phase:
+        """Have env ``env_id``'s next episode run in ``phase``: its scenario is loaded now, or (the
+        service not up yet) by the resend timer."""
+        self.env_wanted[env_id] = phase
+        self.send_scenario(env_id)
+
+    def send_scenario(self, env_id: int) -> None:
+        phase = self.env_wanted.get(env_id)
+        if phase is None or self.env_phase.get(env_id, self.state.phase) == phase:
             return
-        client = self.scenario_clients.get(env_id)
-        if client is None:
-            client = self.create_client(LoadScenario, f"{topics.env_namespace(env_id)}/"
-                                                      f"{topics.LOAD_SCENARIO_SERVICE}")
-            self.scenario_clients[env_id] = client
+        client = self.scenario_client(env_id)
         if not client.service_is_ready():
-            self.diag.count("scenario_loads_unavailable")
+            self.diag.count("scenario_loads_waiting")
             return
         scenario = conv.scenario_msg(phase, self.phases[phase - 1].scenario)
         client.call_async(LoadScenario.Request(scenario=scenario, apply_now=False))
@@ -180,7 +191,7 @@ class CurriculumManagerNode(ComposableNode):
     def on_episode(self, msg: EpisodeStatsMsg) -> None:
         if not self.cfg.training:
             return
-        self.scenario_clients.setdefault(msg.env_id, None)
+        self.scenario_client(int(msg.env_id))
         for decision in self.state.on_episode_end(conv.episode_stats_from_msg(msg)):
             self.apply(decision)
         self.steer_env(int(msg.env_id), self.state.next_episode_phase())
@@ -252,6 +263,8 @@ class CurriculumManagerNode(ComposableNode):
         self.checkpoint_requests.submit(tag, SaveCheckpoint.Request(path="", tag=tag))
 
     def resend_requests(self) -> None:
+        for env_id in list(self.env_wanted):
+            self.send_scenario(env_id)
         for name, requests in (("learning", self.learning_requests), ("checkpoint", self.checkpoint_requests)):
             requests.poll()
             self.diag.values[f"{name}_requests_pending"] = str(len(requests.pending))
