@@ -60,3 +60,28 @@ def test_vector_trainer_learns_evaluates_and_advances(small_run_config, tmp_path
     agent = DQNAgent(ObservationSpec(4, 84, 84, 58), 6, load_agent_config(small_run_config / "agent.yaml"))
     restore_checkpoint(agent, tmp_path / "run" / "checkpoints" / "final.pt")
     assert agent.updates == summary.updates
+
+
+def test_vector_trainer_keeps_passed_phases(small_run_config, tmp_path):
+    """Phase 1 passes at once (its thresholds set to 0); in phase 2 half of the episodes are phase 1
+    reviews, and after each evaluation of phase 2 phase 1 is evaluated again (reported, not advancing)."""
+    import yaml
+
+    from carla_rl.vector_training import train_vector
+
+    path = small_run_config / "curriculum.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["/**"]["ros__parameters"]["phases"]["phase_1"]["thresholds"] = {
+        "goal_rate": 0.0, "collision_free_rate": 0.0, "sidewalk_free_rate": 0.0}
+    manager = data["/**/curriculum_manager"]["ros__parameters"]
+    manager.update(num_episodes=10, review_share=0.5, review_every_evaluations=1, eval_episodes_override=1)
+    path.write_text(yaml.safe_dump(data))
+    lines = []
+    summary = train_vector(small_run_config, num_envs=2, device="cpu", seconds=600.0, save_dir=None, seed=5,
+                           progress=lines.append)
+    assert summary.finished and [r.phase for r in summary.passed][:1] == [1]
+    assert summary.final_phase >= 2 and summary.review_episodes >= 1
+    current = [e for e in summary.evaluations if not e["review"]]
+    reviews = [e for e in summary.evaluations if e["review"]]
+    assert [e["phase"] for e in current][:2] == [1, 2] and reviews and {e["phase"] for e in reviews} == {1}
+    assert any("re-evaluation of phase 1" in line for line in lines)

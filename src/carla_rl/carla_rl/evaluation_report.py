@@ -135,7 +135,7 @@ class PolicyEvaluator:
             driver.start(world, scenario.allowed_actions)
             builder.reset()
             builder.set_route(frame.route)
-            calculator.reset(scenario)
+            calculator.reset(scenario, frame.situation)
             stats.start(0, k, phase, True)
             while True:
                 observation = None

@@ -118,6 +118,8 @@ class EgoSituation:
     route_remaining_m: float = 0.0
     route_progress_m: float = 0.0
     goal_reached: bool = False
+    goal_distance_m: float = math.inf
+    goal_heading_error_rad: float = math.nan
     collision_events: int = 0
     lane_invasion_events: int = 0
 

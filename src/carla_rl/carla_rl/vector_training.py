@@ -8,8 +8,9 @@ learner, like Tianshou/SB3) instead of topics. It is for machines where ROS 2 ca
 
 Per vector step: act on all envs (batched, noisy/epsilon exploration), step them in parallel,
 store the transitions, run the gradient steps the replay ratio owes. An env whose episode ended
-is reset at once, into the curriculum's current phase. Evaluations (scheduled by the curriculum)
-run greedily through ``carla-rl eval``'s :class:`PolicyEvaluator`, on evaluation seeds disjoint from
+is reset at once, into the phase the curriculum picks (the current one, or for ``review_share`` of
+the episodes a passed one). Evaluations (scheduled by the curriculum, re-evaluations of passed phases
+included) run greedily through ``carla-rl eval``'s :class:`PolicyEvaluator`, on evaluation seeds disjoint from
 training seeds.
 
     python -m carla_rl.vector_training --envs 12 --device cuda --seconds 1500 --save-dir runs/gpu
@@ -54,6 +55,7 @@ class VectorTrainingSummary:
     finished: bool = False
     passed: list[PhaseRecord] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    review_episodes: int = 0
     learning_env_steps: int = 0           # env steps of this run after learning_starts
     learning_updates: int = 0             # gradient steps of this run
     configured_env_steps_per_update: float = 0.0  # agent.train_frequency / agent.gradient_steps
@@ -70,6 +72,7 @@ class VectorTrainingSummary:
                 "configured_env_steps_per_update": self.configured_env_steps_per_update,
                 "total_episodes": self.total_episodes, "final_phase": self.final_phase,
                 "finished": self.finished, "passed": [vars(p) for p in self.passed],
+                "review_episodes": self.review_episodes,
                 "evaluations": self.evaluations}
 
 
@@ -183,19 +186,20 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
                                                     int(lengths[i]), float(returns[i]), str(infos["reason"][i]))
                     for decision in curriculum.on_episode_end(stats):
                         if decision.kind is DecisionKind.EVALUATE:
-                            phase = curriculum.phase
+                            phase = decision.phase  # the current phase, or a passed one re-evaluated
+                            review = phase != curriculum.phase
                             # fresh evaluation seeds every time: episodes eval_index, eval_index + 1, ...
                             result = dataclasses.replace(
                                 evaluator.run(greedy, phase, decision.episodes, first_episode=eval_index),
                                 stamp_s=time.time())
                             eval_index += decision.episodes
-                            summary.evaluations.append({**result.to_dict(),
+                            summary.evaluations.append({**result.to_dict(), "review": review,
                                                         "at_s": round(time.monotonic() - start, 1)})
                             if curriculum.on_evaluation(result) and result.passed:
                                 summary.passed.append(PhaseRecord(phase, round(time.monotonic() - start, 1),
                                                                   curriculum.total_episodes, agent.env_steps))
                             if progress:
-                                progress(f"evaluation of phase {phase}: goal {result.goal_rate:.2f}, collision-free "
+                                progress(f"{'re-evaluation' if review else 'evaluation'} of phase {phase}: goal {result.goal_rate:.2f}, collision-free "
                                          f"{result.collision_free_rate:.2f}, sidewalk-free "
                                          f"{result.sidewalk_free_rate:.2f} -> "
                                          f"{'passed' if result.passed else 'failed'}; now phase {curriculum.phase}")
@@ -203,13 +207,19 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
                 lengths[done] = 0
                 reset_seeds = [training_seed(seed, i, int(episode_index[i])) if done[i] else None
                                for i in range(num_envs)]
-                reset_obs, reset_infos = envs.reset(seed=reset_seeds,
-                                                    options={"reset_mask": done, "phase": curriculum.phase})
+                # the curriculum's phase for each new episode: current, or a passed one under review_share
+                next_phase = np.array([curriculum.next_episode_phase() if done[i] else phase_of[i]
+                                       for i in range(num_envs)])
+                for phase in np.unique(next_phase[done]):
+                    reset = done & (next_phase == phase)
+                    reset_obs, reset_infos = envs.reset(
+                        seed=[s if reset[i] else None for i, s in enumerate(reset_seeds)],
+                        options={"reset_mask": reset, "phase": int(phase)})
+                    for key in ("frames", "vector"):
+                        obs[key][reset] = reset_obs[key][reset]
+                    masks[reset] = np.asarray(reset_infos["action_mask"], dtype=bool)[reset]
                 episode_index[done] += 1
-                phase_of[done] = curriculum.phase
-                for key in ("frames", "vector"):
-                    obs[key][done] = reset_obs[key][done]
-                masks[done] = np.asarray(reset_infos["action_mask"], dtype=bool)[done]
+                phase_of[done] = next_phase[done]
                 agent.observe_many(env_ids[done], obs["frames"][done, -1], obs["vector"][done],
                                    np.zeros(done.sum()), np.zeros(done.sum(), bool), np.zeros(done.sum(), bool),
                                    np.ones(done.sum(), bool), masks[done])
@@ -235,6 +245,7 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     summary.learning_updates = agent.updates - first_updates
     summary.learning_env_steps = max(0, agent.env_steps - max(first_env_steps, agent_cfg.learning_starts))
     summary.total_episodes = curriculum.total_episodes
+    summary.review_episodes = curriculum.review_episodes
     summary.final_phase = curriculum.phase
     summary.finished = curriculum.finished
     if save_dir is not None:

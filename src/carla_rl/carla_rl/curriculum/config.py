@@ -52,6 +52,18 @@ class CurriculumConfig:
     resume: bool = param(True, "Continue from state_file when it exists")
     save_every_episodes: int = param(1, "Save the state after every N counted training episodes "
                                      "(and after every phase change)", low=1, high=100_000)
+    review_share: float = param(0.2, "Share of training episodes run in phases already passed (round "
+                                "robin over them; the rest in the current phase): one policy must keep "
+                                "every phase it passed. Trained on the current phase alone, the agent "
+                                "that had passed phases 1-5 later reached the goal in 0.4 of phase 2's "
+                                "and none of phase 3's evaluation episodes. 0 = current phase only",
+                                low=0.0, high=0.9)
+    review_every_evaluations: int = param(4, "After every K-th evaluation of the current phase, each "
+                                          "passed phase is evaluated once more (reported like any "
+                                          "evaluation, by its phase); 0 = never", low=0, high=100_000)
+    review_blocks_advance: bool = param(False, "A passed phase whose latest re-evaluation failed holds "
+                                        "back the advance out of the current phase until it passes "
+                                        "again (false: re-evaluations only report)")
     evaluation_timeout_s: float = param(1800.0, "ROS graph: an evaluation without a result this long after "
                                         "its request is given up and requested again at the next episode "
                                         "end (the evaluator restarted, or its answer was lost); 0 = wait "

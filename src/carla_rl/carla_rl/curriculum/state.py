@@ -2,7 +2,11 @@
 
 Training episodes are counted per phase; evaluations are scheduled every
 ``evaluate_every_episodes`` and at the end of the phase's budget; a passing evaluation advances
-to the next phase (after the last one the curriculum is finished). Operator phase requests are
+to the next phase (after the last one the curriculum is finished). Passed phases are kept:
+:meth:`CurriculumState.next_episode_phase` sends ``review_share`` of the training episodes to
+them (round robin), and every ``review_every_evaluations``-th evaluation of the current phase is
+followed by one evaluation of each passed phase (reported, and holding back the advance only with
+``review_blocks_advance``). Operator phase requests are
 held as ``pending_phase`` and applied at the next episode boundary. The state round-trips
 through :meth:`CurriculumState.to_dict` / :meth:`from_dict` and is saved atomically, so a resumed
 run continues in the same phase with the same counters.
@@ -33,7 +37,8 @@ class CurriculumStateError(ValueError):
 
 
 class DecisionKind(StrEnum):
-    EVALUATE = "evaluate"              # run ``episodes`` evaluation episodes of ``phase`` now
+    EVALUATE = "evaluate"              # run ``episodes`` evaluation episodes of ``phase`` now (the
+                                       # current phase, or a passed one being re-evaluated)
     PHASE_CHANGED = "phase_changed"    # publish the scenario of ``phase`` (applied at resets)
     SAVE = "save"                      # persist the state now
     FINISHED = "finished"              # num_episodes reached: stop training
@@ -65,6 +70,8 @@ class CurriculumStatusData:
     last_evaluation: EvaluationResult
     history: list[EvaluationResult] = field(default_factory=list)
     finished: bool = False
+    passed_phases: list[int] = field(default_factory=list)
+    review_episodes: int = 0
 
 
 class CurriculumState:
@@ -90,6 +97,16 @@ class CurriculumState:
         self.last_message = ""
         self.next_evaluation_at = self._first_evaluation_at()
         self._episodes_since_save = 0
+        # passed phases: kept in training (review episodes) and re-evaluated
+        self.passed_phases: set[int] = set()
+        self.review_failed: set[int] = set()     # passed phases whose latest re-evaluation failed
+        self.review_queue: list[int] = []        # passed phases waiting for their re-evaluation
+        self.reviewing = NO_PENDING_PHASE        # the passed phase being re-evaluated now
+        self.evaluations_in_phase = 0
+        self.review_episodes = 0                 # finished training episodes of passed phases
+        self._episodes_assigned = 0
+        self._reviews_assigned = 0
+        self._review_cursor = 0
 
     # -- queries --------------------------------------------------------------------------------
     @property
@@ -125,6 +142,29 @@ class CurriculumState:
                 and self.pending_phase == NO_PENDING_PHASE
                 and self.episodes_in_phase >= self.next_evaluation_at)
 
+    @property
+    def review_phases(self) -> list[int]:
+        """Passed phases other than the current one, ascending."""
+        return sorted(p for p in self.passed_phases if p != self.phase and not self.phase_error(p))
+
+    def next_episode_phase(self) -> int:
+        """Phase of an env's next episode. During an evaluation: the evaluated phase. Otherwise
+        ``review_share`` of the calls (deterministically: the k-th review comes at call
+        ceil(k / share)) give a passed phase, round robin; the others the current phase."""
+        if self.evaluating:
+            return self.reviewing or self.phase
+        candidates = self.review_phases
+        share = self.config.review_share
+        if self.finished or not candidates or share <= 0.0:
+            return self.phase
+        self._episodes_assigned += 1
+        if self._reviews_assigned >= int(share * self._episodes_assigned + 1e-9):
+            return self.phase
+        self._reviews_assigned += 1
+        phase = candidates[self._review_cursor % len(candidates)]
+        self._review_cursor += 1
+        return phase
+
     def status(self) -> CurriculumStatusData:
         return CurriculumStatusData(
             phase=self.phase, phase_name=self.scenario.name, num_phases=self.num_phases,
@@ -133,7 +173,8 @@ class CurriculumState:
             total_episodes=self.total_episodes, pending_phase=self.pending_phase,
             paused=self.paused, evaluating=self.evaluating,
             last_evaluation=self.history[-1] if self.history else EvaluationResult(),
-            history=list(self.history), finished=self.finished)
+            history=list(self.history), finished=self.finished,
+            passed_phases=sorted(self.passed_phases), review_episodes=self.review_episodes)
 
     # -- events ---------------------------------------------------------------------------------
     def on_episode_end(self, stats: EpisodeStats) -> list[Decision]:
@@ -150,6 +191,8 @@ class CurriculumState:
         self.total_episodes += 1
         if stats.phase == self.phase:
             self.episodes_in_phase += 1
+        elif stats.phase in self.passed_phases:
+            self.review_episodes += 1
         self._episodes_since_save += 1
         decisions: list[Decision] = []
         if (self.config.num_episodes and not self.finished
@@ -162,6 +205,8 @@ class CurriculumState:
             decisions.append(phase_change)
         elif self.evaluation_due():
             decisions.append(self.begin_evaluation())
+        elif self.review_queue and not (self.evaluating or self.paused or self.finished):
+            decisions.append(self.begin_review())
         if phase_change is not None or self._episodes_since_save >= self.config.save_every_episodes:
             self._episodes_since_save = 0
             decisions.append(Decision(DecisionKind.SAVE, self.phase, "save curriculum state"))
@@ -176,13 +221,30 @@ class CurriculumState:
                              f"episodes")
         return Decision(DecisionKind.EVALUATE, self.phase, self.last_message, episodes)
 
+    def begin_review(self) -> Decision:
+        """Mark the re-evaluation of the next queued passed phase as running."""
+        phase = self.review_queue.pop(0)
+        self.evaluating = True
+        self.reviewing = phase
+        config = self._valid_phase(phase)
+        episodes = self.config.eval_episodes_override or config.eval_episodes
+        self.last_message = (f"re-evaluating passed phase {phase} ({config.scenario.name}) over "
+                             f"{episodes} episodes")
+        return Decision(DecisionKind.EVALUATE, phase, self.last_message, episodes)
+
     def cancel_evaluation(self) -> None:
         """The evaluation could not run; it stays due and is re-issued at the next episode end."""
+        if self.reviewing:
+            self.review_queue.insert(0, self.reviewing)
+            self.reviewing = NO_PENDING_PHASE
         self.evaluating = False
 
     def on_evaluation(self, result: EvaluationResult) -> bool:
         """Record an evaluation result; returns True when the phase advanced (or the last phase
-        was passed and the curriculum finished)."""
+        was passed and the curriculum finished). A result of the passed phase being re-evaluated
+        is recorded (history, ``review_failed``) and never advances."""
+        if self.reviewing and result.phase == self.reviewing:
+            return self._on_review(result)
         if result.phase != self.phase:
             self.last_message = (f"ignored evaluation of phase {result.phase}: the curriculum is "
                                  f"in phase {self.phase}")
@@ -190,7 +252,24 @@ class CurriculumState:
         self.evaluating = False
         self.history.append(result)
         del self.history[:-self.config.history_length]
+        self.evaluations_in_phase += 1
+        every = self.config.review_every_evaluations
+        if every and self.evaluations_in_phase % every == 0:
+            self.review_queue = [p for p in self.review_phases if p not in self.review_queue] + [
+                p for p in self.review_queue if p != self.phase]
+        held = sorted(self.review_failed & set(self.review_phases))
+        if result.passed and self.config.review_blocks_advance and held:
+            self.review_queue = held + [p for p in self.review_queue if p not in held]
+            self.next_evaluation_at = self.episodes_in_phase + max(
+                1, self.config.evaluate_every_episodes or self.config.reevaluate_every_episodes)
+            self.last_message = (f"phase {self.phase} passed its evaluation, but passed phase(s) "
+                                 f"{held} failed their latest re-evaluation "
+                                 f"(review_blocks_advance): re-evaluating them, next evaluation after "
+                                 f"{self.next_evaluation_at} training episodes")
+            return False
         if result.passed:
+            self.passed_phases.add(self.phase)
+            self.review_failed.discard(self.phase)
             return self._advance(f"phase {self.phase} passed its evaluation")
         if not self.budget_exhausted:
             self.next_evaluation_at = self._scheduled_evaluation_after(self.episodes_in_phase)
@@ -210,6 +289,19 @@ class CurriculumState:
             self.last_message = (f"phase {self.phase} failed its evaluation with its budget "
                                  f"spent; training on, next evaluation after "
                                  f"{self.next_evaluation_at} training episodes")
+        return False
+
+    def _on_review(self, result: EvaluationResult) -> bool:
+        self.evaluating = False
+        self.reviewing = NO_PENDING_PHASE
+        self.history.append(result)
+        del self.history[:-self.config.history_length]
+        if result.passed:
+            self.review_failed.discard(result.phase)
+        else:
+            self.review_failed.add(result.phase)
+        self.last_message = (f"passed phase {result.phase} re-evaluated: goal rate "
+                             f"{result.goal_rate:.2f} -> {'held' if result.passed else 'failed'}")
         return False
 
     def request_phase(self, phase: int) -> tuple[bool, str]:
@@ -259,6 +351,10 @@ class CurriculumState:
             "finished": self.finished,
             "next_evaluation_at": self.next_evaluation_at,
             "history": [result.to_dict() for result in self.history],
+            "passed_phases": sorted(self.passed_phases),
+            "review_failed": sorted(self.review_failed),
+            "evaluations_in_phase": self.evaluations_in_phase,
+            "review_episodes": self.review_episodes,
         }
 
     @classmethod
@@ -293,6 +389,23 @@ class CurriculumState:
         except (TypeError, ValueError) as exc:
             raise CurriculumStateError(f"{where}: history: {exc}") from None
         state = cls(phases, config)
+        # passed phases: absent from older files, which knew only the phases before the current one
+        review = {}
+        for key, default in (("passed_phases", list(range(1, counters["phase"]))),
+                             ("review_failed", [])):
+            value = data.get(key, default)
+            if not isinstance(value, list) or any(
+                    isinstance(p, bool) or not isinstance(p, int) or state.phase_error(p)
+                    for p in value):
+                raise CurriculumStateError(f"{where}: {key}: expected a list of valid phases, "
+                                           f"got {value!r}")
+            review[key] = set(value)
+        for key in ("evaluations_in_phase", "review_episodes"):
+            value = data.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CurriculumStateError(f"{where}: {key}: expected a non-negative integer, "
+                                           f"got {value!r}")
+            review[key] = value
         phase_error = state.phase_error(counters["phase"])
         if phase_error:
             raise CurriculumStateError(f"{where}: phase: {phase_error}")
@@ -307,6 +420,10 @@ class CurriculumState:
         state.paused = flags["paused"]
         state.finished = flags["finished"]
         state.history = history[-config.history_length:]
+        state.passed_phases = review["passed_phases"]
+        state.review_failed = review["review_failed"] & state.passed_phases
+        state.evaluations_in_phase = review["evaluations_in_phase"]
+        state.review_episodes = review["review_episodes"]
         return state
 
     def save(self, path: Path) -> None:
@@ -360,7 +477,10 @@ class CurriculumState:
     def _enter(self, phase: int) -> None:
         self.phase = phase
         self.episodes_in_phase = 0
+        self.evaluations_in_phase = 0
         self.evaluating = False
+        self.reviewing = NO_PENDING_PHASE
+        self.review_queue = [p for p in self.review_queue if p != phase]
         self.next_evaluation_at = self._first_evaluation_at()
         if self.pending_phase == phase:
             self.pending_phase = NO_PENDING_PHASE

@@ -5,6 +5,11 @@ boundary) and its status (latched). Counts training episodes from /carla_rl/epis
 reward_evaluator for evaluations on schedule (/carla_rl/evaluate), advances on a passing
 /carla_rl/evaluation_result, and persists its state next to the checkpoints so a resumed run goes on
 in the same phase with the same counters. Services: set_phase, get_status, evaluate_now, pause, resume.
+
+Passed phases are kept (CurriculumConfig.review_share, review_every_evaluations): when an env's
+episode ends, the core picks the phase of that env's next episode, and an env that must change phase
+gets its scenario through <env>/load_scenario (applied at its next episode boundary); a re-evaluation
+of a passed phase loads that phase into every env first.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from carla_rl_interfaces.msg import CurriculumStatus
 from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
 from carla_rl_interfaces.msg import EvaluationResult as EvaluationResultMsg
 from carla_rl_interfaces.msg import ScenarioConfig as ScenarioConfigMsg
-from carla_rl_interfaces.srv import Evaluate, GetStatus, SaveCheckpoint, SetPhase
+from carla_rl_interfaces.srv import Evaluate, GetStatus, LoadScenario, SaveCheckpoint, SetPhase
 
 
 EVALUATION_CHECK_PERIOD_S = 5.0  # longest between two looks at a running evaluation's age
@@ -104,6 +109,11 @@ class CurriculumManagerNode(ComposableNode):
         self.create_timer(self.cfg.service_resend_s, self.resend_requests)
         self.learning_requested = True  # what the policy was last asked for (it starts learning)
         self.best_goal_rate: dict[int, float] = {}
+        # envs seen in the episode statistics: their load_scenario clients, the phase each was last given
+        # (absent: the current phase, from the latched scenario topic) and the one it should run next
+        self.scenario_clients: dict[int, object] = {}
+        self.env_phase: dict[int, int] = {}
+        self.env_wanted: dict[int, int] = {}
         self.evaluation_requested_at: float | None = None  # monotonic time of the running evaluation's request
         if self.cur_cfg.evaluation_timeout_s > 0.0:
             self.create_timer(min(self.cur_cfg.evaluation_timeout_s / 4.0, EVALUATION_CHECK_PERIOD_S),
@@ -117,6 +127,34 @@ class CurriculumManagerNode(ComposableNode):
     # --- publishing ---------------------------------------------------------------------------------
     def publish_scenario(self, phase: int) -> None:
         self.scenario_pub.publish(conv.scenario_msg(phase, self.phases[phase - 1].scenario))
+        self.env_phase.clear()  # every simulator takes the latched scenario at its next reset
+        self.env_wanted.clear()
+
+    def scenario_client(self, env_id: int):
+        """The <env>/load_scenario client of an env (created when the env is first seen)."""
+        if env_id not in self.scenario_clients:
+            self.scenario_clients[env_id] = self.create_client(
+                LoadScenario, f"{topics.env_namespace(env_id)}/{topics.LOAD_SCENARIO_SERVICE}")
+        return self.scenario_clients[env_id]
+
+    def steer_env(self, env_id: int, phase: int) -> None:
+        """Have env ``env_id``'s next episode run in ``phase``: its scenario is loaded now, or (the
+        service not up yet) by the resend timer."""
+        self.env_wanted[env_id] = phase
+        self.send_scenario(env_id)
+
+    def send_scenario(self, env_id: int) -> None:
+        phase = self.env_wanted.get(env_id)
+        if phase is None or self.env_phase.get(env_id, self.state.phase) == phase:
+            return
+        client = self.scenario_client(env_id)
+        if not client.service_is_ready():
+            self.diag.count("scenario_loads_waiting")
+            return
+        scenario = conv.scenario_msg(phase, self.phases[phase - 1].scenario)
+        client.call_async(LoadScenario.Request(scenario=scenario, apply_now=False))
+        self.env_phase[env_id] = phase
+        self.diag.count("scenario_loads")
 
     def status_msg(self) -> CurriculumStatus:
         data = self.state.status()
@@ -153,8 +191,10 @@ class CurriculumManagerNode(ComposableNode):
     def on_episode(self, msg: EpisodeStatsMsg) -> None:
         if not self.cfg.training:
             return
+        self.scenario_client(int(msg.env_id))
         for decision in self.state.on_episode_end(conv.episode_stats_from_msg(msg)):
             self.apply(decision)
+        self.steer_env(int(msg.env_id), self.state.next_episode_phase())
         self.publish_status()
 
     def apply(self, decision: Decision) -> None:
@@ -174,6 +214,8 @@ class CurriculumManagerNode(ComposableNode):
             self.state.cancel_evaluation()
             self.diag.count("evaluations_unavailable")
             return
+        for env_id in list(self.scenario_clients):  # a passed phase re-evaluated: every env goes there
+            self.steer_env(env_id, decision.phase)
         self.evaluation_requested_at = time.monotonic()
         future = self.evaluate_client.call_async(Evaluate.Request(phase=decision.phase,
                                                                   episodes=decision.episodes))
@@ -207,8 +249,12 @@ class CurriculumManagerNode(ComposableNode):
         if result.passed or result.goal_rate > self.best_goal_rate.get(result.phase, -1.0):
             self.best_goal_rate[result.phase] = max(result.goal_rate, self.best_goal_rate.get(result.phase, -1.0))
             self.save_checkpoint(f"best_phase_{result.phase}")
+        reviewed = self.state.reviewing == result.phase
         advanced = self.state.on_evaluation(result) if self.cfg.training else False
         self.get_logger().info(self.state.last_message)
+        if reviewed:
+            for env_id in list(self.scenario_clients):  # back to training
+                self.steer_env(env_id, self.state.next_episode_phase())
         if advanced:
             self.save_checkpoint(f"phase_complete_{phase_before}")
             if self.state.phase != phase_before:
@@ -220,6 +266,8 @@ class CurriculumManagerNode(ComposableNode):
         self.checkpoint_requests.submit(tag, SaveCheckpoint.Request(path="", tag=tag))
 
     def resend_requests(self) -> None:
+        for env_id in list(self.env_wanted):
+            self.send_scenario(env_id)
         for name, requests in (("learning", self.learning_requests), ("checkpoint", self.checkpoint_requests)):
             requests.poll()
             self.diag.values[f"{name}_requests_pending"] = str(len(requests.pending))

@@ -155,7 +155,7 @@ class RewardEvaluatorNode(ComposableNode):
             if not 1 <= situation.phase <= len(self.phases):
                 self.diag.count("unknown_phase")
                 return
-            env.calculator.reset(self.phases[situation.phase - 1].scenario)
+            env.calculator.reset(self.phases[situation.phase - 1].scenario, situation)
             env.stats.start(env.env_id, situation.episode_id, situation.phase, situation.evaluation)
             env.episode_id, env.done = situation.episode_id, False
             reward.term_names = list(env.calculator.term_names)

@@ -3,6 +3,12 @@
 Every term is ``weight x quantity`` of one cause (an event, a flag of EgoSituation, a measured
 quantity), so a term can always be traced back; ``reward == sum(terms.values())``. Termination
 (terminal state, no bootstrapping) and truncation (time limit / stuck: bootstrap) are separate.
+
+The goal_pose term is potential-based shaping (Ng, Harada and Russell, 1999):
+``F = gamma * Phi(s') - Phi(s)`` with the learner's gamma and ``Phi = 0`` once the episode has
+terminated, so over an episode it sums (discounted) to ``gamma^T Phi(s_T) - Phi(s_0)`` and leaves
+the optimal policy unchanged. After a truncation (time limit, stuck) ``s'`` is not terminal: the
+learner bootstraps from it, and ``Phi(s')`` counts.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ TERM_NAMES = (
     "lateral_offset",   # lateral_offset_penalty_per_m x |offset| beyond the deadband
     "idle",             # idle_penalty per tick stopped, not at a red light, nobody within reach
     "stuck",            # stuck_penalty on the tick truncated as stuck
+    "goal_pose",        # shaping_gamma x Phi(s') - Phi(s), Phi from the goal distance and heading
 )
 
 _WAITING_STATES = (TrafficLightState.RED, TrafficLightState.YELLOW)
@@ -83,6 +90,9 @@ class _EpisodeState:
     scenario: ScenarioConfig
     previous_progress_m: float | None = None
     best_progress_m: float = -math.inf
+    best_goal_distance_m: float = math.inf
+    shaping: bool | None = None        # goal-pose shaping in this episode (None: not known yet)
+    potential: float | None = None     # Phi of the last state (None: no state seen yet)
     ticks_without_progress: int = 0
     light: _LightTracker = field(default_factory=_LightTracker)
     ended: bool = False
@@ -105,8 +115,27 @@ class RewardCalculator:
     def ticks_without_progress(self) -> int:
         return self._episode.ticks_without_progress if self._episode else 0
 
-    def reset(self, scenario: ScenarioConfig) -> None:
+    def reset(self, scenario: ScenarioConfig, situation: EgoSituation | None = None) -> None:
+        """Start an episode of ``scenario``. ``situation``: that of the episode's first state
+        (the reset tick), the starting point of the goal-pose potential; without it the shaping
+        starts from the first stepped tick (it stays potential-based, one tick shorter)."""
         self._episode = _EpisodeState(scenario=scenario)
+        if situation is not None:
+            self._start_potential(situation)
+
+    def potential(self, situation: EgoSituation) -> float:
+        """Phi(s) of the goal-pose shaping, <= 0 and 0 at the goal (0 where the distance is
+        unknown); the phase switch is not applied here."""
+        cfg = self.config
+        distance = situation.goal_distance_m
+        if not math.isfinite(distance):
+            return 0.0
+        value = cfg.goal_distance_potential_per_m * distance
+        heading = situation.goal_heading_error_rad
+        if math.isfinite(heading):
+            fade = max(0.0, 1.0 - distance / cfg.goal_heading_radius_m)
+            value += cfg.goal_heading_potential_per_rad * abs(heading) * fade
+        return -value
 
     def step(self, situation: EgoSituation, odometry: Odometry, speed: float,
              collisions: list[CollisionEvent],
@@ -149,6 +178,9 @@ class RewardCalculator:
         excess_offset = max(0.0, abs(situation.lateral_offset_m) - cfg.lateral_offset_deadband_m)
         terms["lateral_offset"] = cfg.lateral_offset_penalty_per_m * excess_offset
 
+        starts_here = episode.shaping is None      # no reset situation: shaping starts here
+        if starts_here:
+            self._start_potential(situation)
         stuck = self._update_stuck(situation, speed)
         if (speed < cfg.stopped_speed_mps and not self._waiting_at_light(situation, speed)
                 and not situation.nearest_actor_distance_m < cfg.idle_blocked_distance_m):
@@ -156,15 +188,25 @@ class RewardCalculator:
         reason = self._reason(situation, collided, stuck)
         if reason is TerminationReason.STUCK:
             terms["stuck"] = cfg.stuck_penalty
+        terminated = reason in TERMINAL_REASONS
+        if episode.shaping:
+            potential = 0.0 if terminated else self.potential(situation)
+            if not starts_here:
+                terms["goal_pose"] = cfg.shaping_gamma * potential - episode.potential
+            episode.potential = potential
 
         terms = {name: value + 0.0 for name, value in terms.items()}    # -0.0 -> 0.0
-        terminated = reason in TERMINAL_REASONS
         truncated = reason in TRUNCATION_REASONS
         episode.ended = terminated or truncated
         return StepRewardResult(reward=sum(terms.values()), terms=terms, terminated=terminated,
                                 truncated=truncated, reason=reason.value)
 
     # -- causes ---------------------------------------------------------------------------------
+    def _start_potential(self, situation: EgoSituation) -> None:
+        episode = self._episode
+        episode.shaping = situation.phase in self.config.goal_pose_shaping_phases
+        episode.potential = self.potential(situation) if episode.shaping else 0.0
+
     def _counts_as_collision(self, event: CollisionEvent) -> bool:
         return math.hypot(*event.normal_impulse) >= self.config.collision_min_impulse_ns
 
@@ -220,8 +262,14 @@ class RewardCalculator:
         episode = self._episode
         progress = situation.route_progress_m
         waiting_at_light = self._waiting_at_light(situation, speed)
-        if progress > episode.best_progress_m + cfg.stuck_min_progress_m:
-            episode.best_progress_m = progress
+        # in goal-pose phases getting closer to the goal counts as progress too (manoeuvring
+        # into a bay moves little along the route)
+        closer = (episode.shaping and situation.goal_distance_m
+                  < episode.best_goal_distance_m - cfg.stuck_min_progress_m)
+        if closer:
+            episode.best_goal_distance_m = situation.goal_distance_m
+        if progress > episode.best_progress_m + cfg.stuck_min_progress_m or closer:
+            episode.best_progress_m = max(progress, episode.best_progress_m)
             episode.ticks_without_progress = 0
         elif not waiting_at_light:
             episode.ticks_without_progress += 1

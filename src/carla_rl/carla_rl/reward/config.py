@@ -48,6 +48,30 @@ class RewardConfig:
                                      "proximity_threshold_m", low=-1e6, high=0.0)
     proximity_threshold_m: float = param(3.0, "Nearest-actor distance that counts as too close",
                                          low=0.0, high=100.0)
+    # goal-pose shaping (potential-based)
+    goal_pose_shaping_phases: list[int] = param(
+        default_factory=lambda: [6],
+        description="Phases (EgoSituation.phase) whose episodes earn the goal_pose term: "
+        "F = shaping_gamma * Phi(s') - Phi(s), Phi = -(goal_distance_potential_per_m x distance to "
+        "the goal + goal_heading_potential_per_rad x |heading error to the bay axis| x "
+        "max(0, 1 - distance / goal_heading_radius_m)), Phi = 0 after a terminal tick. Potential-"
+        "based, so the best policy is unchanged; without it the parking phase paid nothing for "
+        "getting closer to the bay (route progress stops at the turn-in point) until a chance park. "
+        "Empty = off everywhere", low=1, high=1000)
+    goal_distance_potential_per_m: float = param(
+        5.0, "Potential per metre from the goal (Phi = 0 at the goal). At 5 a 30 m approach is "
+        "worth ~150, half the goal reward: enough to lead the way, not enough to replace it",
+        low=0.0, high=1e4)
+    goal_heading_potential_per_rad: float = param(
+        30.0, "Potential per radian of heading error to the bay axis (nose or tail in), counted "
+        "fully at the goal and fading to 0 at goal_heading_radius_m (a car in the aisle must "
+        "point along it, not at the bay)", low=0.0, high=1e4)
+    goal_heading_radius_m: float = param(8.0, "Distance from the goal beyond which the heading "
+                                         "error does not count in the potential", low=0.1,
+                                         high=1e4)
+    shaping_gamma: float = param(0.99, "gamma of F = gamma Phi(s') - Phi(s): the learner's discount "
+                                 "(config/agent.yaml gamma). Shaping leaves the optimal policy "
+                                 "unchanged only when they are equal", low=0.0, high=1.0)
     # traffic lights
     traffic_light_compliance_reward: float = param(
         15.0, "Once per light: stopped in the stop zone at red/yellow, or passed it on green",

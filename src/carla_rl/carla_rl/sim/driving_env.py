@@ -86,7 +86,7 @@ class DrivingEnv(gym.Env):
         frame = self.world.reset(seed=world_seed, scenario=self.scenario, evaluation=self.evaluation,
                                  phase=self.phase)
         self.builder.reset()
-        self.reward.reset(self.scenario)
+        self.reward.reset(self.scenario, frame.situation)
         return self._observe(frame), {"action_mask": self._mask.copy(), "phase": self.phase}
 
     def step(self, action):

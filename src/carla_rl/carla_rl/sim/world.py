@@ -475,13 +475,19 @@ class World:
         self._route_idx = k
         return progress, lateral, wrap_angle(self.yaw - seg_yaw)
 
-    def _goal_reached(self) -> bool:
+    def _goal_pose_error(self) -> tuple[float, float]:
+        """Distance [m] from the ego's centre to the goal, and (parking) the ego's heading error to
+        the bay axis folded to [-pi/2, pi/2) (nose in and tail in both park; NaN: no goal heading)."""
         route = self.route
         dist = math.hypot(self.x - route.goal[0], self.y - route.goal[1])
         if route.goal_yaw is None:
+            return dist, math.nan
+        return dist, ((self.yaw - route.goal_yaw + math.pi / 2.0) % math.pi) - math.pi / 2.0
+
+    def _goal_reached(self, dist: float, heading_err: float) -> bool:
+        if self.route.goal_yaw is None:
             return dist < self.cfg.goal_radius_m
-        err = abs(((self.yaw - route.goal_yaw + math.pi / 2.0) % math.pi) - math.pi / 2.0)
-        return dist < self.cfg.parking_goal_radius_m and err < math.radians(
+        return dist < self.cfg.parking_goal_radius_m and abs(heading_err) < math.radians(
             self.cfg.parking_heading_tolerance_deg
         )
 
@@ -540,6 +546,7 @@ class World:
             if j < len(stop_s):
                 light_state = int(self.lights.state[route.stop_light[j]])
                 light_dist = float(stop_s[j] - progress - self.ego_length / 2.0)
+        goal_dist, goal_heading_err = self._goal_pose_error()
         situation = EgoSituation(
             step_id=self.step_id,
             episode_id=self.episode_id,
@@ -557,7 +564,9 @@ class World:
             nearest_actor_distance_m=nearest,
             route_remaining_m=max(0.0, route.length - progress),
             route_progress_m=progress,
-            goal_reached=self._goal_reached(),
+            goal_reached=self._goal_reached(goal_dist, goal_heading_err),
+            goal_distance_m=goal_dist,
+            goal_heading_error_rad=goal_heading_err,
             collision_events=len(collisions),
             lane_invasion_events=len(invasions),
         )
