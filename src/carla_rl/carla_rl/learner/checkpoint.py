@@ -111,6 +111,20 @@ def fingerprint(agent: "DQNAgent") -> str:
     return architecture_fingerprint(agent.online, agent.spec, agent.action_size)
 
 
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [name for name, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+
+
+def poisoned_weights(agent: "DQNAgent") -> list[str]:
+    """The online / target network tensors of ``agent`` that are not finite (a diverged or
+    NaN-poisoned learner); such an agent is never written over good checkpoints."""
+    return ([f"online.{n}" for n in non_finite_tensors(agent.online.state_dict())]
+            + [f"target.{n}" for n in non_finite_tensors(agent.target.state_dict())])
+
+
 def agent_state(agent: "DQNAgent", include_replay: bool = False) -> dict[str, Any]:
     """Full agent state as plain types and tensors (replay arrays under ``replay``)."""
     rng: dict[str, Any] = {"torch_cpu": torch.get_rng_state(),
@@ -202,8 +216,13 @@ def _replay_dirs(path: Path) -> list[Path]:
 
 def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = False,
                     chunk_slots: int = REPLAY_CHUNK_SLOTS) -> Path:
-    """Atomically write the agent's full state to ``path`` (replay in chunk files if asked)."""
+    """Atomically write the agent's full state to ``path`` (replay in chunk files if asked).
+    An agent whose weights are not finite is refused (:func:`poisoned_weights`)."""
     path = Path(path)
+    poisoned = poisoned_weights(agent)
+    if poisoned:
+        raise CheckpointError(f"{path}: not written: the agent's weights are not finite "
+                              f"({', '.join(poisoned[:3])}{', ...' if len(poisoned) > 3 else ''})")
     state = agent_state(agent, include_replay)
     new_dir = None
     try:

@@ -15,6 +15,7 @@ import copy
 import math
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,13 @@ from carla_rl import topics
 from carla_rl.actions import NUM_ACTIONS, ActionTable
 from carla_rl.config import param
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
-from carla_rl.learner.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
+from carla_rl.learner.checkpoint import (CheckpointError, poisoned_weights, restore_checkpoint,
+                                         save_checkpoint)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.intra_process import ComposableNode
-from carla_rl.nodes.node_runner import freeze_heap, run_node
+from carla_rl.nodes.node_runner import fail_process, freeze_heap, run_node
 from carla_rl.nodes.ros_parameters import declare_config
 from carla_rl_interfaces.msg import Observation, StepReward, TrainingStats, VehicleCommand
 from carla_rl_interfaces.srv import SaveCheckpoint
@@ -133,6 +135,7 @@ class DQNPolicyNode(ComposableNode):
         self.stop_event = threading.Event()
         self.new_data = threading.Event()
         self.checkpoint_due = threading.Event()
+        self.learner_error: str | None = None  # why the learner thread died (the process then exits)
         self.evaluation_mode = not self.cfg.training
         self.envs = [EnvSlot() for _ in range(self.cfg.num_envs)]
         self.acted_steps = 0  # actions published (training and evaluation)
@@ -180,6 +183,18 @@ class DQNPolicyNode(ComposableNode):
         self.get_logger().info(f"agent on {self.cfg.device}: observation {spec}, {NUM_ACTIONS} actions")
 
     def learner_loop(self) -> None:
+        """The learner thread. Any exception ends the process (non-zero exit, reason in the log) so the
+        supervisor restarts it from the last checkpoint: acting and heartbeats without learning would
+        look healthy from outside."""
+        try:
+            self.learn()
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the thread ends the process
+            self.learner_error = (f"dqn_policy: learner thread failed: {type(exc).__name__}: {exc}\n"
+                                  f"{traceback.format_exc()}")
+            self.get_logger().fatal(self.learner_error)
+            fail_process(self.learner_error)
+
+    def learn(self) -> None:
         agent = self.agent
         while not self.stop_event.is_set():
             if self.checkpoint_due.is_set():
@@ -379,9 +394,21 @@ class DQNPolicyNode(ComposableNode):
         self.stop_event.set()
         if self.learner_thread.is_alive():
             self.learner_thread.join(timeout=30.0)
-        if self.agent is not None and self.cfg.training:
+        if self.agent is None or not self.cfg.training:
+            return
+        poisoned = poisoned_weights(self.agent)
+        if poisoned:  # never over the good checkpoints a restart resumes from
+            print(f"[dqn_policy] final checkpoint skipped: the agent's weights are not finite "
+                  f"({', '.join(poisoned[:3])})", flush=True)
+            return
+        try:
             path = self.save(self.checkpoint_dir / "final.pt", self.cfg.final_checkpoint_replay)
-            print(f"[dqn_policy] final checkpoint {path}", flush=True)
+        except (OSError, CheckpointError) as exc:
+            if self.learner_error is None:
+                raise
+            print(f"[dqn_policy] final checkpoint failed after the learner's failure: {exc}", flush=True)
+            return
+        print(f"[dqn_policy] final checkpoint {path}", flush=True)
 
     # --- modes and stats -------------------------------------------------------------------------------------
     def on_set_evaluation_mode(self, request: SetBool.Request, response: SetBool.Response):
