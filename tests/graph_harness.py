@@ -21,7 +21,7 @@ class GraphRun:
                  sim_params: dict | None = None, seed: int = 3, heartbeat_timeout_s: float = 60.0,
                  composition: str | None = None) -> None:
         from carla_rl.graph import GraphOptions, build_graph
-        from carla_rl.supervisor import Supervisor, SupervisorConfig, latest_checkpoint
+        from carla_rl.supervisor import Supervisor, latest_checkpoint, load_supervisor_config
 
         self.save_dir = tmp_path / "run"
         options = GraphOptions(num_envs=num_envs, phase=phase, save_dir=str(self.save_dir), monitor=False,
@@ -35,8 +35,8 @@ class GraphRun:
             specs.append(spec)
         self.specs = specs
         self.supervisor = Supervisor(specs, CONFIG_DIR, self.save_dir / "logs", "info",
-                                     config=SupervisorConfig(restart_backoff_s=0.5,
-                                                             heartbeat_timeout_s=heartbeat_timeout_s),
+                                     config=replace(load_supervisor_config(CONFIG_DIR), restart_backoff_s=0.5,
+                                                    heartbeat_timeout_s=heartbeat_timeout_s),
                                      resume_checkpoint=lambda: latest_checkpoint(self.save_dir))
         self.rewards = []
         self.situations = {}

@@ -118,7 +118,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
     from carla_rl.graph import GraphOptions, build_graph
     from carla_rl.nodes.diagnostics import DIAGNOSTICS_TOPIC
     from carla_rl.nodes.qos_profiles import EVENTS
-    from carla_rl.supervisor import Supervisor
+    from carla_rl.supervisor import Supervisor, load_supervisor_config
     from carla_rl.topics import TRAINING_STATS
     from carla_rl_interfaces.msg import TrainingStats
 
@@ -132,7 +132,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
             spec = replace(spec, parameters={**spec.parameters, "start_learning": learn,
                                              "final_checkpoint_replay": False})
         specs.append(spec)
-    supervisor = Supervisor(specs, config_dir, save_dir / "logs", "warn")
+    supervisor = Supervisor(specs, config_dir, save_dir / "logs", "warn", config=load_supervisor_config(config_dir))
     sims: dict[str, dict[str, str]] = {}
 
     def on_diag(msg: DiagnosticArray) -> None:
