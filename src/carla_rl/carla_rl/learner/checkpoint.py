@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import secrets
 import shutil
 import struct
@@ -210,8 +211,34 @@ def restore_agent(agent: "DQNAgent", state: dict[str, Any], where: str = "checkp
 
 
 # --------------------------------------------------------------------- public API
+CHECKPOINT_SUFFIX = ".pt"
+
+
+def confined_checkpoint_path(root: str | Path, requested: str | Path) -> Path:
+    """Where a caller may have a checkpoint written: ``requested`` (relative: to ``root``) once
+    ``..`` and symbolic links are resolved, if that lies strictly inside ``root`` and ends in
+    ``.pt``; anything else raises :class:`CheckpointError` saying why. The result is resolved, so
+    what is later created or deleted beside it (parent folders, its ``.replay-*`` folders) is inside
+    ``root`` too."""
+    base = Path(os.path.realpath(root))
+    candidate = Path(requested)
+    if not candidate.is_absolute():
+        candidate = Path(root) / candidate
+    resolved = Path(os.path.realpath(candidate))
+    if resolved == base or not resolved.is_relative_to(base):
+        raise CheckpointError(f"{requested}: refused: outside the run's save directory {base} "
+                              f"(after resolving '..' and symbolic links); checkpoints are written "
+                              f"only inside it")
+    if resolved.suffix != CHECKPOINT_SUFFIX:
+        raise CheckpointError(f"{requested}: refused: a checkpoint file name ends in "
+                              f"{CHECKPOINT_SUFFIX}")
+    return resolved
+
+
 def _replay_dirs(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(f"{path.name}.replay-*"))
+    """The replay folders of checkpoint ``path`` (real folders beside it; never a symbolic link)."""
+    return sorted(p for p in path.parent.glob(f"{path.name}.replay-*")
+                  if p.is_dir() and not p.is_symlink())
 
 
 def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = False,

@@ -29,8 +29,8 @@ from carla_rl import topics
 from carla_rl.actions import NUM_ACTIONS, ActionTable
 from carla_rl.config import param
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
-from carla_rl.learner.checkpoint import (CheckpointError, poisoned_weights, restore_checkpoint,
-                                         save_checkpoint)
+from carla_rl.learner.checkpoint import (CheckpointError, confined_checkpoint_path, poisoned_weights,
+                                         restore_checkpoint, save_checkpoint)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
@@ -381,7 +381,12 @@ class DQNPolicyNode(ComposableNode):
         if not tag.replace("_", "").replace("-", "").isalnum():
             response.success, response.message = False, f"invalid tag {tag!r}: letters, digits, _ and - only"
             return response
-        path = Path(request.path) if request.path else self.checkpoint_dir / f"{tag}.pt"
+        requested = request.path or self.checkpoint_dir / f"{tag}.pt"
+        try:  # only inside the run's save directory (relative paths: from it)
+            path = confined_checkpoint_path(self.cfg.save_dir, requested)
+        except CheckpointError as exc:
+            response.success, response.message = False, str(exc)
+            return response
         try:
             saved = self.save(path, include_replay=False)
         except (OSError, CheckpointError) as exc:
