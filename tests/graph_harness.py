@@ -37,7 +37,7 @@ class GraphRun:
         self.supervisor = Supervisor(specs, CONFIG_DIR, self.save_dir / "logs", "info",
                                      config=replace(load_supervisor_config(CONFIG_DIR), restart_backoff_s=0.5,
                                                     heartbeat_timeout_s=heartbeat_timeout_s),
-                                     resume_checkpoint=lambda: latest_checkpoint(self.save_dir))
+                                     resume_checkpoint=lambda note: latest_checkpoint(self.save_dir, note))
         self.rewards = []
         self.situations = {}
         self.collisions = defaultdict(list)

@@ -97,7 +97,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
         env[PROFILE_DIR_ENV] = str(save_dir / "profiles")
     supervisor = Supervisor(specs, config_dir, save_dir / "logs", options.log_level,
                             config=load_supervisor_config(config_dir),
-                            resume_checkpoint=lambda: latest_checkpoint(save_dir), env=env)
+                            resume_checkpoint=lambda note: latest_checkpoint(save_dir, note), env=env)
     bar = _ProgressBar(options, enabled=progress)
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C is ours: stop cleanly
     monitor = ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update)

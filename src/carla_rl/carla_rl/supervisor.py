@@ -153,7 +153,7 @@ def node_command(spec: NodeSpec | ProcessSpec, config_dir: Path, log_level: str,
 class Supervisor:
     def __init__(self, specs: list[NodeSpec], config_dir: Path, log_dir: Path, log_level: str = "info",
                  config: SupervisorConfig | None = None,
-                 resume_checkpoint: Callable[[], str] | None = None,
+                 resume_checkpoint: Callable[[Callable[[str], None]], str] | None = None,
                  env: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or SupervisorConfig()
         self.clock = clock
@@ -176,11 +176,12 @@ class Supervisor:
     def _spawn(self, managed: ManagedProcess) -> None:
         spec = managed.spec
         if managed.restarts and "policy" in spec.roles and self.resume_checkpoint is not None:
-            checkpoint = self.resume_checkpoint()
+            checkpoint = self.resume_checkpoint(managed.notes.append)  # notes: checkpoints skipped
             if checkpoint:
                 spec = replace(spec, components=tuple(
                     replace(c, parameters={**c.parameters, "load_model_from": checkpoint}) if c.role == "policy"
                     else c for c in spec.components))
+                managed.notes.append(f"{spec.fqn}: resuming from {checkpoint}")
                 managed.history.append(f"resuming from {checkpoint}")
         safe = spec.fqn.strip("/").replace("/", "__")
         managed.log_path = self.log_dir / f"{safe}.log"
@@ -289,10 +290,27 @@ class Supervisor:
             pass
 
 
-def latest_checkpoint(save_dir: Path) -> str:
-    """The newest complete checkpoint under ``save_dir/checkpoints`` ('' if none)."""
+def latest_checkpoint(save_dir: Path, note: Callable[[str], None] | None = None) -> str:
+    """The newest (by mtime) checkpoint under ``save_dir/checkpoints`` that passes
+    :func:`carla_rl.learner.checkpoint.verify_checkpoint` ('' if none); each newer one that fails is
+    skipped with a line to ``note``."""
+    from carla_rl.learner.checkpoint import CheckpointError, verify_checkpoint
+
     directory = Path(save_dir) / "checkpoints"
     if not directory.is_dir():
         return ""
-    candidates = sorted(directory.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-    return str(candidates[-1]) if candidates else ""
+    candidates = []
+    for path in directory.glob("*.pt"):
+        try:
+            candidates.append((path.stat().st_mtime, path))
+        except OSError:  # removed meanwhile (rotation)
+            continue
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            if note is not None:
+                note(f"skipping checkpoint {path}: {exc}; trying the previous one")
+            continue
+        return str(path)
+    return ""

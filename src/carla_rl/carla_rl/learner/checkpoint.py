@@ -281,6 +281,20 @@ def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = 
     return path
 
 
+def _manifest_entry(folder: Path, name: Any, checkpoint: Path, what: str) -> Path:
+    """``folder / name`` for a name from a replay manifest: a plain name (no separator, no '..') whose
+    resolved path stays inside ``folder``; anything else is refused."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or os.sep in name):
+        raise CheckpointError(f"{checkpoint}: {what} in the replay manifest is not a plain name: "
+                              f"refused")
+    entry = folder / name
+    if not Path(os.path.realpath(entry)).is_relative_to(os.path.realpath(folder)):
+        raise CheckpointError(f"{checkpoint}: {what} in the replay manifest leads outside "
+                              f"{folder}: refused")
+    return entry
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Verified checkpoint contents; the replay (if any) re-assembled under ``replay``."""
     path = Path(path)
@@ -289,11 +303,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an agent checkpoint")
     manifest = state.pop("replay_manifest", None)
     if manifest is not None:
-        directory = path.parent / manifest["dir"]
+        directory = _manifest_entry(path.parent, manifest["dir"], path,
+                                    f"replay folder {manifest['dir']!r}")
         parts: dict[str, list[torch.Tensor]] = {}
         replay = dict(manifest["meta"])
         for name, digest in manifest["chunks"]:
-            data = read_file(directory / name, expected_digest=digest)
+            data = read_file(_manifest_entry(directory, name, path, f"replay chunk {name!r}"),
+                             expected_digest=digest)
             if name == "tree.pt":
                 replay["tree"] = data
                 continue
@@ -302,6 +318,28 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         replay["arrays"] = {k: torch.cat(v) for k, v in parts.items()}
         state["replay"] = replay
     return state
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Cheap check that ``path`` can be resumed from, without loading its replay: the main file's
+    header, SHA-256 and ``weights_only`` payload, an agent checkpoint with finite weights, and every
+    replay file its manifest names present inside its folder (their digests are checked on load).
+    Raises :class:`CheckpointError` naming the problem."""
+    path = Path(path)
+    state = read_file(path)
+    if not isinstance(state, dict) or "fingerprint" not in state or "online" not in state:
+        raise CheckpointError(f"{path}: not an agent checkpoint")
+    for key in ("online", "target"):
+        bad = non_finite_tensors(state.get(key) or {})
+        if bad:
+            raise CheckpointError(f"{path}: {key} weights are not finite ({', '.join(bad[:3])})")
+    manifest = state.get("replay_manifest")
+    if manifest is not None:
+        directory = _manifest_entry(path.parent, manifest["dir"], path,
+                                    f"replay folder {manifest['dir']!r}")
+        for name, _ in manifest["chunks"]:
+            if not _manifest_entry(directory, name, path, f"replay chunk {name!r}").is_file():
+                raise CheckpointError(f"{path}: replay chunk {directory / name} is missing")
 
 
 def restore_checkpoint(agent: "DQNAgent", path: str | Path) -> None:

@@ -94,6 +94,7 @@ class _SharedActions:
 
 
 PERIODIC_PREFIX = "episode_"
+NON_FINITE_COUNTER = "non_finite_inputs"  # ticks with a NaN / inf reward or vector feature: never stored
 
 
 def periodic_episode(path: Path) -> int:
@@ -123,7 +124,9 @@ class DQNPolicyNode(ComposableNode):
         self.agent_cfg = declare_config(self, AgentConfig, "agent.")
         self.actions = declare_config(self, _SharedActions).actions
         self.controls = [conv.control_msg(c) for c in self.actions.controls()]
-        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
+        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s,
+                                        warn_on=("dropped_ticks", NON_FINITE_COUNTER),
+                                        before_publish=self.report_replay_counters)
         self.checkpoint_dir = Path(self.cfg.save_dir) / "checkpoints"
         self.agent: DQNAgent | None = None  # built on the first observation (its shape fixes the network)
         self.actor: DQNPolicy | None = None
@@ -431,6 +434,10 @@ class DQNPolicyNode(ComposableNode):
         response.success = True
         response.message = f"learning {'on' if self.learning.is_set() else 'off'}"
         return response
+
+    def report_replay_counters(self) -> None:  # before each /diagnostics status
+        if self.agent is not None:
+            self.diag.counters[NON_FINITE_COUNTER] = self.agent.replay.non_finite_dropped
 
     def publish_stats(self) -> None:
         if self.agent is None:
