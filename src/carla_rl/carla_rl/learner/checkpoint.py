@@ -22,13 +22,14 @@ import os
 import secrets
 import shutil
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from carla_rl.atomic_file import atomic_write_bytes
+from carla_rl.atomic_file import atomic_write_bytes, fsync_directory
 from carla_rl.config import ConfigError
 from carla_rl.learner.agent_config import (AgentConfig, ObservationSpec,
                                            agent_config_from_mapping, agent_config_to_mapping)
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 MAGIC = b"CRLCKPT1"
 FORMAT_VERSION = 3  # 2: action masks in the replay, flat noise buffers; 3: noise factors only
 _HEADER = struct.Struct("<8sQ32s")
-REPLAY_CHUNK_SLOTS = 65_536  # ring slots per replay chunk file (~460 MB at 84x84)
+REPLAY_CHUNK_SLOTS = 4096  # ring slots per replay chunk file (~29 MB at 84x84); the unit of incremental writes
 
 
 class CheckpointError(RuntimeError):
@@ -198,6 +199,10 @@ def restore_agent(agent: "DQNAgent", state: dict[str, Any], where: str = "checkp
             replay["envs"] = replay["envs"].numpy()
             with agent.replay_lock:
                 agent.replay.load_state_dict(replay)
+                files = state.get("replay_files")
+                agent.replay_snapshot = None if files is None else ReplaySnapshot(
+                    Path(files["dir"]), int(files["chunk_slots"]), agent.replay.capacity,
+                    [list(c) for c in files["chunks"]], agent.replay.change_mark())
         agent.env_steps = int(state["counters"]["env_steps"])
         agent.updates = int(state["counters"]["updates"])
         rng = state["rng"]
@@ -241,44 +246,136 @@ def _replay_dirs(path: Path) -> list[Path]:
                   if p.is_dir() and not p.is_symlink())
 
 
+@dataclass
+class ReplaySnapshot:
+    """The replay files of the last checkpoint an agent wrote or was restored from. The next
+    checkpoint with replay writes only the ring chunks changed since (``mark``: the replay's
+    :meth:`~carla_rl.learner.replay_buffer.ReplayBuffer.change_mark` then) and hard-links the
+    others to these files, which are never modified after they are written."""
+
+    directory: Path
+    chunk_slots: int
+    capacity: int
+    chunks: list[list[str]]             # [file name, SHA-256] per ring chunk, in slot order
+    mark: tuple[int, tuple[int, ...]]
+
+
+@dataclass
+class ReplayWrite:
+    """What one checkpoint writes of the replay (for logs and benchmarks)."""
+
+    chunks_written: int = 0
+    chunks_linked: int = 0
+    bytes_written: int = 0
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links: a full copy of the unchanged chunk
+        shutil.copyfile(source, target)
+
+
+def _snapshot_replay(agent: "DQNAgent", chunk_slots: int):
+    """Under the replay lock: the replay's metadata, its priority tree and copies of the chunks
+    changed since the agent's :class:`ReplaySnapshot` (all of them without a usable one)."""
+    replay = agent.replay
+    capacity = replay.capacity
+    count = -(-capacity // chunk_slots)
+    base = agent.replay_snapshot
+    if base is not None and not (base.chunk_slots == chunk_slots and base.capacity == capacity
+                                 and len(base.chunks) == count
+                                 and all((base.directory / n).is_file() for n, _ in base.chunks)):
+        base = None
+    with agent.replay_lock:
+        changed = replay.slots_changed_since(base.mark) if base is not None else None
+        dirty = (range(count) if changed is None
+                 else sorted(set((changed // chunk_slots).tolist())))
+        state = replay.state_dict()
+        arrays = state.pop("arrays")
+        parts = {i: {k: torch.from_numpy(v[i * chunk_slots:(i + 1) * chunk_slots].copy())
+                     for k, v in arrays.items()} for i in dirty}
+        tree = torch.from_numpy(state.pop("tree").copy()) if "tree" in state else None
+        state["envs"] = torch.from_numpy(state["envs"])
+        mark = replay.change_mark()
+    return state, tree, parts, base, mark, count
+
+
 def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = False,
                     chunk_slots: int = REPLAY_CHUNK_SLOTS) -> Path:
-    """Atomically write the agent's full state to ``path`` (replay in chunk files if asked).
+    """Atomically write the agent's full state to ``path``; with ``include_replay`` the replay goes
+    to chunk files of ``chunk_slots`` ring slots in a fresh folder ``<name>.replay-<token>/``, written
+    incrementally: a chunk unchanged since the agent's last replay checkpoint (or the one it was
+    restored from) is a hard link to that file, only changed chunks and the priority tree are
+    written (:class:`ReplaySnapshot`; what was done: ``agent.last_replay_write``).
     An agent whose weights are not finite is refused (:func:`poisoned_weights`)."""
     path = Path(path)
     poisoned = poisoned_weights(agent)
     if poisoned:
         raise CheckpointError(f"{path}: not written: the agent's weights are not finite "
                               f"({', '.join(poisoned[:3])}{', ...' if len(poisoned) > 3 else ''})")
-    state = agent_state(agent, include_replay)
+    state = agent_state(agent, include_replay=False)
     new_dir = None
+    snapshot = None
     try:
         if include_replay:
-            replay = state.pop("replay")
+            meta, tree, parts, base, mark, count = _snapshot_replay(agent, chunk_slots)
             new_dir = path.parent / f"{path.name}.replay-{agent.updates}-{secrets.token_hex(4)}"
             new_dir.mkdir(parents=True)
+            report = ReplayWrite()
             chunks = []
-            capacity = agent.replay.capacity
-            for i, start in enumerate(range(0, capacity, chunk_slots)):
-                part = {k: v[start:start + chunk_slots].clone()
-                        for k, v in replay["arrays"].items()}
+            for i in range(count):
                 name = f"chunk_{i:05d}.pt"
-                chunks.append([name, write_file(new_dir / name, part)])
-            if "tree" in replay:
-                chunks.append(["tree.pt", write_file(new_dir / "tree.pt", replay["tree"])])
-            replay["arrays"] = None
-            replay.pop("tree", None)
-            state["replay_manifest"] = {"dir": new_dir.name, "chunks": chunks,
-                                        "chunk_slots": chunk_slots, "meta": replay}
+                if i in parts:
+                    digest = write_file(new_dir / name, parts[i])
+                    report.chunks_written += 1
+                    report.bytes_written += (new_dir / name).stat().st_size
+                else:
+                    source, digest = base.chunks[i]
+                    _link_or_copy(base.directory / source, new_dir / name)
+                    report.chunks_linked += 1
+                chunks.append([name, digest])
+            entries = list(chunks)
+            if tree is not None:
+                entries.append(["tree.pt", write_file(new_dir / "tree.pt", tree)])
+                report.bytes_written += (new_dir / "tree.pt").stat().st_size
+            fsync_directory(new_dir)
+            state["replay_manifest"] = {"dir": new_dir.name, "chunks": entries,
+                                        "chunk_slots": chunk_slots, "meta": meta}
+            snapshot = ReplaySnapshot(new_dir, chunk_slots, agent.replay.capacity, chunks, mark)
         write_file(path, state)
     except BaseException:
         if new_dir is not None:
             shutil.rmtree(new_dir, ignore_errors=True)
         raise
+    if snapshot is not None:
+        agent.replay_snapshot = snapshot
+        agent.last_replay_write = report
     for old in _replay_dirs(path):  # only now is the previous replay no longer referenced
         if new_dir is None or old.name != new_dir.name:
             shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete checkpoint ``path`` and its replay folders (files hard-linked into newer
+    checkpoints' folders stay there)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    for folder in _replay_dirs(path):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_orphan_replays(directory: str | Path) -> list[Path]:
+    """Delete replay folders in ``directory`` whose checkpoint file is gone (left by a process
+    killed while writing); returns them. Call only while no checkpoint is being written there."""
+    removed = []
+    for folder in Path(directory).glob("*.replay-*"):
+        owner = folder.with_name(folder.name.rsplit(".replay-", 1)[0])
+        if folder.is_dir() and not folder.is_symlink() and not owner.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _manifest_entry(folder: Path, name: Any, checkpoint: Path, what: str) -> Path:
@@ -317,6 +414,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                 parts.setdefault(key, []).append(value)
         replay["arrays"] = {k: torch.cat(v) for k, v in parts.items()}
         state["replay"] = replay
+        state["replay_files"] = {"dir": directory, "chunk_slots": manifest["chunk_slots"],
+                                 "chunks": [c for c in manifest["chunks"] if c[0] != "tree.pt"]}
     return state
 
 

@@ -376,6 +376,22 @@ class ReplayBuffer:
         """No-op for uniform replay (kept so the agent need not branch)."""
 
     # ----------------------------------------------------------------- persistence
+    def change_mark(self) -> tuple[int, tuple[int, ...]]:
+        """Where the ring stands now, for :meth:`slots_changed_since`: the next sequence number and
+        each env's newest observation (the only older slots a later call writes: its outcome, its
+        action, or a dropped action)."""
+        return self.total, tuple(s.last_seq for s in self._envs.values() if s.last_seq != NO_LINK)
+
+    def slots_changed_since(self, mark: tuple[int, tuple[int, ...]]) -> np.ndarray | None:
+        """Sorted slots whose arrays may differ from when ``mark`` (:meth:`change_mark`) was taken;
+        None when every slot may (the ring went round, or the mark is from another state)."""
+        total, open_seqs = mark
+        if total > self.total or self.total - total >= self.capacity:
+            return None
+        seqs = np.concatenate([np.arange(total, self.total, dtype=np.int64),
+                               np.asarray(open_seqs, dtype=np.int64)])
+        return np.unique(seqs % self.capacity)
+
     def state_dict(self) -> dict[str, Any]:
         """Plain state (numpy arrays + ints) for checkpoints."""
         envs = np.array([[e, s.last_seq, s.acted, s.ended] for e, s in self._envs.items()],

@@ -29,7 +29,8 @@ from carla_rl import topics
 from carla_rl.actions import NUM_ACTIONS, ActionTable
 from carla_rl.config import param
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
-from carla_rl.learner.checkpoint import (CheckpointError, confined_checkpoint_path, poisoned_weights,
+from carla_rl.learner.checkpoint import (REPLAY_CHUNK_SLOTS, CheckpointError, confined_checkpoint_path,
+                                         poisoned_weights, remove_checkpoint, remove_orphan_replays,
                                          restore_checkpoint, save_checkpoint)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.nodes import qos_profiles as qos
@@ -66,7 +67,12 @@ class PolicyNodeConfig:
                                            high=1_000_000)
     keep_last_checkpoints: int = param(3, "Periodic checkpoints kept (best/phase/final are kept)", low=1,
                                        high=1000)
-    checkpoint_replay: bool = param(False, "Include the replay buffer in periodic checkpoints")
+    checkpoint_replay: bool = param(True, "Include the replay buffer in periodic checkpoints (written "
+                                    "incrementally: only the chunks changed since the last one), so a "
+                                    "restarted policy goes on with its replay")
+    replay_chunk_slots: int = param(REPLAY_CHUNK_SLOTS, "Replay ring slots per checkpoint chunk file, the "
+                                    "unit of incremental replay writes", low=64, high=1 << 24,
+                                    read_only=True)
     final_checkpoint_replay: bool = param(True, "Include the replay buffer in the final checkpoint")
     stats_period_s: float = param(1.0, "TrainingStats period", low=0.05, high=60.0)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
@@ -357,7 +363,8 @@ class DQNPolicyNode(ComposableNode):
     def save(self, path: Path, include_replay: bool) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.learn_lock:  # a consistent state: no gradient step while writing
-            return save_checkpoint(self.agent, path, include_replay=include_replay)
+            return save_checkpoint(self.agent, path, include_replay=include_replay,
+                                   chunk_slots=self.cfg.replay_chunk_slots)
 
     def request_periodic_checkpoint(self) -> None:
         """Every N training episodes; written by the learner thread, so acting never waits on disk."""
@@ -370,11 +377,17 @@ class DQNPolicyNode(ComposableNode):
         return sorted(self.checkpoint_dir.glob(f"{PERIODIC_PREFIX}*.pt"), key=periodic_episode)
 
     def write_periodic_checkpoint(self) -> None:  # learner thread
+        started = time.monotonic()
         path = self.save(self.checkpoint_dir / f"{PERIODIC_PREFIX}{self.training_episodes:07d}.pt",
                          self.cfg.checkpoint_replay)
         for old in self.periodic_checkpoints()[:-self.cfg.keep_last_checkpoints]:
-            old.unlink(missing_ok=True)
-        self.get_logger().info(f"checkpoint {path}")
+            remove_checkpoint(old)
+        remove_orphan_replays(self.checkpoint_dir)  # of a process killed while writing
+        written = self.agent.last_replay_write if self.cfg.checkpoint_replay else None
+        replay = (f"; replay {len(self.agent.replay)}: {written.chunks_written} chunks written "
+                  f"({written.bytes_written / 1e6:.1f} MB), {written.chunks_linked} unchanged"
+                  if written is not None else "")
+        self.get_logger().info(f"checkpoint {path} in {time.monotonic() - started:.2f} s{replay}")
 
     def on_save_checkpoint(self, request: SaveCheckpoint.Request, response: SaveCheckpoint.Response):
         if self.agent is None:
