@@ -291,9 +291,10 @@ class Supervisor:
 
 
 def latest_checkpoint(save_dir: Path, note: Callable[[str], None] | None = None) -> str:
-    """The newest (by mtime) checkpoint under ``save_dir/checkpoints`` that passes
-    :func:`carla_rl.learner.checkpoint.verify_checkpoint` ('' if none); each newer one that fails is
-    skipped with a line to ``note``."""
+    """The checkpoint a restarted policy resumes from ('' if none): among the checkpoints under
+    ``save_dir/checkpoints`` that pass :func:`carla_rl.learner.checkpoint.verify_checkpoint`, the
+    newest (by mtime) that holds a replay (periodic and final checkpoints), else the newest. Each
+    newer one that fails is skipped with a line to ``note``."""
     from carla_rl.learner.checkpoint import CheckpointError, verify_checkpoint
 
     directory = Path(save_dir) / "checkpoints"
@@ -305,12 +306,15 @@ def latest_checkpoint(save_dir: Path, note: Callable[[str], None] | None = None)
             candidates.append((path.stat().st_mtime, path))
         except OSError:  # removed meanwhile (rotation)
             continue
+    newest_valid = ""
     for _, path in sorted(candidates, reverse=True):
         try:
-            verify_checkpoint(path)
+            has_replay = verify_checkpoint(path)
         except CheckpointError as exc:
             if note is not None:
                 note(f"skipping checkpoint {path}: {exc}; trying the previous one")
             continue
-        return str(path)
-    return ""
+        if has_replay:
+            return str(path)
+        newest_valid = newest_valid or str(path)
+    return newest_valid

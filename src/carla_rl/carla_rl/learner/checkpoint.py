@@ -419,11 +419,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def verify_checkpoint(path: str | Path) -> None:
+def verify_checkpoint(path: str | Path) -> bool:
     """Cheap check that ``path`` can be resumed from, without loading its replay: the main file's
     header, SHA-256 and ``weights_only`` payload, an agent checkpoint with finite weights, and every
     replay file its manifest names present inside its folder (their digests are checked on load).
-    Raises :class:`CheckpointError` naming the problem."""
+    Returns whether it holds a replay; raises :class:`CheckpointError` naming the problem."""
     path = Path(path)
     state = read_file(path)
     if not isinstance(state, dict) or "fingerprint" not in state or "online" not in state:
@@ -439,6 +439,7 @@ def verify_checkpoint(path: str | Path) -> None:
         for name, _ in manifest["chunks"]:
             if not _manifest_entry(directory, name, path, f"replay chunk {name!r}").is_file():
                 raise CheckpointError(f"{path}: replay chunk {directory / name} is missing")
+    return manifest is not None
 
 
 def restore_checkpoint(agent: "DQNAgent", path: str | Path) -> None:
