@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 MAGIC = b"CRLCKPT1"
 FORMAT_VERSION = 3  # 2: action masks in the replay, flat noise buffers; 3: noise factors only
 _HEADER = struct.Struct("<8sQ32s")
+EMPTY_CHUNK = "empty.pt"  # the one file of a replay folder shared by its never-written chunks
 REPLAY_CHUNK_SLOTS = 4096  # ring slots per replay chunk file (~29 MB at 84x84); the unit of incremental writes
 
 
@@ -266,6 +267,7 @@ class ReplayWrite:
 
     chunks_written: int = 0
     chunks_linked: int = 0
+    chunks_empty: int = 0   # never written: one shared file
     bytes_written: int = 0
 
 
@@ -277,8 +279,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _snapshot_replay(agent: "DQNAgent", chunk_slots: int):
-    """Under the replay lock: the replay's metadata, its priority tree and copies of the chunks
-    changed since the agent's :class:`ReplaySnapshot` (all of them without a usable one)."""
+    """Under the replay lock: the replay's metadata, its priority tree and, per ring chunk, what to
+    do: ("write", copy of its arrays) if changed since the agent's :class:`ReplaySnapshot` (every
+    chunk without a usable one), ("link", file, digest) of the base's file if not, ("empty",) if it
+    was never written (a ring that has not gone round yet: all such chunks share one file, ``empty``:
+    its "write" or "link")."""
     replay = agent.replay
     capacity = replay.capacity
     count = -(-capacity // chunk_slots)
@@ -287,18 +292,60 @@ def _snapshot_replay(agent: "DQNAgent", chunk_slots: int):
                                  and len(base.chunks) == count
                                  and all((base.directory / n).is_file() for n, _ in base.chunks)):
         base = None
+    base_empty = next((c for c in base.chunks if c[0] == EMPTY_CHUNK), None) if base else None
     with agent.replay_lock:
         changed = replay.slots_changed_since(base.mark) if base is not None else None
-        dirty = (range(count) if changed is None
-                 else sorted(set((changed // chunk_slots).tolist())))
+        dirty = (set(range(count)) if changed is None
+                 else set((changed // chunk_slots).tolist()))
         state = replay.state_dict()
         arrays = state.pop("arrays")
-        parts = {i: {k: torch.from_numpy(v[i * chunk_slots:(i + 1) * chunk_slots].copy())
-                     for k, v in arrays.items()} for i in dirty}
+
+        def part(i: int) -> dict[str, torch.Tensor]:
+            return {k: torch.from_numpy(v[i * chunk_slots:(i + 1) * chunk_slots].copy())
+                    for k, v in arrays.items()}
+
+        plan: list[tuple] = []
+        empty = None
+        for i in range(count):
+            never = (not replay.full and i * chunk_slots >= replay.total
+                     and (i + 1) * chunk_slots <= capacity)
+            if never:
+                if empty is None:
+                    empty = ("link", *base_empty) if base_empty else ("write", part(i))
+                plan.append(("empty",))
+            elif i in dirty:
+                plan.append(("write", part(i)))
+            else:
+                plan.append(("link", *base.chunks[i]))
         tree = torch.from_numpy(state.pop("tree").copy()) if "tree" in state else None
         state["envs"] = torch.from_numpy(state["envs"])
         mark = replay.change_mark()
-    return state, tree, parts, base, mark, count
+    return state, tree, plan, empty, base, mark
+
+
+def _write_replay(folder: Path, plan: list[tuple], empty: tuple | None, base: ReplaySnapshot | None,
+                  report: ReplayWrite) -> list[list[str]]:
+    """Carry out :func:`_snapshot_replay`'s plan in ``folder``; returns the [file, digest] entries."""
+    def put(name: str, item: tuple) -> str:
+        if item[0] == "write":
+            digest = write_file(folder / name, item[1])
+            report.chunks_written += 1
+            report.bytes_written += (folder / name).stat().st_size
+            return digest
+        _link_or_copy(base.directory / item[1], folder / name)
+        report.chunks_linked += 1
+        return item[2]
+
+    empty_digest = put(EMPTY_CHUNK, empty) if empty is not None else ""
+    chunks = []
+    for i, item in enumerate(plan):
+        if item[0] == "empty":
+            chunks.append([EMPTY_CHUNK, empty_digest])
+            report.chunks_empty += 1
+        else:
+            name = f"chunk_{i:05d}.pt"
+            chunks.append([name, put(name, item)])
+    return chunks
 
 
 def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = False,
@@ -307,7 +354,8 @@ def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = 
     to chunk files of ``chunk_slots`` ring slots in a fresh folder ``<name>.replay-<token>/``, written
     incrementally: a chunk unchanged since the agent's last replay checkpoint (or the one it was
     restored from) is a hard link to that file, only changed chunks and the priority tree are
-    written (:class:`ReplaySnapshot`; what was done: ``agent.last_replay_write``).
+    written, and the never-written chunks of a ring that has not gone round share one file
+    (:class:`ReplaySnapshot`; what was done: ``agent.last_replay_write``).
     An agent whose weights are not finite is refused (:func:`poisoned_weights`)."""
     path = Path(path)
     poisoned = poisoned_weights(agent)
@@ -319,22 +367,11 @@ def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = 
     snapshot = None
     try:
         if include_replay:
-            meta, tree, parts, base, mark, count = _snapshot_replay(agent, chunk_slots)
+            meta, tree, plan, empty, base, mark = _snapshot_replay(agent, chunk_slots)
             new_dir = path.parent / f"{path.name}.replay-{agent.updates}-{secrets.token_hex(4)}"
             new_dir.mkdir(parents=True)
             report = ReplayWrite()
-            chunks = []
-            for i in range(count):
-                name = f"chunk_{i:05d}.pt"
-                if i in parts:
-                    digest = write_file(new_dir / name, parts[i])
-                    report.chunks_written += 1
-                    report.bytes_written += (new_dir / name).stat().st_size
-                else:
-                    source, digest = base.chunks[i]
-                    _link_or_copy(base.directory / source, new_dir / name)
-                    report.chunks_linked += 1
-                chunks.append([name, digest])
+            chunks = _write_replay(new_dir, plan, empty, base, report)
             entries = list(chunks)
             if tree is not None:
                 entries.append(["tree.pt", write_file(new_dir / "tree.pt", tree)])
