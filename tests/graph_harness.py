@@ -110,6 +110,7 @@ class GraphRun:
                 return False
             rclpy.spin_once(node, timeout_sec=0.05)
             self.supervisor_events += self.supervisor.poll()
+            assert not self.supervisor.failed, f"supervisor: {self.supervisor.failed}\n{self.supervisor_events}"
         return True
 
     def learning_ok(self) -> bool:
@@ -133,6 +134,10 @@ class GraphRun:
                 return managed.process.pid
         raise KeyError(role)
 
+
+    def managed_of(self, role: str, env: int | None = None):
+        """The supervisor's record of the process hosting the node of ``role`` (of env ``env``)."""
+        return next(m for m in self.supervisor.processes.values() if self._hosts(m.spec, role, env))
 
     def pid_of_safe(self, role: str, env: int | None = None):
         for managed in self.supervisor.processes.values():

@@ -52,7 +52,8 @@ def make_supervisor(tmp_path, monkeypatch, composition="halves", **config):
         spawned.append(managed.spec.fqn)
         managed.log_path = tmp_path / "logs" / (managed.spec.fqn.strip("/").replace("/", "__") + ".log")
         managed.process = RunningProcess()
-        managed.last_heartbeat = {node.fqn: self.clock() for node in managed.spec.components}
+        managed.started_at = self.clock()
+        managed.last_heartbeat = {node.fqn: managed.started_at for node in managed.spec.components}
 
     monkeypatch.setattr(Supervisor, "_spawn", fake_spawn)
     specs = build_graph(GraphOptions(num_envs=2, composition=composition, monitor=False))
@@ -60,6 +61,8 @@ def make_supervisor(tmp_path, monkeypatch, composition="halves", **config):
                            **config)
     supervisor = Supervisor(specs, tmp_path, tmp_path / "logs", config=cfg, clock=clock)
     supervisor.start()
+    clock.now += 1.0
+    hear_all_but(supervisor, "")  # every node has started up
     return supervisor, clock, killed, spawned
 
 
@@ -113,6 +116,27 @@ def test_one_silent_node_in_a_container_marks_the_process_hung(tmp_path, monkeyp
     assert len(killed) == 1 and managed.restarts == 1 and managed.process is None
     clock.now += 1.0
     assert supervisor.poll() == ["/graph_container: restarted (#1)"] and spawned.count("/graph_container") == 2
+
+
+def test_a_slow_start_is_given_startup_timeout_s(tmp_path, monkeypatch):
+    supervisor, clock, killed, _ = make_supervisor(tmp_path, monkeypatch, startup_timeout_s=90.0)
+    managed = container(supervisor)
+    managed.process = None  # crashed: restarted after the backoff, then silent while it imports
+    managed.window.crash(clock.now)
+    managed.next_start = clock.now
+    assert supervisor.poll() == ["/graph_container: restarted (#0)"]
+    for _ in range(8):  # 80 s: well past heartbeat_timeout_s, within startup_timeout_s
+        clock.now += 10.0
+        hear_all_but(supervisor, "/dqn_policy")  # the other processes keep talking; this one is silent
+        for fqn in managed.last_heartbeat:
+            managed.last_heartbeat[fqn] = managed.started_at
+        assert supervisor.poll() == [] and killed == []
+    supervisor.heartbeat("/dqn_policy")  # one node up; the others still starting
+    clock.now += 11.0
+    events = supervisor.poll()
+    assert events[0].startswith("/graph_container: node ") and events[0].endswith(
+        " not heard within 90 s of its start, killing")
+    assert len(killed) == 1
 
 
 def test_a_process_none_of_whose_nodes_is_heard_is_restarted(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@
 - Liveness is per node: every node publishes a /diagnostics status (its heartbeat). A process is hung
   when none of its nodes was heard for ``heartbeat_timeout_s``, or when one of them was not heard for
   ``node_heartbeat_timeout_s`` while the others were (a hung node inside a container whose other
-  nodes still run). The second limit is the longer one: on a loaded machine the watcher misses single
+  nodes still run), or when a node was not heard at all within ``startup_timeout_s`` of the start. The second limit is the longer one: on a loaded machine the watcher misses single
   nodes' heartbeats for long stretches (a busy container with 16 nodes, 24 envs on 2 cores: one node
   unheard for 30 s while the others were heard within 1-11 s), which must not kill a working
   container. Both are set in config/graph.yaml (``supervisor``).
@@ -64,6 +64,9 @@ class SupervisorConfig:
     node_heartbeat_timeout_s: float = param(120.0, "One node of a process unheard for this long while "
                                             "others are heard [s]: the process is hung, restarted",
                                             low=1.0, high=86_400.0)
+    startup_timeout_s: float = param(120.0, "A node not heard since its process (re)started is silent only "
+                                     "after this long [s] (imports and setup on a loaded machine take "
+                                     "longer than a heartbeat gap)", low=1.0, high=86_400.0)
     stop_timeout_s: float = param(20.0, "SIGINT -> wait this long [s] -> SIGKILL", low=0.0,
                                   high=3600.0)
     log_tail_lines: int = param(20, "Lines of a crash-looping process's log in the final message",
@@ -202,15 +205,19 @@ class Supervisor:
 
     def silent(self, managed: ManagedProcess, now: float) -> str:
         """Why ``managed`` counts as hung ('' while alive): none of its nodes heard for
-        ``heartbeat_timeout_s``, or one of them not for ``node_heartbeat_timeout_s``."""
-        heard = managed.last_heartbeat
-        if not heard:
-            return ""
-        if now - max(heard.values()) > self.config.heartbeat_timeout_s:
-            return f"no heartbeat for {self.config.heartbeat_timeout_s:.0f} s"
-        oldest = min(heard, key=heard.get)
-        if now - heard[oldest] > self.config.node_heartbeat_timeout_s:
-            return f"node {oldest} silent for {self.config.node_heartbeat_timeout_s:.0f} s"
+        ``heartbeat_timeout_s``, or one of them not for ``node_heartbeat_timeout_s``; a node not heard
+        since the process started gets ``startup_timeout_s`` instead."""
+        cfg = self.config
+        heard = {fqn: t for fqn, t in managed.last_heartbeat.items() if t > managed.started_at}
+        unheard = [fqn for fqn in managed.last_heartbeat if fqn not in heard]
+        if unheard and now - managed.started_at > cfg.startup_timeout_s:
+            return f"node {unheard[0]} not heard within {cfg.startup_timeout_s:.0f} s of its start"
+        if heard and now - max(heard.values()) > cfg.heartbeat_timeout_s:
+            return f"no heartbeat for {cfg.heartbeat_timeout_s:.0f} s"
+        if heard:
+            oldest = min(heard, key=heard.get)
+            if now - heard[oldest] > cfg.node_heartbeat_timeout_s:
+                return f"node {oldest} silent for {cfg.node_heartbeat_timeout_s:.0f} s"
         return ""
 
     def poll(self) -> list[str]:
