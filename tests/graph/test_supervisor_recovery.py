@@ -122,10 +122,10 @@ def test_sigkill_policy_and_simulator(tmp_path):
         assert run.spin_until(node, lambda: sum(1 for e in run.episodes if e.env_id == 0) >= episodes_before + 2,
                               TIMEOUT_S), run.logs()
         assert all(run.supervisor.alive().values()), run.logs()
-        on_disk = periodic(checkpoints)
-        assert 1 <= len(on_disk) <= KEEP_LAST, on_disk  # rotation spans policy restarts
-        for path in on_disk:
-            if path != newest:
-                read_checkpoint(path)  # every checkpoint written is intact, replay included
+    on_disk = periodic(checkpoints)  # the graph stopped: no rotation under way
+    assert 1 <= len(on_disk) <= KEEP_LAST, on_disk  # rotation spans policy restarts
+    for path in on_disk:
+        if path != newest:
+            read_checkpoint(path)  # every checkpoint written is intact, replay included
     assert (checkpoints / "final.pt").is_file(), "the stopped policy wrote its final checkpoint"
     assert read_checkpoint(checkpoints / "final.pt")["counters"]["updates"] > saved_updates
