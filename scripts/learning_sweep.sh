@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Learning-speed sweep on 2-core slices of a bigger machine (how docs/BENCHMARKS.md's hyperparameter table
-# was made, on the lent GPU machine's 16 CPU cores; no GPU used). Each variant: the ROS-free trainer
+# was made, on a GPU machine's 16 CPU cores; no GPU used). Each variant: the ROS-free trainer
 # (`python -m carla_rl.vector_training`, exact replay ratio) with 2 env workers on --device cpu, pinned by
 # taskset to its own 2 cores, one torch thread, for SECONDS; prints the phases passed and writes
-# $OUT/learning_sweep.json (summary.json of every run). Gymnasium must be importable (on the lent machine:
-# carry the wheels in .whl/).
+# $OUT/learning_sweep.json (summary.json of every run). Gymnasium must be importable (on a machine without
+# network access: carry the wheels in .whl/).
 #
 #   bash scripts/learning_sweep.sh "name:agent.key=value,...:seed:initial_phase" ...
 #   e.g. "base::0:1" "lr5e-4_t250:lr=5e-4,target_update_interval=250:0:1"

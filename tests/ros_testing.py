@@ -95,12 +95,15 @@ def spin_until(node, predicate: Callable[[], bool], timeout: float, executor=Non
 
 def spin_composed_until(executor, buses, predicate: Callable[[], bool], timeout: float) -> bool:
     """:func:`spin_until` for nodes composed on intra-process buses (nodes/intra_process.py): every executor
-    turn is followed by a drain of each bus, as the component container does."""
+    turn is followed by the process's due deadlines and a drain of each bus, as in the component container."""
+    from carla_rl.nodes.deadlines import PROCESS_SCHEDULE
+
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             return False
-        executor.spin_once(timeout_sec=0.02)
+        executor.spin_once(timeout_sec=PROCESS_SCHEDULE.wait_timeout(0.02))
+        PROCESS_SCHEDULE.run_due()
         for bus in buses:
             bus.drain()
     return True

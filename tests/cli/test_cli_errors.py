@@ -19,6 +19,9 @@ CASES = [
     (["bench", "graph", "--envs", "0"], "expected a positive integer"),
     (["bench", "chain", "--envs", "0"], "expected a positive integer"),
     (["bench", "learner", "--trace-dir", "traces"], "--trace-dir needs --profile"),
+    (["bench", "learner", "--device", "tpu"], "device must be cpu or cuda"),
+    (["train", "--backend", "gym", "--enable-profiler"], "--enable-profiler does not work with --backend gym"),
+    (["train", "--backend", "gym", "--town", "Town03"], "--town needs --simulator carla or bridge"),
 ]
 
 

@@ -39,6 +39,9 @@ def test_vector_trainer_learns_evaluates_and_advances(small_run_config, tmp_path
                            save_dir=tmp_path / "run", seed=3, progress=lines.append)
     assert summary.finished and summary.total_episodes >= 6   # num_episodes ends the run
     assert summary.updates > 0 and summary.env_steps > 64
+    # the replay ratio is held: train_frequency (4) env steps per gradient step after learning_starts
+    assert summary.configured_env_steps_per_update == 4.0
+    assert 3.5 <= summary.env_steps_per_update <= 4.0, summary.to_dict()
     # phase 1 (forward only) is evaluated after 2 episodes; its pass moves the curriculum on
     assert summary.evaluations and summary.evaluations[0]["phase"] == 1
     assert any("evaluation of phase 1" in line for line in lines)

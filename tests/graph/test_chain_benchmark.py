@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from carla_rl import chain_benchmark  # noqa: E402
-from carla_rl.chain_benchmark import WARMUP_TICKS, _Source  # noqa: E402
+from carla_rl.nodes import bench_chain  # noqa: E402
+from carla_rl.nodes.bench_chain import WARMUP_TICKS, _Source  # noqa: E402
 
 
 class _Endpoint:
@@ -41,7 +41,7 @@ def _answer(source, env, step_id=None):
 
 def test_source_counts_the_window_only_and_ignores_answers_to_old_ticks(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr(chain_benchmark.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(bench_chain.time, "perf_counter", lambda: clock[0])
     source = _Source(_FakeNode(), envs=2, seconds=1.0)
     source.start()
     assert source.step == [1, 1]

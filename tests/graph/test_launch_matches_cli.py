@@ -215,3 +215,32 @@ def test_every_executable_exists_in_the_installed_package():
         installed = prefix / "lib" / "carla_rl" / exe
         assert installed.exists(), f"{installed} missing (launch_ros looks there)"
         assert shutil.which(exe), f"{exe} not on PATH after sourcing install/setup.bash"
+
+
+@pytest.mark.parametrize("device,files", [("cpu", ("sim.yaml", "agent.yaml")),
+                                          ("cuda", ("sim.yaml", "agent.yaml", "agent_cuda.yaml")),
+                                          ("cuda:1", ("sim.yaml", "agent.yaml", "agent_cuda.yaml"))])
+def test_device_chooses_the_policys_agent_files_in_cli_and_launch(tmp_path, monkeypatch, device, files):
+    """`--device cuda` / device:=cuda give the policy node agent_cuda.yaml over agent.yaml, and those files
+    hold the config the gym backend and `bench learner` load for the device."""
+    import torch
+
+    from carla_rl.config import node_parameters
+    from carla_rl.learner.agent_config import agent_config_from_mapping, load_device_agent_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    save_dir = str(tmp_path / "run")
+    policy = next(s for s in cli_specs(["--device", device, "--save-dir", save_dir]) if s.role == "policy")
+    assert policy.params_files == files
+    with launch_stubs.installed():
+        actions = resolve(load_launch("train.launch.py"),
+                          {"device": device, "save_dir": save_dir, "config_dir": str(CONFIG_DIR),
+                           "composition": "none"})
+    launched = next(a for a in actions if a.kwargs["name"] == "dqn_policy")
+    assert launched.kwargs["parameters"][:-1] == [str(CONFIG_DIR / f) for f in files]
+    merged: dict = {}
+    for name in files[1:]:  # as rcl applies them: a later file's key wins
+        for key, value in flatten(node_parameters(CONFIG_DIR / name, "dqn_policy")).items():
+            merged[key] = value
+    agent = agent_config_from_mapping(unflatten(merged)["agent"])
+    assert agent == load_device_agent_config(CONFIG_DIR, device)

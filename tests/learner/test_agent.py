@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from carla_rl.learner.dqn_agent import Batch, DQNAgent, categorical_projection
+from carla_rl.learner.algorithm import Batch, categorical_projection
+from carla_rl.learner.dqn_agent import DQNAgent
 
 from helpers import TINY_SPEC, ChainMDP, tiny_config
 
@@ -212,7 +213,7 @@ def test_categorical_projection_stays_in_bounds_when_rounding_overshoots():
     the dense weighting would give the top atom only 1 - 3.8e-6 of the mass landing there."""
     import torch
 
-    from carla_rl.learner.dqn_agent import categorical_projection
+    from carla_rl.learner.algorithm import categorical_projection
 
     support = torch.linspace(-4.1, 4.1, 51)
     next_probs = torch.full((3, 51), 1.0 / 51)

@@ -67,3 +67,18 @@ def test_torch_compile_options_follow_the_mode_and_the_combo_switch():
                                 compile_combo_kernels=False)
     assert tuned.torch_compile_options["max_autotune"] is True
     assert "combo_kernels" not in tuned.torch_compile_options
+
+
+def test_the_cuda_preset_names_only_known_keys_of_the_policy_node_and_the_agent():
+    """agent_cuda.yaml is a params file of the policy node too: its node keys are PolicyNodeConfig's."""
+    from carla_rl.learner.agent_config import load_device_agent_config
+
+    pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
+    from carla_rl.nodes.dqn_policy_node import PolicyNodeConfig
+
+    cuda_yaml = AGENT_YAML.with_name("agent_cuda.yaml")
+    node_cfg = load_section(cuda_yaml, "dqn_policy", PolicyNodeConfig, ignore=("agent",))
+    cuda = load_device_agent_config(AGENT_YAML.parent, "cuda")
+    assert node_cfg.max_learner_lag_updates >= cuda.updates_per_graph
+    with pytest.raises(ConfigError, match="device must be cpu or cuda"):
+        load_device_agent_config(AGENT_YAML.parent, "gpu")

@@ -151,3 +151,18 @@ def test_corrupted_replay_chunk_is_detected(tmp_path):
     chunk.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="chunk_00000.pt: corrupted"):
         restore_checkpoint(agent, path)
+
+
+def test_a_checkpoint_naming_a_removed_fast_path_switch_still_loads(tmp_path):
+    """Configs stored before a switch was removed (RETIRED_FIELDS) load; an unknown key still fails."""
+    from carla_rl.learner.checkpoint import agent_state, write_file
+
+    agent = DQNAgent(TINY_SPEC, 3, tiny_config(), seed=0)
+    state = agent_state(agent)
+    state["config"].update(merge_online_passes=True, cudnn_benchmark=False)
+    write_file(tmp_path / "old.ckpt", state)
+    assert load_checkpoint(tmp_path / "old.ckpt").config == agent.config
+    state["config"]["no_such_switch"] = True
+    write_file(tmp_path / "bad.ckpt", state)
+    with pytest.raises(CheckpointError, match="no_such_switch"):
+        load_checkpoint(tmp_path / "bad.ckpt")

@@ -1,5 +1,7 @@
 """CUDA-only checks (skipped without a GPU): graph-captured updates and the benchmark."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ import torch
 from carla_rl.learner.dqn_agent import DQNAgent
 
 from helpers import TINY_SPEC, tiny_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -44,12 +48,62 @@ def test_cuda_graph_updates_match_semantics(precision):
     assert result.actions.shape == (4,)
 
 
-def test_benchmark_on_cuda():
+def test_benchmark_on_cuda_measures_the_shipped_preset_beside_eager():
+    """By default `bench learner --device cuda` measures config/agent_cuda.yaml over agent.yaml (batch
+    256, compiled, 8 updates per graph replay; compiling takes minutes) as training calls it, and the
+    eager path, in one run."""
+    from carla_rl.learner.agent_config import load_device_agent_config
     from carla_rl.learner.learner_benchmark import run_learner_benchmark
 
-    result = run_learner_benchmark("cuda", batch_size=32, seconds=1.0, capacity=5000)
-    assert result["updates_per_s"] > 0 and result["eager_updates_per_s"] > 0
-    assert result["fast_path"] != "eager"
+    result = run_learner_benchmark("cuda", seconds=2.0, capacity=5000, act_repeats=2)
+    assert set(result["variants_updates_per_s"]) == {"eager", "shipped"}, result["variant_errors"]
+    preset = load_device_agent_config(CONFIG_DIR, "cuda")
+    assert result["batch_size"] == preset.batch_size == 256
+    assert result["shipped_config"]["updates_per_graph"] == preset.updates_per_graph > 1
+    assert result["shipped_config"]["compile"] and result["shipped_config"]["cuda_graphs"]
+    assert result["shipped_updates_per_s"] > 5 * result["eager_updates_per_s"] > 0
+
+
+def test_named_variants_on_cuda():
+    from carla_rl.learner.learner_benchmark import run_learner_benchmark
+
+    result = run_learner_benchmark("cuda", batch_size=32, seconds=1.0, capacity=5000, act_repeats=2,
+                                   variants=("eager", "device_eager", "graph", "graph_bf16_x8_pf"))
+    assert not result["variant_errors"]
+    assert result["fast_path"] not in ("eager", "device_eager")
+
+
+def test_acting_goes_on_while_the_learner_warms_up(monkeypatch):
+    """The warm-up before the capture (minutes of compiling with the CUDA preset) runs while another
+    thread acts: acting waits only for the capture itself."""
+    import threading
+
+    from carla_rl.learner.fast_update import FastUpdater
+
+    agent = filled_cuda_agent(tiny_config(learning_starts=32, cuda_graphs=True))
+    entered, release = threading.Event(), threading.Event()
+    steps = FastUpdater._steps
+
+    def held_steps(self, count):
+        entered.set()
+        assert release.wait(60)
+        steps(self, count)
+
+    monkeypatch.setattr(FastUpdater, "_steps", held_steps)
+    learner = threading.Thread(target=agent.update)
+    learner.start()
+    try:
+        assert entered.wait(60)  # the learner is inside its first warm-up update
+        assert agent.capture_lock.acquire(timeout=5.0)  # not held by the warm-up
+        agent.capture_lock.release()
+        rng = np.random.default_rng(2)
+        result = agent.act(rng.integers(0, 256, (2, 2, 8, 8), dtype=np.uint8),
+                           np.zeros((2, 3), np.float32), explore=False)
+        assert result.actions.shape == (2,)
+    finally:
+        release.set()
+        learner.join(120)
+    assert agent.updates == 1
 
 
 def test_several_updates_per_graph_replay_keep_counters_and_target_copies():
@@ -141,7 +195,7 @@ def test_space_to_depth_graph_updates_and_values(precision, later_conv):
 
 
 def test_compiled_clip_and_adam_match_the_fused_step():
-    from carla_rl.learner.dqn_agent import DQNAlgorithm
+    from carla_rl.learner.algorithm import DQNAlgorithm
     from carla_rl.learner.networks import QNetwork
 
     torch.manual_seed(0)

@@ -146,11 +146,10 @@ def test_update_step_has_no_host_syncs(distributional, prioritized):
 
 @pytest.mark.parametrize("double", [True, False])
 @pytest.mark.parametrize("distributional", [True, False])
-def test_merged_and_parallel_passes_give_the_same_loss_and_gradients(distributional, double):
-    """The fast path runs the online net once over [states; next states] (merged), or the two
-    next-state passes on side streams (parallel; in order on a CPU), or those two as one paired
-    pass (grouped); loss, priorities and gradients must equal the serial two-pass reference
-    (checked on CPU)."""
+def test_parallel_and_grouped_passes_give_the_same_loss_and_gradients(distributional, double):
+    """The fast path runs the two next-state passes on side streams (parallel; in order on a
+    CPU), or those two as one paired pass (grouped); loss, priorities and gradients must equal
+    the serial reference (checked on CPU)."""
     cfg = tiny_config(learning_starts=32, distributional=distributional, noisy=True,
                       double=double)
     agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
@@ -165,8 +164,7 @@ def test_merged_and_parallel_passes_give_the_same_loss_and_gradients(distributio
     _, batch, _ = fast.replay.sample(cfg.batch_size, torch.tensor(0.4))
     algorithm = agent.algorithm
     results = {}
-    for mode in ("serial", "merged", "parallel", "grouped"):
-        algorithm.merge_online_passes = mode == "merged"
+    for mode in ("serial", "parallel", "grouped"):
         algorithm.parallel_next_passes = mode in ("parallel", "grouped")
         algorithm.grouped_next_passes = mode == "grouped"
         agent.online.zero_grad(set_to_none=True)
@@ -175,7 +173,7 @@ def test_merged_and_parallel_passes_give_the_same_loss_and_gradients(distributio
         grads = [p.grad.clone() for p in agent.online.parameters()]
         results[mode] = (loss.detach(), priorities, td_abs, q_taken, grads)
     assert results["serial"][0] > 0
-    for mode in ("merged", "parallel", "grouped"):
+    for mode in ("parallel", "grouped"):
         for a, b in zip(results["serial"][:4], results[mode][:4]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         for a, b in zip(results["serial"][4], results[mode][4]):
@@ -186,7 +184,7 @@ def test_merged_and_parallel_passes_give_the_same_loss_and_gradients(distributio
 def test_foreach_norm_then_scaled_step_equals_clip_grad_norm(clip):
     """compile_optimizer's split (global norm by one multi-tensor kernel, then scaling + Adam)
     gives clip_grad_norm_ + Adam's norm and parameters (run uncompiled on CPU)."""
-    from carla_rl.learner.dqn_agent import DQNAlgorithm
+    from carla_rl.learner.algorithm import DQNAlgorithm
     from carla_rl.learner.networks import QNetwork
 
     torch.manual_seed(0)

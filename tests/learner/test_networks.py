@@ -308,25 +308,21 @@ def test_first_conv_input_stands_in_for_the_frames(layout):
     assert torch.equal(blocks, prepared.to(torch.bfloat16))
 
 
-@pytest.mark.parametrize("keep_contiguous", [True, False])
-def test_space_to_depth_convs_keep_their_weights_in_plain_order(keep_contiguous):
+def test_space_to_depth_convs_keep_their_weights_in_plain_order():
     """The convs over blocks reshape their weights on every pass; their weights are kept in plain
     (NCHW) order, the order of the gradients the compiled update produces (no copy by autograd),
     other convs stay channels-last. Values and keys are unchanged."""
-    from carla_rl.learner.learner_benchmark import _channels_last_block_weights
-
     torch.manual_seed(0)
     spec = ObservationSpec(4, 84, 84, 5)
     plain = QNetwork(spec, 6, AgentConfig())
     net = QNetwork(spec, 6, AgentConfig())
     net.load_state_dict(plain.state_dict())
-    net.use_channels_last().use_space_to_depth(later_convs=True,
-                                               keep_contiguous_weights=keep_contiguous)
+    net.use_channels_last().use_space_to_depth(later_convs=True)
     convs = net.encoder.convs
     assert net.encoder.space_to_depth_layers == [True, True, False]
     for conv in convs[:2]:
-        assert conv.weight.is_contiguous() == keep_contiguous
-        assert conv.weight.is_contiguous(memory_format=torch.channels_last) != keep_contiguous
+        assert conv.weight.is_contiguous()
+        assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert convs[2].weight.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
                                                  plain.state_dict().values()))
@@ -334,8 +330,3 @@ def test_space_to_depth_convs_keep_their_weights_in_plain_order(keep_contiguous)
     vectors = torch.rand(2, 5)
     torch.testing.assert_close(net(frames, vectors, noise=False),
                                plain(frames, vectors, noise=False), rtol=1e-4, atol=1e-5)
-    use_space_to_depth = QNetwork.use_space_to_depth
-    with _channels_last_block_weights():  # the benchmark's ..._clw A/B
-        other = QNetwork(spec, 6, AgentConfig()).use_channels_last().use_space_to_depth(True)
-    assert QNetwork.use_space_to_depth is use_space_to_depth
-    assert other.encoder.convs[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -149,3 +149,16 @@ def test_topdown_is_subscribed_only_when_needed(ros_node, tmp_path):
     finally:
         code = monitor.stop()
     assert code == 0, monitor.log_path.read_text()
+
+
+def test_hparams_of_a_cuda_run_are_the_cuda_preset_over_agent_yaml():
+    """The policy node of a CUDA run reads agent_cuda.yaml over agent.yaml; the hparams say so."""
+    from carla_rl.config import agent_params_files
+    from carla_rl.learner.agent_config import AgentConfig
+    from carla_rl.nodes.training_monitor_node import agent_hparams
+
+    cpu = agent_hparams(*(CONFIG_DIR / name for name in agent_params_files("cpu")))
+    cuda = agent_hparams(*(CONFIG_DIR / name for name in agent_params_files("cuda")))
+    assert cpu["batch_size"] == AgentConfig().batch_size and "compile" not in cpu
+    assert cuda["batch_size"] == 256 and cuda["compile"] is True and cuda["updates_per_graph"] == 8
+    assert cuda["lr"] == cpu["lr"] and cuda["network.conv_channels"] == cpu["network.conv_channels"]

@@ -6,7 +6,7 @@ are freed) with a fresh ``mmap``, and hands the top of the heap back to the kern
 tick (the policy's float frames, 16 x 4 x 84 x 84 x 4 B = 1.8 MB; a 340 KB ``EnvStepBatch``; a
 replay batch) can then be faulted in page by page each time: on the 2-core dev machine
 ``frames.float() / 255`` at batch 16 took 2.2-2.8 ms in 2 of 7 processes with the defaults (0.12-0.22 ms
-in the others) and 0.12-0.14 ms in all 7 with the settings below (docs/benchmarks/graph_s8/NOTES.md).
+in the others) and 0.12-0.14 ms in all 7 with the settings below (2026-11-26, commit d363eab).
 
 :func:`tune_allocator` fixes the mmap threshold (which also stops glibc's dynamic adjustment) and
 raises the trim threshold, so such buffers are reused from the heap. It is what PyTorch's CPU

@@ -56,19 +56,53 @@ def restore_signals(previous: dict) -> None:
         signal.signal(signum, handler)
 
 
-def run_train(args: Namespace, config_dir: Path) -> int:
-    if getattr(args, "backend", "ros") == "gym":
-        from carla_rl.vector_training import train_vector
+# `carla-rl train` flags the gym backend cannot honour, with the reason: refused when set to anything but
+# their default (GraphOptions' defaults; the CLI's are the same). Every other flag acts on both backends.
+GYM_REFUSED_FLAGS: dict[str, tuple[str, str]] = {
+    "simulator": ("--simulator", "the gym backend runs the embedded simulator only"),
+    "time_scale": ("--time-scale", "the gym backend steps as fast as possible only"),
+    "enable_pygame_display": ("--enable-pygame-display", "the live view subscribes to the ROS graph's topics"),
+    "save_sensor_data": ("--save-sensor-data", "it records the ROS graph's sensor topics"),
+    "enable_profiler": ("--enable-profiler", "it profiles the ROS graph's node processes"),
+    "composition": ("--composition", "it lays out the ROS graph's processes"),
+}
 
-        if args.simulator != "embedded":
-            raise SystemExit("carla-rl train: --backend gym runs the embedded simulator only")
-        summary = train_vector(config_dir, args.parallel_envs, args.device, args.time_limit_s or float("inf"),
-                               Path(args.save_dir), progress=lambda line: print(line, flush=True))
+
+def gym_refusal(args: Namespace) -> str | None:
+    """Why ``args`` cannot run on the gym backend (one line), or None."""
+    from carla_rl.graph import GraphOptions
+
+    defaults = GraphOptions()
+    for name, (flag, reason) in GYM_REFUSED_FLAGS.items():
+        if getattr(args, name) != getattr(defaults, name, False):  # the display is no graph option
+            return f"{flag} does not work with --backend gym: {reason} (use --backend ros)"
+    return None
+
+
+def run_train(args: Namespace, config_dir: Path) -> int:
+    if args.town and args.simulator == "embedded":
+        raise CommandError("--town needs --simulator carla or bridge (the embedded simulator has its own roads)")
+    options = _graph_options(args, training=True)  # validates every flag for both backends
+    if args.backend == "gym":
+        refusal = gym_refusal(args)
+        if refusal:
+            raise CommandError(refusal)
+        from carla_rl import vector_training
+        from carla_rl.curriculum import CurriculumStateError
+        from carla_rl.learner.checkpoint import CheckpointError
+
+        try:
+            summary = vector_training.train_vector(
+                config_dir, options.num_envs, options.device, args.time_limit_s or float("inf"),
+                Path(options.save_dir), seed=options.seed, progress=lambda line: print(line, flush=True),
+                phase=options.phase, batch_size=options.batch_size, num_episodes=options.num_episodes,
+                num_eval_episodes=options.num_eval_episodes, load_model_from=options.load_model_from)
+        except (CheckpointError, CurriculumStateError) as exc:
+            raise CommandError(str(exc)) from None
         print(json.dumps(summary.to_dict(), indent=2))
         return 0
-    options = _graph_options(args, training=True)
     return run_graph(options, config_dir, progress=not args.no_progress,
-                     display=args.enable_pygame_display)
+                     display=args.enable_pygame_display, stop_after_s=args.time_limit_s)
 
 
 def run_graph(options, config_dir: Path, progress: bool = True, display: bool = False,
@@ -82,10 +116,7 @@ def run_graph(options, config_dir: Path, progress: bool = True, display: bool = 
 def run_specs(specs, options, config_dir: Path, progress: bool = True, display: bool = False,
               stop_after_s: float = 0.0) -> int:
     """Run node specs under the supervisor, with the progress monitor, until a stop condition."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
+    from carla_rl.nodes.cli_runtime import CliRuntime
     from carla_rl.nodes.node_runner import PROFILE_DIR_ENV
     from carla_rl.nodes.progress_monitor import ProgressMonitor
     from carla_rl.supervisor import Supervisor, latest_checkpoint, load_supervisor_config
@@ -99,10 +130,8 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
                             config=load_supervisor_config(config_dir),
                             resume_checkpoint=lambda note: latest_checkpoint(save_dir, note), env=env)
     bar = _ProgressBar(options, enabled=progress)
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C is ours: stop cleanly
-    monitor = ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update)
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
+    ros = CliRuntime()  # Ctrl-C is ours: stop cleanly
+    monitor = ros.add(ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update))
     display_window = None
     if display:
         from carla_rl.nodes.live_display import LiveDisplay
@@ -118,7 +147,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     reason = ""
     try:
         while not reason:
-            executor.spin_once(timeout_sec=0.2)
+            ros.spin_once(0.2)
             for event in supervisor.poll():
                 bar.write(f"supervisor: {event}")
             if display_window is not None:
@@ -138,11 +167,16 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
         supervisor.stop()
         bar.close()
         restore_signals(previous)
-        monitor.destroy_node()
-        rclpy.try_shutdown()
+        ros.close()
     print(f"carla-rl: {reason}; {monitor.state.training_episodes} training episodes, "
           f"phase {monitor.state.phase}; checkpoints in {save_dir / 'checkpoints'}", file=sys.stderr)
     return 1 if reason.startswith("failed") else 0
+
+
+def env_steps_per_update(state) -> str:
+    """The replay ratio the learner holds (env steps per gradient step over the policy's rate window;
+    agent.train_frequency / gradient_steps while it keeps up), or "-" before the first update."""
+    return f"{state.env_steps_per_s / state.updates_per_s:.2f}" if state.updates_per_s > 0 else "-"
 
 
 class _ProgressBar:
@@ -162,12 +196,13 @@ class _ProgressBar:
         if self.enabled:
             self.bar.n = done
             self.bar.set_postfix_str(f"phase {state.phase} {state.phase_name} | {state.env_steps_per_s:.0f} steps/s"
-                                     f" | {state.updates_per_s:.1f} upd/s | last R {state.last_reward:.0f}"
-                                     f" ({state.last_reason})", refresh=False)
+                                     f" | {state.updates_per_s:.1f} upd/s ({env_steps_per_update(state)} steps/upd)"
+                                     f" | last R {state.last_reward:.0f} ({state.last_reason})", refresh=False)
             self.bar.refresh()
         elif done >= self.last_logged + 10:
             self.last_logged = done
-            print(f"episodes {done} phase {state.phase} steps/s {state.env_steps_per_s:.0f}", file=sys.stderr)
+            print(f"episodes {done} phase {state.phase} steps/s {state.env_steps_per_s:.0f} updates/s "
+                  f"{state.updates_per_s:.1f} env steps per update {env_steps_per_update(state)}", file=sys.stderr)
 
     def write(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)
@@ -176,44 +211,30 @@ class _ProgressBar:
         self.bar.close()
 
 
-def _service_call(srv_type, name: str, request, timeout: float):
+def _service_call(srv_type: str, name: str, timeout: float, **fields):
     """Call an idempotent service of the running graph (re-sending while the answer is lost to the
     DDS discovery race: nodes/service_calls.py)."""
-    import rclpy
+    from carla_rl.nodes.service_calls import ServiceUnavailable, call_from_outside
 
-    from carla_rl.nodes.service_calls import call_idempotent
-
-    rclpy.init(args=[])
-    node = rclpy.create_node("carla_rl_cli_client")
     try:
-        client = node.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise CommandError(f"service {name} is not available (is the graph running? same "
-                               f"ROS_DOMAIN_ID?) after {timeout:.0f} s")
-        response = call_idempotent(node, client, request, timeout)
-        if response is None:
-            raise CommandError(f"service {name} did not answer within {timeout:.0f} s")
-        return response
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        return call_from_outside(srv_type, name, timeout, **fields)
+    except ServiceUnavailable as exc:
+        raise CommandError(str(exc)) from None
 
 
 def run_set_phase(args: Namespace, config_dir: Path) -> int:
     from carla_rl import topics
-    from carla_rl_interfaces.srv import SetPhase
 
-    response = _service_call(SetPhase, topics.SET_PHASE_SERVICE, SetPhase.Request(phase=args.phase),
-                             args.timeout)
+    response = _service_call("carla_rl_interfaces/SetPhase", topics.SET_PHASE_SERVICE, args.timeout,
+                             phase=args.phase)
     print(response.message)
     return 0 if response.success else 1
 
 
 def run_status(args: Namespace, config_dir: Path) -> int:
     from carla_rl import topics
-    from carla_rl_interfaces.srv import GetStatus
 
-    status = _service_call(GetStatus, topics.GET_STATUS_SERVICE, GetStatus.Request(), args.timeout).status
+    status = _service_call("carla_rl_interfaces/GetStatus", topics.GET_STATUS_SERVICE, args.timeout).status
     data = {
         "phase": status.phase, "phase_name": status.phase_name, "num_phases": status.num_phases,
         "episodes_in_phase": status.episodes_in_phase, "episode_budget": status.episode_budget,
@@ -248,9 +269,14 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
 
         if args.trace_dir and not args.profile:
             raise CommandError("bench learner: --trace-dir needs --profile")
+        if args.device.startswith("cuda"):
+            import torch
 
-        result = run_learner_benchmark(device=args.device, batch_size=args.batch_size, seconds=args.seconds,
-                                       preset=args.preset or None, config_path=config_dir / "agent.yaml",
+            if not torch.cuda.is_available():
+                raise CommandError(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
+
+        result = run_learner_benchmark(device=args.device, batch_size=args.batch_size or None,
+                                       seconds=args.seconds, preset=args.preset or None, config_dir=config_dir,
                                        variants=tuple(v for v in args.variants.split(",") if v) or None,
                                        profile=args.profile, trace_dir=args.trace_dir or None)
     elif args.bench == "chain":
@@ -305,12 +331,9 @@ def run_sim(args: Namespace, config_dir: Path) -> int:
 
 def run_record(args: Namespace, config_dir: Path) -> int:
     """Record topics (default: env 0's sensor topics) into one MCAP file (ROS 2 CDR) for --duration s."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     from carla_rl.config import load_section
     from carla_rl.nodes import mcap_io
+    from carla_rl.nodes.cli_runtime import CliRuntime
     from carla_rl.nodes.mcap_io import TopicRecorderNode
 
     config = load_section(config_dir / "monitor.yaml", "carla_rl_record", mcap_io.RecordConfig)
@@ -323,37 +346,37 @@ def run_record(args: Namespace, config_dir: Path) -> int:
     except mcap_io.McapIoError as exc:
         raise CommandError(str(exc)) from None
     stop, previous = catch_stop_signals()
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # our handlers stop the loop
+    ros = CliRuntime()  # our handlers stop the loop
     node = None
     try:
-        node = TopicRecorderNode(recorder, requested, config.discovery_period_s)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
+        node = ros.add(TopicRecorderNode(recorder, requested, config.discovery_period_s))
         print(f"carla-rl: recording {len(node.wanted)} topic(s) to {output} "
               f"{'for %g s' % args.duration if args.duration else 'until Ctrl-C'}", file=sys.stderr)
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         while stop["signal"] is None and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=min(0.1, max(0.0, deadline - time.monotonic())))
+            ros.spin_once(min(0.1, max(0.0, deadline - time.monotonic())))
     finally:
         restore_signals(previous)
         recorder.close()
         missing = sorted(node.missing()) if node is not None else []
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        ros.close()
     print(f"carla-rl: recorded {recorder.message_count} messages to {output}"
           + (f"; never seen: {', '.join(missing)}" if missing else ""), file=sys.stderr)
     return 0
 
 
+def run_reference(args: Namespace, config_dir: Path) -> int:
+    """Write docs/REFERENCE.md from the code, or check it (carla_rl.reference)."""
+    from carla_rl.reference import run
+
+    return run(check=args.check)
+
+
 def run_replay(args: Namespace, config_dir: Path) -> int:
     """Republish an MCAP recording on its topics, paced by log time / --rate (0 = as fast as possible)."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     from carla_rl.config import ConfigError, node_parameters
     from carla_rl.nodes import mcap_io
+    from carla_rl.nodes.cli_runtime import CliRuntime
     from carla_rl.nodes.mcap_replay_node import McapReplayNode
 
     try:
@@ -368,21 +391,19 @@ def run_replay(args: Namespace, config_dir: Path) -> int:
     params.update(file=str(Path(args.file).resolve()), rate=float(args.rate), loop=bool(args.loop),
                   exit_when_done=False)
     stop, previous = catch_stop_signals()
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # our handlers stop the loop
+    ros = CliRuntime()  # our handlers stop the loop
     node = None
     try:
         try:
-            node = McapReplayNode(**params)
+            node = ros.add(McapReplayNode(**params))
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
         print(f"carla-rl: replaying {args.file}: {player.message_count} messages on {len(player.topics)} "
               f"topics, {player.duration_s:.1f} s at rate {args.rate:g}{' (loop)' if args.loop else ''}",
               file=sys.stderr)
         finished_at = None
         while stop["signal"] is None:
-            executor.spin_once(timeout_sec=0.05)
+            ros.spin_once(0.05)
             if node.finished and finished_at is None:
                 finished_at = time.monotonic()
             if finished_at is not None and time.monotonic() - finished_at >= node.cfg.linger_s:
@@ -390,9 +411,7 @@ def run_replay(args: Namespace, config_dir: Path) -> int:
         published, error = node.published, node.error
     finally:
         restore_signals(previous)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        ros.close()
     if error:
         raise CommandError(error)
     print(f"carla-rl: replay {'stopped' if stop['signal'] is not None else 'finished'}: {published} messages "

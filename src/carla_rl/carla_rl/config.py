@@ -205,15 +205,16 @@ def node_parameters(path: Path, node_name: str) -> dict[str, Any]:
         params = block["ros__parameters"] or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{path}: '{key}.ros__parameters' must be a mapping")
-        merged = _deep_merge(merged, params)
+        merged = deep_merge(merged, params)
     return merged
 
 
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``, mapping by mapping (other values, lists too, replaced)."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -225,11 +226,32 @@ def load_section(path: Path, node_name: str, cls: type, overrides: Mapping[str, 
     top-level keys in ``ignore`` belong to another reader (e.g. a node's own settings)."""
     params = {k: v for k, v in node_parameters(path, node_name).items() if k not in ignore}
     if overrides:
-        params = _deep_merge(params, unflatten(overrides))
+        params = deep_merge(params, unflatten(overrides))
     try:
         return from_mapping(cls, params, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {node_name}: {exc}") from None
+
+
+# The learner's params files: ``agent.yaml`` for every device, then the preset of the device type over it
+# (ROS semantics: a key of a later file wins; lists are replaced whole). The ROS graph passes the same files
+# to the policy node, in this order, that :func:`carla_rl.learner.agent_config.load_device_agent_config` merges.
+AGENT_PARAMS_FILE = "agent.yaml"
+AGENT_DEVICE_PRESET_FILES = {"cuda": "agent_cuda.yaml"}
+
+
+def device_type(device: str) -> str:
+    """``cpu`` or ``cuda`` of a torch device string (``cuda:1`` -> ``cuda``); anything else is an error."""
+    kind, colon, index = str(device).partition(":")
+    if str(device) == "cpu" or (kind == "cuda" and (not colon or index.isdigit())):
+        return kind
+    raise ConfigError(f"device must be cpu or cuda[:N], got {device!r}")
+
+
+def agent_params_files(device: str) -> tuple[str, ...]:
+    """The learner's params files for ``device``, in overlay order (names inside the config directory)."""
+    preset = AGENT_DEVICE_PRESET_FILES.get(device_type(device))
+    return (AGENT_PARAMS_FILE,) + ((preset,) if preset else ())
 
 
 def default_config_dir() -> Path:
@@ -250,3 +272,6 @@ def default_config_dir() -> Path:
         return Path(get_package_share_directory("carla_rl")) / "config"
     except Exception:  # noqa: BLE001 - not installed through ament
         return Path.cwd() / "config"
+
+
+_deep_merge = deep_merge  # its former name (carla/carla_config.py)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from carla_rl import topics
+from carla_rl.config import agent_params_files, device_type
 
 PACKAGE = "carla_rl"
 SIMULATORS = ("embedded", "carla", "bridge")
@@ -24,9 +25,9 @@ SIMULATORS = ("embedded", "carla", "bridge")
 #            manager and the evaluator that leads the evaluations. The second share's observations, rewards
 #            and commands cross DDS as one sample per group of envs and tick each way, through a pair of
 #            batch_link nodes (its envs take those three topics under <env>/link/, remapped). One env: as
-#            all. Each DDS sample between processes costs ~0.45 ms of CPU here (docs/benchmarks/graph_s6);
-#            measured against per-env messages (graph_s7): the same steps/s with the learner paused, 9-15 %
-#            less CPU per env step, +7-10 % steps/s with the learner running
+#            all. Each DDS sample between processes costs ~0.45 ms of CPU on the 2-core dev machine
+#            (2026-11-26, commit 6273e09); against per-env messages (2026-11-26, commit 4ed36bf): the same
+#            steps/s with the learner paused, 9-15 % less CPU per env step, +7-10 % with the learner running
 COMPOSITIONS = ("none", "per_env", "envs", "all", "halves")
 CONTAINER_EXECUTABLE = "component_container"
 COMPONENT_FLAG = "--component"  # one per hosted node on a container's command line
@@ -34,13 +35,13 @@ COMPOSABLE_SIMULATORS = ("embedded",)  # the CARLA-side nodes run alone
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 HALVES_FIRST_SHARE = 0.25        # halves: the share of the envs beside the policy (rounded down, >= 1); the
                                  # policy's work makes up the rest of that core (N = 16, 2 link groups, single
-                                 # runs: 0.125 707, 0.25 912, 0.375 863 steps/s; docs/benchmarks/graph_s9).
+                                 # runs: 0.125 707, 0.25 912, 0.375 863 steps/s; 2026-11-26, eb573d5).
                                  # They are the last env ids: the policy publishes commands in env
                                  # order, so the other container's batch goes out before the policy's
                                  # own envs step
 HALVES_NAMESPACE = "/half_1"     # halves: namespace of the second container and its reward evaluator
 HALVES_ACT_THREADS = 1           # halves: the policy's composed_act_threads (the other container needs the
-                                 # second core; N = 8: 502 steps/s with 1, 404 with 2; docs/benchmarks/graph_s6)
+                                 # second core; N = 8: 502 steps/s with 1, 404 with 2; 2026-11-26, 6273e09)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,7 @@ class GraphOptions:
             raise ValueError(f"composition must be one of {', '.join(COMPOSITIONS)}, got {self.composition!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        device_type(self.device)  # ValueError: device must be cpu or cuda[:N]
         if self.time_scale < 0:
             raise ValueError(f"time_scale must be >= 0, got {self.time_scale}")
         if self.phase < 1:
@@ -286,7 +286,9 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         policy_params["agent.batch_size"] = options.batch_size
     if len(shares) > 1:
         policy_params["composed_act_threads"] = HALVES_ACT_THREADS
-    specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy", params_files=("sim.yaml", "agent.yaml"),
+    # agent.yaml, then the device's preset over it (agent_cuda.yaml on CUDA), as the gym backend loads them
+    specs.append(NodeSpec(name="dqn_policy", executable="dqn_policy",
+                          params_files=("sim.yaml", *agent_params_files(options.device)),
                           parameters=policy_params, role="policy", critical=True,
                           container=_container_of(options, "policy", 0)))
     for i, env_ids in enumerate(shares):
@@ -318,7 +320,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
         specs.append(NodeSpec(name="training_monitor", executable="training_monitor",
                               params_files=("monitor.yaml",),
                               parameters={"log_dir": str(Path(options.save_dir) / "tensorboard"),
-                                          "num_envs": options.num_envs,
+                                          "num_envs": options.num_envs, "agent_device": options.device,
                                           "record_mcap": options.save_sensor_data,
                                           "mcap_dir": str(Path(options.save_dir) / "recordings")},
                               role="monitor"))

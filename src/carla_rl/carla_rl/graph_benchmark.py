@@ -111,16 +111,9 @@ def learner_started(stats: list) -> bool:
 
 def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, config_dir: Path,
                         composition: str = "envs") -> dict:
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-
     from carla_rl.graph import GraphOptions, build_graph
-    from carla_rl.nodes.diagnostics import DIAGNOSTICS_TOPIC
-    from carla_rl.nodes.qos_profiles import EVENTS
+    from carla_rl.nodes.bench_graph import GraphListener
     from carla_rl.supervisor import Supervisor, load_supervisor_config
-    from carla_rl.topics import TRAINING_STATS
-    from carla_rl_interfaces.msg import TrainingStats
 
     inprocess = run_inprocess(envs, seconds, phase, config_dir)
     save_dir = Path(tempfile.mkdtemp(prefix="carla_rl_bench_"))
@@ -133,23 +126,9 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                                              "final_checkpoint_replay": False})
         specs.append(spec)
     supervisor = Supervisor(specs, config_dir, save_dir / "logs", "warn", config=load_supervisor_config(config_dir))
-    sims: dict[str, dict[str, str]] = {}
-
-    def on_diag(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            supervisor.heartbeat(status.name)
-            values = {kv.key: kv.value for kv in status.values}
-            if status.name.rsplit("/", 1)[-1] in SIMULATOR_NODES:
-                sims[status.name] = values
-
-    stats: list = []  # the policy's TrainingStats, once a second (mean envs per act, learner updates)
-
-    rclpy.init(args=[])
-    node = rclpy.create_node("carla_rl_bench_graph")
-    node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diag, 100)
-    node.create_subscription(TrainingStats, TRAINING_STATS, stats.append, EVENTS)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    listener = GraphListener(SIMULATOR_NODES, on_heartbeat=supervisor.heartbeat)
+    sims = listener.simulators  # each simulator's latest /diagnostics values
+    stats = listener.stats  # the policy's TrainingStats, once a second (mean envs per act, learner updates)
 
     def counts(key: str) -> dict[str, int]:
         return {name: int(v.get(key, 0)) for name, v in sims.items()}
@@ -160,7 +139,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
     def spin_for(duration: float) -> None:
         end = time.monotonic() + duration
         while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.1)
+            listener.spin_once(0.1)
             supervisor.poll()
 
     supervisor.start()
@@ -191,8 +170,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         restarts = sum(managed.restarts for managed in supervisor.processes.values())
     finally:
         supervisor.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        listener.close()
     try:
         env_steps = window_counts(ticks0, ticks1)
         # the window's (the graph's start-up, while the policy builds its agent, times out too)
@@ -212,7 +190,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
         "ratio_to_inprocess": round(steps_per_s / inprocess, 3) if inprocess else None,
         "p50_ms": round(float(np.median(p50)), 3) if p50 else None,
         "p99_ms": round(float(max(p99)), 3) if p99 else None,
-        "control_timeouts": timeouts,  # in the window (before session 10: since the start)
+        "control_timeouts": timeouts,  # in the window
         "control_timeouts_before_window": sum(timeouts0.values()),
         # over the window, from the policy's TrainingStats: envs per act (each message: its last 200 acts) and
         # learner updates per second (the updates counter's growth between the first and last message)

@@ -4,7 +4,7 @@ The same pieces as the ROS graph — ``carla_rl/Driving-v0`` (World -> Observati
 RewardCalculator, one env per worker process), :class:`DQNAgent` and :class:`CurriculumState` with
 the phase table of ``config/curriculum.yaml`` — wired as a plain loop (collector -> replay ->
 learner, like Tianshou/SB3) instead of topics. It is for machines where ROS 2 cannot be installed
-(a lent GPU box) and for quick experiments; the ROS graph (``carla-rl train``) is the product.
+(a GPU machine without ROS) and for quick experiments; the ROS graph (``carla-rl train``) is the product.
 
 Per vector step: act on all envs (batched, noisy/epsilon exploration), step them in parallel,
 store the transitions, run the gradient steps the replay ratio owes. An env whose episode ended
@@ -33,6 +33,9 @@ from carla_rl.reward.stats import EpisodeStats
 from carla_rl.scenario import load_phases
 from carla_rl.seeds import training_seed
 
+PROGRESS_PERIOD_S = 30.0  # wall seconds between progress lines
+
+
 @dataclass
 class PhaseRecord:
     phase: int
@@ -51,9 +54,20 @@ class VectorTrainingSummary:
     finished: bool = False
     passed: list[PhaseRecord] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    learning_env_steps: int = 0           # env steps of this run after learning_starts
+    learning_updates: int = 0             # gradient steps of this run
+    configured_env_steps_per_update: float = 0.0  # agent.train_frequency / agent.gradient_steps
+
+    @property
+    def env_steps_per_update(self) -> float:
+        """The replay ratio held: this run's env steps after ``learning_starts`` per gradient step (NaN:
+        no update)."""
+        return self.learning_env_steps / self.learning_updates if self.learning_updates else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"wall_s": round(self.wall_s, 1), "env_steps": self.env_steps, "updates": self.updates,
+                "env_steps_per_update": round(self.env_steps_per_update, 3),
+                "configured_env_steps_per_update": self.configured_env_steps_per_update,
                 "total_episodes": self.total_episodes, "final_phase": self.final_phase,
                 "finished": self.finished, "passed": [vars(p) for p in self.passed],
                 "evaluations": self.evaluations}
@@ -68,24 +82,56 @@ def _training_episode_stats(env_id: int, episode_id: int, phase: int, steps: int
                         sidewalk=reason == "sidewalk")
 
 
+def build_curriculum(config_dir: Path, phase: int | None = None, num_episodes: int = 0,
+                     num_eval_episodes: int = 0, load_model_from: str | Path = "") -> CurriculumState:
+    """The curriculum of a run, as the curriculum manager node builds it: ``curriculum.yaml`` with the
+    run's flags over it (see :func:`train_vector`); resumed from the state file of the checkpoint's run
+    directory when ``load_model_from`` names a checkpoint and that file exists."""
+    config_dir = Path(config_dir)
+    overrides: dict[str, Any] = {}
+    if phase is not None:
+        overrides["initial_phase"] = phase
+    if num_episodes:
+        overrides["num_episodes"] = num_episodes
+    if num_eval_episodes:
+        overrides["eval_episodes_override"] = num_eval_episodes
+    config = load_section(config_dir / "curriculum.yaml", "curriculum_manager", CurriculumConfig,
+                          overrides=overrides,
+                          ignore=("num_phases", "phases"))  # the phase table: load_phases
+    phases = load_phases(config_dir / "curriculum.yaml")
+    if load_model_from and config.state_file:  # checkpoints/<name>.pt of a run directory
+        state_path = Path(load_model_from).resolve().parent.parent / config.state_file
+        return CurriculumState.load_or_create(state_path, phases, config)
+    return CurriculumState(phases, config)
+
+
 def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, save_dir: Path | None,
-                 seed: int = 0, progress: Callable[[str], None] | None = None) -> VectorTrainingSummary:
-    """Train through the curriculum for ``seconds`` of wall time (or until it finishes)."""
+                 seed: int = 0, progress: Callable[[str], None] | None = None, phase: int | None = None,
+                 batch_size: int = 0, num_episodes: int = 0, num_eval_episodes: int = 0,
+                 load_model_from: str | Path = "") -> VectorTrainingSummary:
+    """Train through the curriculum for ``seconds`` of wall time (or until it finishes).
+
+    As the graph's flags of the same names: ``phase`` the initial phase (None: curriculum.yaml's;
+    a resumed run keeps its saved one), ``batch_size`` the learner's (0: the agent config's),
+    ``num_episodes`` training episodes of the run (0: curriculum.yaml's), ``num_eval_episodes`` episodes
+    per evaluation (0: per phase), ``load_model_from`` a checkpoint to resume (weights, optimizer,
+    counters, the replay if saved) with the curriculum state of its run directory. The agent config is
+    ``agent.yaml`` with the device's preset over it (``agent_cuda.yaml`` on CUDA)."""
     import gymnasium as gym
 
     from carla_rl.actions import load_action_table
     from carla_rl.evaluation_report import AgentDriver, PolicyEvaluator
-    from carla_rl.learner.agent_config import ObservationSpec, load_agent_config
-    from carla_rl.learner.checkpoint import save_checkpoint
+    from carla_rl.learner.agent_config import ObservationSpec, load_device_agent_config
+    from carla_rl.learner.checkpoint import restore_checkpoint, save_checkpoint
     from carla_rl.learner.dqn_agent import DQNAgent
     from carla_rl.sim.driving_env import DrivingEnv
 
     config_dir = Path(config_dir)
-    phases = load_phases(config_dir / "curriculum.yaml")
-    curriculum_cfg = load_section(config_dir / "curriculum.yaml", "curriculum_manager", CurriculumConfig,
-                                  ignore=("num_phases", "phases"))  # the phase table: load_phases
-    curriculum = CurriculumState(phases, curriculum_cfg)
-    agent_cfg = load_agent_config(config_dir / "agent.yaml")
+    curriculum = build_curriculum(config_dir, phase, num_episodes, num_eval_episodes, load_model_from)
+    agent_cfg = load_device_agent_config(config_dir, device)
+    if batch_size:
+        agent_cfg = dataclasses.replace(agent_cfg, batch_size=batch_size)
+        agent_cfg.validate()
 
     def make_env(phase: int = curriculum.phase) -> Callable[[], DrivingEnv]:
         return lambda: DrivingEnv(phase=phase, config_dir=config_dir)
@@ -102,16 +148,22 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     phase_of = np.full(num_envs, curriculum.phase)
     spec = ObservationSpec(*obs["frames"].shape[1:], obs["vector"].shape[1])
     agent = DQNAgent(spec, envs.single_action_space.n, agent_cfg, device=device, seed=seed)
+    if load_model_from:
+        restore_checkpoint(agent, load_model_from)
+    first_env_steps = agent.env_steps
+    first_updates = agent.updates
     greedy = AgentDriver(agent, load_action_table(config_dir / "sim.yaml"), "training")
     agent.observe_many(env_ids, obs["frames"][:, -1], obs["vector"], np.zeros(num_envs), np.zeros(num_envs, bool),
                        np.zeros(num_envs, bool), np.ones(num_envs, bool), masks)
     returns = np.zeros(num_envs)
     lengths = np.zeros(num_envs, dtype=np.int64)
-    summary = VectorTrainingSummary()
+    configured_ratio = agent_cfg.train_frequency / agent_cfg.gradient_steps
+    summary = VectorTrainingSummary(configured_env_steps_per_update=configured_ratio)
     eval_index = 0
     interrupted = False
     start = time.monotonic()
     last_report = start
+    reported = (agent.env_steps, agent.updates)  # at the last progress line
     try:
         while time.monotonic() - start < seconds and not curriculum.finished:
             actions = agent.act(obs["frames"], obs["vector"], explore=True, action_mask=masks).actions
@@ -162,11 +214,15 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
                                    np.zeros(done.sum()), np.zeros(done.sum(), bool), np.zeros(done.sum(), bool),
                                    np.ones(done.sum(), bool), masks[done])
             now = time.monotonic()
-            if progress and now - last_report >= 30.0:
+            if progress and now - last_report >= PROGRESS_PERIOD_S:
                 last_report = now
+                steps, updates = agent.env_steps - reported[0], agent.updates - reported[1]
+                reported = (agent.env_steps, agent.updates)
+                ratio = f"{steps / updates:.2f}" if updates else "-"
                 progress(f"{now - start:7.0f} s  phase {curriculum.phase}  episodes {curriculum.total_episodes}  "
-                         f"env steps {agent.env_steps} ({agent.env_steps / (now - start):.0f}/s)  "
-                         f"updates {agent.updates} ({agent.updates / (now - start):.0f}/s)")
+                         f"env steps {agent.env_steps} ({(agent.env_steps - first_env_steps) / (now - start):.0f}/s)  "
+                         f"updates {agent.updates} ({(agent.updates - first_updates) / (now - start):.0f}/s)  "
+                         f"env steps per update {ratio} (configured {configured_ratio:g})")
     except KeyboardInterrupt:  # Ctrl-C: the workers got it too; keep what was learned
         interrupted = True
         if progress:
@@ -176,6 +232,8 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     summary.wall_s = time.monotonic() - start
     summary.env_steps = agent.env_steps
     summary.updates = agent.updates
+    summary.learning_updates = agent.updates - first_updates
+    summary.learning_env_steps = max(0, agent.env_steps - max(first_env_steps, agent_cfg.learning_starts))
     summary.total_episodes = curriculum.total_episodes
     summary.final_phase = curriculum.phase
     summary.finished = curriculum.finished

@@ -563,6 +563,14 @@ def stop_lines_from_lights(tracker: RouteTracker, lights: Iterable[LightView], m
     return out
 
 
+def map_from_opendrive(map_name: str, opendrive: str) -> Any:
+    """A ``carla.Map`` built offline from /carla/world_info's OpenDRIVE (no server needed). ImportError when
+    the carla wheel is missing; RuntimeError when the OpenDRIVE cannot be parsed."""
+    import carla
+
+    return carla.Map(map_name, opendrive)
+
+
 class SituationTracker:
     """Episode bookkeeping + EgoSituation for the adapter.
 

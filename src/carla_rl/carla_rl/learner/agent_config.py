@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from carla_rl.config import ConfigError, from_mapping, node_parameters, param, to_mapping
+from carla_rl.config import (ConfigError, agent_params_files, deep_merge, from_mapping, node_parameters,
+                             param, to_mapping)
 
 NODE_NAME = "dqn_policy"
 SECTION = "agent"
@@ -160,9 +161,6 @@ class AgentConfig:
                                     "convolutions already are); process-wide setting")
     channels_last: bool = param(True, "NHWC convolutions on the CUDA-graph path (cuDNN's "
                                       "native layout)")
-    merge_online_passes: bool = param(True, "CUDA-graph path: one online pass over states and "
-                                            "next states (fewer kernels, more conv work; measured "
-                                            "neutral at batch 256)")
     space_to_depth: bool = param(True, "CUDA-graph path: run the first conv (stride s dividing "
                                        "kernel k) as the equal k/s x k/s stride-1 conv over "
                                        "s x s space-to-depth blocks, same weights reshaped "
@@ -175,15 +173,12 @@ class AgentConfig:
     parallel_next_passes: bool = param(True, "CUDA-graph path: run the two no-grad next-state "
                                              "passes (online selection, target evaluation) on "
                                              "side CUDA streams, concurrent with the online "
-                                             "pass (replaces merge_online_passes)")
+                                             "pass")
     grouped_next_passes: bool = param(True, "CUDA-graph path with parallel_next_passes and "
                                             "double: the online selection and the target "
                                             "evaluation as one pass with both networks' layers "
                                             "side by side (grouped convs, batched matmuls), on "
                                             "one side stream")
-    cudnn_benchmark: bool = param(False, "CUDA: let cuDNN time its algorithms for the (static) "
-                                         "convolution shapes on first use; process-wide "
-                                         "setting")
     compile_mode: str = param("default", "torch.compile mode of the compiled parts (with "
                                          "compile); 'max-autotune-no-cudagraphs' autotunes "
                                          "(compiles for minutes)",
@@ -244,6 +239,18 @@ class AgentConfig:
         return dataclasses.replace(self, network=network_preset(name))
 
 
+# The fields that choose how an update runs on CUDA, not what it computes (all ignored on CPU):
+# the switches of the fast path, in the order of AgentConfig.
+FAST_PATH_FIELDS = ("mixed_precision", "cuda_graphs", "compile", "tf32_matmul", "channels_last",
+                    "space_to_depth", "space_to_depth_later_convs", "parallel_next_passes",
+                    "grouped_next_passes", "compile_mode", "compile_combo_kernels",
+                    "compile_optimizer", "flat_optimizer", "compile_replay", "compile_noise",
+                    "updates_per_graph", "prefetch_next_batch", "sample_conv_input")
+# Switches that lost their A/B and were removed; configs stored in older checkpoints may still
+# name them (dropped on load, as they only chose how an update ran).
+RETIRED_FIELDS = ("merge_online_passes", "cudnn_benchmark")
+
+
 def agent_config_from_mapping(data: Mapping[str, Any], where: str = SECTION) -> AgentConfig:
     """Validated :class:`AgentConfig` from a plain mapping (as stored in a checkpoint)."""
     return from_mapping(AgentConfig, data, where)
@@ -254,15 +261,36 @@ def agent_config_to_mapping(config: AgentConfig) -> dict[str, Any]:
     return to_mapping(config)
 
 
-def load_agent_config(path: str | Path, node_name: str = NODE_NAME) -> AgentConfig:
-    """Read the ``agent:`` block of ``node_name`` in params file ``path``."""
-    params = node_parameters(Path(path), node_name)
-    block = params.get(SECTION)
-    if block is None:
-        raise ConfigError(f"{path}: {node_name}: missing key '{SECTION}'")
-    if not isinstance(block, Mapping):
-        raise ConfigError(f"{path}: {node_name}.{SECTION}: expected a mapping")
+def load_agent_config(path: str | Path, node_name: str = NODE_NAME,
+                      overlays: tuple[str | Path, ...] = ()) -> AgentConfig:
+    """Read the ``agent:`` block of ``node_name`` in params file ``path``, with the ``agent:`` blocks
+    of ``overlays`` (params files, in order) merged over it key by key, as rcl merges params files."""
+    merged: dict[str, Any] = {}
+    for source in (path, *overlays):
+        params = node_parameters(Path(source), node_name)
+        block = params.get(SECTION)
+        if block is None:
+            if source == path:
+                raise ConfigError(f"{path}: {node_name}: missing key '{SECTION}'")
+            continue
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"{source}: {node_name}.{SECTION}: expected a mapping")
+        merged = deep_merge(merged, block)
+    where = " over ".join(str(p) for p in reversed((path, *overlays)))
     try:
-        return agent_config_from_mapping(block, SECTION)
+        return agent_config_from_mapping(merged, SECTION)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {node_name}: {exc}") from None
+        raise ConfigError(f"{where}: {node_name}: {exc}") from None
+
+
+def load_device_agent_config(config_dir: str | Path, device: str) -> AgentConfig:
+    """The agent config a run on ``device`` trains with: ``agent.yaml`` of ``config_dir``, with the
+    device type's preset over it (``agent_cuda.yaml`` on CUDA;
+    :data:`carla_rl.config.AGENT_DEVICE_PRESET_FILES`).
+    The ROS graph hands the policy node the same files in the same order."""
+    files = [Path(config_dir) / name for name in agent_params_files(device)]
+    for path in files:
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing (the agent config of device {device!r} is "
+                              f"{' + '.join(p.name for p in files)})")
+    return load_agent_config(files[0], overlays=tuple(files[1:]))

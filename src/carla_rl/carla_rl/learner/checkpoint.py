@@ -24,19 +24,17 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from carla_rl.atomic_file import atomic_write_bytes, fsync_directory
 from carla_rl.config import ConfigError
-from carla_rl.learner.agent_config import (AgentConfig, ObservationSpec,
+from carla_rl.learner.agent_config import (RETIRED_FIELDS, AgentConfig, ObservationSpec,
                                            agent_config_from_mapping, agent_config_to_mapping)
+from carla_rl.learner.dqn_agent import DQNAgent
 from carla_rl.learner.networks import architecture_fingerprint
-
-if TYPE_CHECKING:
-    from carla_rl.learner.dqn_agent import DQNAgent
 
 MAGIC = b"CRLCKPT1"
 FORMAT_VERSION = 3  # 2: action masks in the replay, flat noise buffers; 3: noise factors only
@@ -110,7 +108,7 @@ def _spec_list(spec: ObservationSpec) -> list[int]:
     return [spec.frame_stack, spec.height, spec.width, spec.vector_size]
 
 
-def fingerprint(agent: "DQNAgent") -> str:
+def fingerprint(agent: DQNAgent) -> str:
     return architecture_fingerprint(agent.online, agent.spec, agent.action_size)
 
 
@@ -121,14 +119,14 @@ def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
             and not bool(torch.isfinite(value).all())]
 
 
-def poisoned_weights(agent: "DQNAgent") -> list[str]:
+def poisoned_weights(agent: DQNAgent) -> list[str]:
     """The online / target network tensors of ``agent`` that are not finite (a diverged or
     NaN-poisoned learner); such an agent is never written over good checkpoints."""
     return ([f"online.{n}" for n in non_finite_tensors(agent.online.state_dict())]
             + [f"target.{n}" for n in non_finite_tensors(agent.target.state_dict())])
 
 
-def agent_state(agent: "DQNAgent", include_replay: bool = False) -> dict[str, Any]:
+def agent_state(agent: DQNAgent, include_replay: bool = False) -> dict[str, Any]:
     """Full agent state as plain types and tensors (replay arrays under ``replay``)."""
     rng: dict[str, Any] = {"torch_cpu": torch.get_rng_state(),
                            "act": _rng_to_str(agent.act_rng),
@@ -160,7 +158,7 @@ def agent_state(agent: "DQNAgent", include_replay: bool = False) -> dict[str, An
     return state
 
 
-def _check_compatible(agent: "DQNAgent", state: dict[str, Any], where: str) -> None:
+def _check_compatible(agent: DQNAgent, state: dict[str, Any], where: str) -> None:
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{where}: unsupported checkpoint format {state.get('format')!r} "
                               f"(this version reads format {FORMAT_VERSION}; format 2 kept "
@@ -174,7 +172,7 @@ def _check_compatible(agent: "DQNAgent", state: dict[str, Any], where: str) -> N
             f"{agent.action_size} actions)")
 
 
-def restore_agent(agent: "DQNAgent", state: dict[str, Any], where: str = "checkpoint") -> None:
+def restore_agent(agent: DQNAgent, state: dict[str, Any], where: str = "checkpoint") -> None:
     """Load ``state`` (from :func:`agent_state`) into ``agent``; checks the architecture first."""
     _check_compatible(agent, state, where)
     agent._fast = None  # a captured graph holds the old optimizer state: rebuild it lazily
@@ -278,7 +276,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _snapshot_replay(agent: "DQNAgent", chunk_slots: int):
+def _snapshot_replay(agent: DQNAgent, chunk_slots: int):
     """Under the replay lock: the replay's metadata, its priority tree and, per ring chunk, what to
     do: ("write", copy of its arrays) if changed since the agent's :class:`ReplaySnapshot` (every
     chunk without a usable one), ("link", file, digest) of the base's file if not, ("empty",) if it
@@ -348,7 +346,7 @@ def _write_replay(folder: Path, plan: list[tuple], empty: tuple | None, base: Re
     return chunks
 
 
-def save_checkpoint(agent: "DQNAgent", path: str | Path, include_replay: bool = False,
+def save_checkpoint(agent: DQNAgent, path: str | Path, include_replay: bool = False,
                     chunk_slots: int = REPLAY_CHUNK_SLOTS) -> Path:
     """Atomically write the agent's full state to ``path``; with ``include_replay`` the replay goes
     to chunk files of ``chunk_slots`` ring slots in a fresh folder ``<name>.replay-<token>/``, written
@@ -479,19 +477,19 @@ def verify_checkpoint(path: str | Path) -> bool:
     return manifest is not None
 
 
-def restore_checkpoint(agent: "DQNAgent", path: str | Path) -> None:
+def restore_checkpoint(agent: DQNAgent, path: str | Path) -> None:
     """Load checkpoint ``path`` into an existing agent (same architecture)."""
     restore_agent(agent, read_checkpoint(path), str(path))
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu",
-                    config: AgentConfig | None = None) -> "DQNAgent":
+                    config: AgentConfig | None = None) -> DQNAgent:
     """A new agent built from the stored spec/config (or ``config``) with the stored state."""
-    from carla_rl.learner.dqn_agent import DQNAgent
-
     state = read_checkpoint(path)
     try:
-        stored = agent_config_from_mapping(state["config"], "checkpoint config")
+        stored = agent_config_from_mapping(
+            {k: v for k, v in state["config"].items() if k not in RETIRED_FIELDS},
+            "checkpoint config")
     except ConfigError as exc:
         raise CheckpointError(f"{path}: invalid stored config: {exc}") from None
     agent = DQNAgent(ObservationSpec(*state["spec"]), state["action_size"],

@@ -22,17 +22,36 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Callable
+import threading
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
-from carla_rl.learner.dqn_agent import Batch, UpdateStats, autocast_dtype
+from carla_rl.learner.agent_config import AgentConfig
+from carla_rl.learner.algorithm import Batch, DQNAlgorithm, UpdateStats, autocast_dtype
 from carla_rl.learner.networks import first_conv_input
 from carla_rl.learner.replay_buffer import ReplayBuffer
 
-if TYPE_CHECKING:
-    from carla_rl.learner.dqn_agent import DQNAgent
+
+
+class UpdaterOwner(Protocol):
+    """What :class:`FastUpdater` reads and advances of the agent that owns it (``DQNAgent``): the
+    updater steps the agent's algorithm over the agent's replay and counts its updates."""
+
+    config: AgentConfig
+    device: torch.device
+    algorithm: DQNAlgorithm
+    replay: ReplayBuffer
+    replay_lock: threading.Lock
+    capture_lock: threading.Lock
+    updates: int
+
+    @property
+    def beta(self) -> float: ...
+
+    @property
+    def lr(self) -> float: ...
 
 GRAPH_WARMUP_STEPS = 3  # eager calls on a side stream before capture (allocate optimizer state, compile)
 
@@ -216,7 +235,7 @@ class FastUpdater:
     side stream and are real updates.
     """
 
-    def __init__(self, agent: "DQNAgent", use_graph: bool | None = None) -> None:
+    def __init__(self, agent: UpdaterOwner, use_graph: bool | None = None) -> None:
         cfg = agent.config
         self.agent = agent
         self.device = agent.device
@@ -325,24 +344,27 @@ class FastUpdater:
         elif self.graph is not None:
             self.graph.replay()
             agent.updates += self.steps_per_replay
-        else:  # warm up on a side stream, then capture (acting waits meanwhile)
-            with agent.capture_lock:
-                stream = self._side_stream
-                stream.wait_stream(torch.cuda.current_stream())
-                # once on a replay boundary, a replay's updates as the graph will run them: the
-                # prefetch path's compiled parts compile here, never during the capture
-                count = self.steps_per_replay if agent.updates % self.steps_per_replay == 0 else 1
-                # the first call compiles and autotunes: on one stream, so kernels are timed alone
-                first = self._warmup_left == GRAPH_WARMUP_STEPS
-                with torch.cuda.stream(stream), \
-                        agent.algorithm.serial() if first else contextlib.nullcontext():
-                    self._steps(count)
-                torch.cuda.current_stream().wait_stream(stream)
-                agent.updates += count
-                self._warmup_left -= 1
-                # capture on a multiple of steps_per_replay, so that replays land exactly on
-                # the hard target-update boundaries
-                if self._warmup_left <= 0 and agent.updates % self.steps_per_replay == 0:
+        else:  # warm up on a side stream, then capture
+            # Acting goes on beside the warm-up, whose first call compiles and autotunes for
+            # minutes with compile on (a policy node that stopped acting for that long would stop
+            # answering); it waits only while the graph is captured.
+            stream = self._side_stream
+            stream.wait_stream(torch.cuda.current_stream())
+            # once on a replay boundary, a replay's updates as the graph will run them: the
+            # prefetch path's compiled parts compile here, never during the capture
+            count = self.steps_per_replay if agent.updates % self.steps_per_replay == 0 else 1
+            # the first call compiles and autotunes: on one stream, so kernels are timed alone
+            first = self._warmup_left == GRAPH_WARMUP_STEPS
+            with torch.cuda.stream(stream), \
+                    agent.algorithm.serial() if first else contextlib.nullcontext():
+                self._steps(count)
+            torch.cuda.current_stream().wait_stream(stream)
+            agent.updates += count
+            self._warmup_left -= 1
+            # capture on a multiple of steps_per_replay, so that replays land exactly on
+            # the hard target-update boundaries
+            if self._warmup_left <= 0 and agent.updates % self.steps_per_replay == 0:
+                with agent.capture_lock:  # acting kernels from another thread must not land in it
                     self._capture()
         if cfg.target_update == "hard":  # steps_per_replay divides the interval (validated)
             agent.algorithm.update_target(agent.updates)

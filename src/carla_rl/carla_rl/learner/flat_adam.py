@@ -6,7 +6,7 @@ its own strides (channels-last convolution weights stay channels-last). One upda
 a copy of the gradients into a flat gradient buffer (one cat kernel) and, compiled, the
 global norm plus clipping plus Adam over whole buffers (about three kernels) — instead of one
 kernel per parameter or per group of parameters, which on an H100 made clipping + Adam cost
-~85 us of the ~420 us of an update (docs/BENCHMARKS.md, session 12).
+~85 us of the ~420 us of an update (2026-11-27, commit ad7bac5).
 
 The math is ``clip_grad_norm_`` followed by ``torch.optim.Adam``'s capturable step (step counters
 on the device, no host syncs). The optimizer stays the owner of the state: ``state_dict`` and

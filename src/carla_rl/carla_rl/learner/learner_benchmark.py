@@ -1,45 +1,29 @@
-"""Learner throughput benchmark: updates/s of the fast path vs the eager path, act latency.
+"""Learner throughput benchmark: updates/s of the shipped configuration vs the eager path, act latency.
 
-``run_learner_benchmark(device, batch_size, seconds, preset)`` fills a replay memory with
-synthetic interleaved episodes, then measures in the same run
+``run_learner_benchmark(device, ...)`` fills a replay memory with synthetic interleaved episodes,
+then measures in the same run
 
-* ``eager``         the straightforward path (``DQNAgent.update``: numpy sampling on the host,
-                    pinned copy to the device, one stats sync per update),
-* ``device_eager``  sampling on the device (:class:`DeviceReplay`), eager kernels,
-* ``graph``         the whole update step captured in one CUDA graph (CUDA only),
-* ``graph_bf16``    the same under bf16 autocast (CUDA only),
-* ``..._xK``        K updates captured back to back per graph replay (``updates_per_graph``),
-                    ``..._nchw`` without ``channels_last``, ``..._sep`` without
-                    ``merge_online_passes`` (to measure what each is worth), ``..._s2d``
-                    with ``space_to_depth`` (``..._s2dl`` also for later convs),
-                    ``..._par`` with ``parallel_next_passes`` (``..._grp`` also
-                    ``grouped_next_passes``), ``..._cbench`` with ``cudnn_benchmark``,
-                    ``..._pf`` with ``prefetch_next_batch`` (with ``_xK``), ``..._sci``
-                    with ``sample_conv_input``, ``..._clw`` with the space-to-depth convs'
-                    weights channels-last (as before; now kept in plain order); with compile:
-                    ``..._copt`` also compiles clipping + Adam (``..._flat`` over flat
-                    buffers), ``..._crep`` the replay sampling, ``..._cnoise`` the noise
-                    resampling, ``..._maxat`` uses mode max-autotune-no-cudagraphs,
-                    ``..._combo`` inductor's combo kernels (``compile_combo_kernels``);
-                    ``..._aggr`` / ``..._nosplit`` / ``..._cdt`` / ``..._noapw`` inductor's
-                    aggressive fusion / unsplit reductions / coordinate-descent tuning of its
-                    Triton kernels' launch configs / pointwise kernels' launch configs from
-                    its heuristics instead of timed per process (:data:`INDUCTOR_FLAGS`,
-                    patched around the variant; dynamo is reset before each compiled variant),
-* ``compile``       ``torch.compile`` of the loss with on-device sampling (CUDA only,
-                    opt-in through ``variants``: compilation takes a minute or more), and
-                    ``graph_compile`` / ``graph_compile_bf16``: the compiled loss inside the
-                    captured graph,
+* ``shipped``       the configuration a run on ``device`` trains with: ``config/agent.yaml`` with the
+                    device's preset over it (``agent_cuda.yaml`` on CUDA), called as training calls
+                    it (``DQNAgent.update``: on CUDA ``updates_per_graph`` updates per graph replay
+                    and one stats sync per call), at the config's batch size unless one is given,
+* ``eager``         the straightforward path on the same batch size (``DQNAgent.update`` with no
+                    graph, no compile, fp32: numpy sampling on the host, pinned copy to the device,
+                    one stats sync per update),
 
-and reports the fastest as ``updates_per_s`` / ``fast_path`` (on CPU: ``eager``). Command line::
+and on request (``variants``) the fast-path switches one by one, for A/Bs: ``device_eager``
+(sampling on the device, eager kernels), or ``graph`` plus flags, each turning one switch on
+(:data:`SWITCH_FLAGS`; ``compile``, ``bf16`` and ``maxat`` for ``compile_mode``
+max-autotune-no-cudagraphs; ``_xK`` for K updates per graph replay). The switches a flag names
+are on, all others off: ``graph_compile_bf16_s2d_copt_crep_cnoise_par_grp_maxat_x8_pf_flat_s2dl_combo_sci``
+is the CUDA preset. The fastest is reported as ``updates_per_s`` / ``fast_path``. Command line::
 
-    python -m carla_rl.learner.learner_benchmark --device cuda --batch-size 256 --seconds 5
+    python -m carla_rl.learner.learner_benchmark --device cuda --seconds 5
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import json
@@ -53,22 +37,21 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from carla_rl.learner.agent_config import AgentConfig, ObservationSpec, load_agent_config
+from carla_rl.config import default_config_dir, device_type
+from carla_rl.learner.agent_config import (FAST_PATH_FIELDS, AgentConfig, ObservationSpec,
+                                           load_device_agent_config)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.learner.fast_update import FastUpdater
-from carla_rl.learner.networks import QNetwork
 
-DEFAULT_VARIANTS = ("eager", "device_eager", "graph", "graph_bf16", "graph_bf16_x8")
+DEFAULT_VARIANTS = ("eager", "shipped")
 CUDA_ONLY_FLAGS = ("graph", "bf16", "compile")
 ACT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
-# variant flag -> inductor config setting: aggressive fusion, reductions not split into two
-# kernels, coordinate-descent tuning of the generated kernels' block sizes / warps, pointwise
-# kernels' launch configs from heuristics instead of timing. The max-autotune modes
-# (``_maxat``) already include coordinate-descent tuning (``list_mode_options``): ``_cdt``
-# adds it only without them.
-INDUCTOR_FLAGS = {"aggr": ("aggressive_fusion", True),
-                  "nosplit": ("split_reductions", False), "cdt": ("coordinate_descent_tuning", True),
-                  "noapw": ("triton.autotune_pointwise", False)}
+# variant flag -> the boolean switch of AgentConfig it turns on (off where not named)
+SWITCH_FLAGS = {"s2d": "space_to_depth", "s2dl": "space_to_depth_later_convs",
+                "par": "parallel_next_passes", "grp": "grouped_next_passes",
+                "pf": "prefetch_next_batch", "sci": "sample_conv_input",
+                "copt": "compile_optimizer", "flat": "flat_optimizer", "crep": "compile_replay",
+                "cnoise": "compile_noise", "combo": "compile_combo_kernels"}
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
 
 
@@ -191,30 +174,6 @@ def _act_latency(agent: DQNAgent, repeats: int, acting_copy: bool) -> dict[str, 
     return out
 
 
-def _inductor_settings(flags: set[str]):
-    """A context with the inductor config settings that ``flags`` name (INDUCTOR_FLAGS); inductor is
-    imported (about 2 s) only when one is named."""
-    settings = {key: value for flag, (key, value) in INDUCTOR_FLAGS.items() if flag in flags}
-    if not settings:
-        return contextlib.nullcontext()
-    import torch._inductor.config as inductor_config
-
-    return inductor_config.patch(settings)
-
-
-@contextlib.contextmanager
-def _channels_last_block_weights():
-    """For the ``..._clw`` A/B only: agents built in this context keep the weights of their
-    space-to-depth convs channels-last (as before session 13) instead of in plain order."""
-    use_space_to_depth = QNetwork.use_space_to_depth
-    QNetwork.use_space_to_depth = lambda network, later_convs=False: use_space_to_depth(
-        network, later_convs, keep_contiguous_weights=False)
-    try:
-        yield
-    finally:
-        QNetwork.use_space_to_depth = use_space_to_depth
-
-
 def _progress(line: str) -> None:
     """One line per measured variant on stderr (stdout carries the JSON): a run stopped early
     still shows what it measured."""
@@ -227,37 +186,63 @@ def _device_name(device: torch.device) -> str:
     return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def run_learner_benchmark(device: str, batch_size: int, seconds: float,
+def variant_config(base: AgentConfig, name: str) -> AgentConfig:
+    """``base`` with the fast-path switches of variant ``name`` (see the module doc): those its
+    flags name on, all others off. A hard target-update interval is rounded up to a multiple of the
+    updates per graph replay (copies land between replays)."""
+    flags = set(name.split("_"))  # e.g. graph_compile_bf16, graph_bf16_x8
+    per_graph = [int(f[1:]) for f in flags if f[:1] == "x" and f[1:].isdigit()]
+    per_replay = per_graph[0] if per_graph else 1
+    interval = -(-base.target_update_interval // per_replay) * per_replay
+    switches = {field: flag in flags for flag, field in SWITCH_FLAGS.items()}
+    switches["space_to_depth"] = bool(flags & {"s2d", "s2dl"})
+    cfg = dataclasses.replace(base, **switches, cuda_graphs="graph" in flags,
+                              compile="compile" in flags, updates_per_graph=per_replay,
+                              target_update_interval=interval,
+                              compile_mode="max-autotune-no-cudagraphs" if "maxat" in flags
+                              else "default",
+                              mixed_precision="bf16" if "bf16" in flags else "off")
+    cfg.validate()
+    return cfg
+
+
+def eager_config(base: AgentConfig) -> AgentConfig:
+    """The straightforward path of ``base``: no graph, no compile, fp32."""
+    return dataclasses.replace(base, cuda_graphs=False, compile=False, mixed_precision="off",
+                               updates_per_graph=1)
+
+
+def run_learner_benchmark(device: str, batch_size: int | None = None, seconds: float = 5.0,
                           preset: str | None = None, capacity: int = 50_000,
                           vector_size: int = 16, action_size: int = 6, num_envs: int = 4,
                           episode_length: int = 500, variants: tuple[str, ...] | None = None,
                           act_repeats: int = 50, config: AgentConfig | None = None,
                           profile: bool = False, profile_top: int = 15,
                           trace_dir: str | Path | None = None,
-                          config_path: str | Path | None = None,
+                          config_dir: str | Path | None = None,
                           seed: int = 0) -> dict[str, Any]:
-    """Measure the learner; see the module docstring. ``seconds`` is per variant. The agent
-    config is ``config``, else the ``agent:`` block of ``config_path``, else the defaults;
-    ``preset`` replaces its network; batch size, capacity and the fast-path switches are set
-    here per variant."""
+    """Measure the learner; see the module docstring. ``seconds`` is per variant. The shipped
+    config is ``config``, else the one a run on ``device`` loads from ``config_dir`` (default: the
+    package's config directory); ``preset`` replaces its network, ``batch_size`` (None: the
+    config's) its batch size; every variant starts from it."""
+    device_type(device)  # ConfigError: device must be cpu or cuda[:N]
     dev = torch.device(device)
     if config is not None:
-        base = config
-    elif config_path is not None:
-        base = load_agent_config(config_path)
+        shipped = config
     else:
-        base = AgentConfig()
+        shipped = load_device_agent_config(config_dir or default_config_dir(), device)
     if preset is not None:
-        base = base.with_network_preset(preset)
-    base = dataclasses.replace(base, batch_size=batch_size, learning_starts=0,
-                               replay=dataclasses.replace(base.replay, capacity=capacity),
-                               cuda_graphs=False, compile=False)
+        shipped = shipped.with_network_preset(preset)
+    shipped = dataclasses.replace(shipped, batch_size=batch_size or shipped.batch_size,
+                                  learning_starts=0,
+                                  replay=dataclasses.replace(shipped.replay, capacity=capacity))
+    shipped.validate()
     spec = ObservationSpec(4, 84, 84, vector_size)
     variants = tuple(variants if variants is not None else DEFAULT_VARIANTS)
     if dev.type != "cuda":
         variants = tuple(v for v in variants if not set(v.split("_")) & set(CUDA_ONLY_FLAGS))
 
-    eager = DQNAgent(spec, action_size, base, device=dev, seed=seed)
+    eager = DQNAgent(spec, action_size, eager_config(shipped), device=dev, seed=seed)
     fill_start = time.perf_counter()
     fill_synthetic(eager, capacity, num_envs, episode_length, seed)
     fill_s = time.perf_counter() - fill_start
@@ -271,65 +256,33 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
     for name in variants:
         try:
             if name == "eager":
-                agent = eager
-                rates[name] = _rate(agent.update, lambda a=agent: a.updates, seconds, dev,
-                                    warmup=3)
+                rates[name] = _rate(eager.update, lambda: eager.updates, seconds, dev, warmup=3)
                 _progress(f"{name}: {rates[name]:.1f} updates/s")
                 continue
-            flags = set(name.split("_"))  # e.g. graph_compile_bf16, graph_bf16_x8
-            per_graph = [int(f[1:]) for f in flags if f[:1] == "x" and f[1:].isdigit()]
-            per_replay = per_graph[0] if per_graph else 1
-            # hard target copies land on replay boundaries: the interval rounded up to a multiple
-            interval = -(-base.target_update_interval // per_replay) * per_replay
-            cfg = dataclasses.replace(base, cuda_graphs="graph" in flags,
-                                      compile="compile" in flags,
-                                      updates_per_graph=per_replay,
-                                      target_update_interval=interval,
-                                      prefetch_next_batch="pf" in flags,
-                                      sample_conv_input="sci" in flags,
-                                      channels_last="nchw" not in flags,
-                                      merge_online_passes="sep" not in flags,
-                                      space_to_depth="s2d" in flags or "s2dl" in flags,
-                                      space_to_depth_later_convs="s2dl" in flags,
-                                      parallel_next_passes="par" in flags,
-                                      grouped_next_passes="grp" in flags,
-                                      cudnn_benchmark="cbench" in flags,
-                                      compile_optimizer="copt" in flags,
-                                      compile_combo_kernels="combo" in flags,
-                                      flat_optimizer="flat" in flags,
-                                      compile_replay="crep" in flags,
-                                      compile_noise="cnoise" in flags,
-                                      compile_mode="max-autotune-no-cudagraphs"
-                                      if "maxat" in flags else "default",
-                                      mixed_precision="bf16" if "bf16" in flags
-                                      else base.mixed_precision)
-            cfg.validate()
-            if dev.type == "cuda":  # process-wide; the agent turns it on for ..._cbench only
-                torch.backends.cudnn.benchmark = False
-            if "compile" in flags:
-                # Dynamo keeps compiled code per Python function, and inductor settings are not
-                # among its guards: without a reset a variant that differs from an earlier one
-                # only in INDUCTOR_FLAGS would run the earlier one's kernels. (Inductor's own
-                # on-disk cache is keyed by its settings and still serves repeats.)
-                torch._dynamo.reset()
-            with _inductor_settings(flags):  # this variant's compilations only
-                with _channels_last_block_weights() if "clw" in flags \
-                        else contextlib.nullcontext():
-                    agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
-                agent.replay = eager.replay  # share the filled host ring
-                agent.env_steps = eager.env_steps
-                fast = FastUpdater(agent, use_graph="graph" in flags)
+            cfg = shipped if name == "shipped" else variant_config(shipped, name)
+            if cfg.compile and dev.type == "cuda":
+                torch._dynamo.reset()  # each compiled variant compiles its own code
+            agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
+            agent.replay = eager.replay  # share the filled host ring
+            agent.env_steps = eager.env_steps
+            if name == "shipped":  # as training calls it (stats included)
+                step: Callable[[], Any] = agent.update
+                updates_per_call = agent.updates_per_call
+            else:
+                fast = FastUpdater(agent, use_graph=cfg.cuda_graphs)
                 device_bytes = fast.replay.nbytes / capacity
                 step = (lambda f=fast: f.update(with_stats=False))
-                counter = (lambda a=agent: a.updates)
-                # warm-up covers the eager steps before capture (up to 3 + updates_per_graph - 1)
-                rates[name] = _rate(step, counter, seconds, dev,
-                                    warmup=4 + cfg.updates_per_graph)
-                _progress(f"{name}: {rates[name]:.1f} updates/s")
-                if profile and dev.type == "cuda":
-                    trace = Path(trace_dir) / f"{name}.trace.json" if trace_dir else None
-                    profiles[name] = profile_update(step, counter, dev, top=profile_top,
-                                                    trace_path=trace)
+                updates_per_call = fast.steps_per_replay
+            counter = (lambda a=agent: a.updates)
+            # warm-up covers the eager steps before capture (up to 3 + updates_per_graph - 1)
+            rates[name] = _rate(step, counter, seconds, dev, warmup=4 + updates_per_call)
+            if agent._fast is not None:  # the shipped config's fast path
+                device_bytes = agent._fast.replay.nbytes / capacity
+            _progress(f"{name}: {rates[name]:.1f} updates/s")
+            if profile and dev.type == "cuda":
+                trace = Path(trace_dir) / f"{name}.trace.json" if trace_dir else None
+                profiles[name] = profile_update(step, counter, dev, top=profile_top,
+                                                trace_path=trace)
         except Exception as exc:  # noqa: BLE001 - report the variant as failed, keep going
             where = traceback.extract_tb(exc.__traceback__)[-3:]  # the innermost frames
             errors[name] = f"{type(exc).__name__}: {exc} (at " + "; ".join(
@@ -337,13 +290,18 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
             _progress(f"{name}: failed: {errors[name]}")
     best = max(rates, key=rates.get) if rates else "none"
     eager_rate = rates.get("eager", float("nan"))
+    shipped_rate = rates.get("shipped", float("nan"))
     result = {
         "device": _device_name(dev),
         "torch": torch.__version__,
-        "batch_size": batch_size,
+        "batch_size": shipped.batch_size,
         "preset": preset or "config",
         "capacity": capacity,
         "fill_seconds": fill_s,
+        "shipped_updates_per_s": shipped_rate,
+        "shipped_speedup_vs_eager": shipped_rate / eager_rate,
+        "shipped_config": {name: getattr(shipped, name) for name in
+                           ("batch_size", "target_update_interval", *FAST_PATH_FIELDS)},
         "fast_path": best,
         "updates_per_s": rates.get(best, float("nan")),
         "eager_updates_per_s": eager_rate,
@@ -363,16 +321,17 @@ def run_learner_benchmark(device: str, batch_size: int, seconds: float,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: the device's shipped config")
     parser.add_argument("--seconds", type=float, default=5.0, help="per variant")
     parser.add_argument("--preset", default=None, help="network preset: cpu | nature")
     parser.add_argument("--capacity", type=int, default=50_000)
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help="comma-separated: eager, device_eager, graph, graph_bf16, "
-                             "compile, graph_compile, graph_compile_bf16; a suffix _xK "
-                             "captures K updates per graph (e.g. graph_bf16_x8)")
+                        help="comma-separated: shipped, eager, device_eager, graph plus flags "
+                             "(e.g. graph_compile_bf16_x8; see the module doc)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: keep)")
-    parser.add_argument("--config", default=None, help="params file with a dqn_policy.agent block")
+    parser.add_argument("--config-dir", default=None,
+                        help="config directory (agent.yaml and the device presets)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile each device variant's kernels (CUDA only)")
     parser.add_argument("--profile-top", type=int, default=15,
@@ -385,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_learner_benchmark(args.device, args.batch_size, args.seconds, args.preset,
-                                   capacity=args.capacity, config_path=args.config,
+                                   capacity=args.capacity, config_dir=args.config_dir,
                                    profile=args.profile, profile_top=args.profile_top,
                                    trace_dir=args.trace_dir,
                                    variants=tuple(v for v in args.variants.split(",") if v))

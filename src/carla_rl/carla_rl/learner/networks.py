@@ -236,8 +236,7 @@ class QNetwork(nn.Module):
         self.encoder.channels_last = True
         return self.to(memory_format=torch.channels_last)
 
-    def use_space_to_depth(self, later_convs: bool = False,
-                           keep_contiguous_weights: bool = True) -> "QNetwork":
+    def use_space_to_depth(self, later_convs: bool = False) -> "QNetwork":
         """Run the first conv (e.g. 8x8 stride 4 over 4 channels, which tensor cores handle
         poorly) as the equal 2x2 stride-1 conv over 4x4 space-to-depth blocks (64 channels);
         with ``later_convs`` every later conv whose stride divides its kernel too (e.g. 4x4
@@ -245,19 +244,17 @@ class QNetwork(nn.Module):
         kernel). An exact re-parameterisation: the same weights, reshaped on the fly, so values
         (up to float rounding), state_dict keys and gradients are unchanged. No-op for convs
         whose stride does not divide their kernel. The weights of the convs over blocks are
-        reshaped on every pass, so they are kept in plain (NCHW) memory order
-        (``keep_contiguous_weights``), which is the order their gradients come in (H100, compiled
-        update): with channels-last weights autograd copied both gradients over (two kernels per
-        update on the critical path)."""
+        reshaped on every pass, so they are kept in plain (NCHW) memory order, which is the order
+        their gradients come in (H100, compiled update): with channels-last weights autograd
+        copied both gradients over (two kernels per update on the critical path)."""
         encoder = self.encoder
         encoder.space_to_depth_layers = [
             space_to_depth_applies(conv) and (index == 0 or later_convs)
             for index, conv in enumerate(encoder.convs)]
         encoder.space_to_depth = any(encoder.space_to_depth_layers)
-        if keep_contiguous_weights:
-            for conv, blocks in zip(encoder.convs, encoder.space_to_depth_layers):
-                if blocks:
-                    conv.weight.data = conv.weight.data.contiguous()
+        for conv, blocks in zip(encoder.convs, encoder.space_to_depth_layers):
+            if blocks:
+                conv.weight.data = conv.weight.data.contiguous()
         return self
 
     def q_from_output(self, out: torch.Tensor) -> torch.Tensor:

@@ -84,8 +84,7 @@ class BatchLinkNode(ComposableNode):
                     qos.SENSOR)
             self.batch_pub = pub(VehicleCommandBatch, topics.VEHICLE_COMMAND_BATCH, qos.SENSOR)
             sub(EnvStepBatch, topics.ENV_STEP_BATCH, self.on_env_step_batch, qos.SENSOR)
-        self.wait_timer = self.create_timer(self.cfg.max_wait_s, self.flush)
-        self.wait_timer.cancel()
+        self.wait_deadline = self.create_deadline(self.flush)
         if self._intra_process is not None:
             self._intra_process.add_idle_callback(self.flush)
 
@@ -101,12 +100,12 @@ class BatchLinkNode(ComposableNode):
             return
         if gatherer.add(kind, msg.env_id, msg):
             self.send(gatherer)
-        elif self.wait_timer.is_canceled():
-            self.wait_timer.reset()
+        else:
+            self.wait_deadline.arm_if_idle(self.cfg.max_wait_s)
 
     def flush(self) -> None:
         """Send what each group gathered (the bus went idle, or max_wait_s after the first item)."""
-        self.wait_timer.cancel()
+        self.wait_deadline.disarm()
         for gatherer in self.gatherers:
             if gatherer.pending:
                 self.send(gatherer)

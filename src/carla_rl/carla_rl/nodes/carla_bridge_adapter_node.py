@@ -148,16 +148,15 @@ class CarlaBridgeAdapterNode(Node):
 
     def on_world_info(self, msg: Any) -> None:
         try:
-            import carla
+            carla_map = ba.map_from_opendrive(msg.map_name, msg.opendrive)
         except ImportError:
             self.get_logger().warning("the carla wheel is missing: no map (route, lane flags) for "
                                       "the situation")
             return
-        try:
-            self.situation.set_map(carla.Map(msg.map_name, msg.opendrive))
         except RuntimeError as exc:
             self.get_logger().error(f"cannot parse the OpenDRIVE of {msg.map_name}: {exc}")
             return
+        self.situation.set_map(carla_map)
         self.get_logger().info(f"map {msg.map_name} loaded from /carla/world_info")
 
     def on_lights_info(self, msg: Any) -> None:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return [cls(intra_process=bus, cli_args=node_args, use_global_arguments=False)
                 for cls, node_args in classes]
 
-    return run_nodes(make_nodes, [sys.argv[0], *own_args], after_turn=bus.drain, timer_ran=bus.take_timer_ran)
+    return run_nodes(make_nodes, [sys.argv[0], *own_args], after_turn=bus.drain)
 
 
 if __name__ == "__main__":

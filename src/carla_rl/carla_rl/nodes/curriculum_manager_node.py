@@ -158,7 +158,10 @@ class CurriculumManagerNode(ComposableNode):
         self.publish_status()
 
     def apply(self, decision: Decision) -> None:
-        self.get_logger().info(decision.message)
+        # a save follows every episode end (several a second with many envs): DEBUG; evaluations, phase
+        # changes and the end of training at INFO
+        log = self.get_logger()
+        (log.debug if decision.kind == DecisionKind.SAVE else log.info)(decision.message)
         if decision.kind == DecisionKind.EVALUATE:
             self.request_evaluation(decision)
         elif decision.kind == DecisionKind.PHASE_CHANGED:

@@ -165,8 +165,7 @@ class DQNPolicyNode(ComposableNode):
         self.create_service(SaveCheckpoint, topics.SAVE_CHECKPOINT_SERVICE, self.on_save_checkpoint)
         self.create_service(SetBool, topics.SET_EVALUATION_MODE_SERVICE, self.on_set_evaluation_mode)
         self.create_service(SetBool, topics.SET_LEARNING_SERVICE, self.on_set_learning)
-        self.batch_timer = self.create_timer(max(self.cfg.micro_batch_window_s, 1e-4), self.on_batch_timer)
-        self.batch_timer.cancel()
+        self.batch_window = self.create_deadline(self.act_on_ready)  # the micro-batching window
         self.create_timer(self.cfg.stats_period_s, self.publish_stats)
         self.learner_thread = threading.Thread(target=self.learner_loop, name="learner", daemon=True)
         self.composed = self._intra_process is not None
@@ -249,19 +248,15 @@ class DQNPolicyNode(ComposableNode):
                     del pending[old]
                     self.diag.count("dropped_ticks")
             if all(s.ready is not None for s in self.envs):
-                self.batch_timer.cancel()
+                self.batch_window.disarm()
                 self.act_on_ready()
-            elif self.batch_timer.is_canceled():
-                self.batch_timer.reset()
+            else:
+                self.batch_window.arm_if_idle(self.cfg.micro_batch_window_s)
         else:
             for pending in (slot.observations, slot.rewards):
                 while len(pending) > self.cfg.max_pending_ticks:
                     del pending[min(pending)]
                     self.diag.count("dropped_ticks")
-
-    def on_batch_timer(self) -> None:
-        self.batch_timer.cancel()
-        self.act_on_ready()
 
     # --- acting -----------------------------------------------------------------------------------------
     def learner_lagging(self) -> bool:
@@ -275,7 +270,7 @@ class DQNPolicyNode(ComposableNode):
             return
         if self.learner_lagging():  # hold the envs until the learner catches up (checked every window)
             self.diag.count("held_for_learner")
-            self.batch_timer.reset()
+            self.batch_window.arm(self.cfg.micro_batch_window_s)
             return
         for slot in self.envs:
             slot.ready = None

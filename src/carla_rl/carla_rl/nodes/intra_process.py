@@ -40,6 +40,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.serialization import deserialize_message, serialize_message
 
+from carla_rl.nodes.deadlines import PROCESS_SCHEDULE, Deadline
 from carla_rl.nodes.subscriber_check import MATCH_REFRESH_S, SubscriberCheck
 
 
@@ -65,7 +66,6 @@ class IntraProcessBus:
         self.idle_callbacks: list[Callable[[], None]] = []  # run when a drain empties the queue
         self.delivered = 0                           # in-process deliveries (for diagnostics and tests)
         self.dds_copies_dropped = 0
-        self.timer_ran = False                       # a hosted node's timer ran since take_timer_ran()
 
     # --- registration (called by ComposableNode) --------------------------------------------------
     def add_subscription(self, topic: str, msg_type: type, callback: Callable) -> _LocalSubscription:
@@ -124,12 +124,6 @@ class IntraProcessBus:
                 callback()
         return bool(self.pending)
 
-    def take_timer_ran(self) -> bool:
-        """Did a hosted node's timer run since the last call? (run_nodes' ``timer_ran``: the container's
-        executor turn spins again, so that a timer due at every turn does not take every turn.)"""
-        ran, self.timer_ran = self.timer_ran, False
-        return ran
-
     def is_copy_of_local(self, topic: str, serialized: bytes) -> bool:
         """Is this raw DDS sample the copy of a message published in this process?"""
         recent = self.recent.get(topic)
@@ -170,7 +164,15 @@ class ComposableNode(Node):
     def __init__(self, node_name: str, *, intra_process: IntraProcessBus | None = None, **node_kwargs: Any) -> None:
         self._intra_process = intra_process  # before Node's own endpoints (/parameter_events, /rosout)
         self._local_subscriptions: dict = {}  # rclpy Subscription -> its in-process entry
+        self._deadlines: list[Deadline] = []
         super().__init__(node_name, **node_kwargs)
+
+    def create_deadline(self, callback) -> Deadline:
+        """A one-shot wait run by the process's spin loop (:mod:`carla_rl.nodes.deadlines`): for waits
+        that start and end many times a second, where an rclpy timer would be cancelled and reset."""
+        deadline = PROCESS_SCHEDULE.create(callback)
+        self._deadlines.append(deadline)
+        return deadline
 
     def create_publisher(self, msg_type, topic, qos_profile, **kwargs):  # noqa: D102 (rclpy's signature)
         publisher = super().create_publisher(msg_type, topic, qos_profile, **kwargs)
@@ -197,16 +199,11 @@ class ComposableNode(Node):
         self._local_subscriptions[subscription] = bus.add_subscription(subscription.topic_name, msg_type, callback)
         return subscription
 
-    def create_timer(self, timer_period_sec, callback, *args, **kwargs):  # noqa: D102 (rclpy's signature)
-        bus = self._intra_process
-        if bus is None or callback is None:
-            return super().create_timer(timer_period_sec, callback, *args, **kwargs)
-
-        def on_timer() -> None:  # tells the container's spin loop that a timer took the executor turn
-            bus.timer_ran = True
-            callback()
-
-        return super().create_timer(timer_period_sec, on_timer, *args, **kwargs)
+    def destroy_node(self) -> None:  # noqa: D102 (rclpy's signature)
+        for deadline in self._deadlines:
+            PROCESS_SCHEDULE.remove(deadline)
+        self._deadlines.clear()
+        super().destroy_node()
 
     def destroy_subscription(self, subscription) -> bool:  # noqa: D102 (rclpy's signature)
         local = self._local_subscriptions.pop(subscription, None) if self._intra_process is not None else None

@@ -23,13 +23,12 @@ from rclpy.node import Node
 
 from carla_rl.allocator import tune_allocator
 from carla_rl.config import ConfigError
+from carla_rl.nodes.deadlines import PROCESS_SCHEDULE
 
 PROFILE_DIR_ENV = "CARLA_RL_PROFILE_DIR"
 EXECUTOR_ENV = "CARLA_RL_EXECUTOR"  # "events" (default): rclpy's C++ EventsExecutor; "single": the Python one
 STOP_POLL_S = 0.25  # longest a stop signal waits when rclpy's wake-up was missed
 NODE_FAILURE_EXIT_CODE = 70  # EX_SOFTWARE (sysexits.h): a node of the process reported that it cannot go on
-TIMER_TURNS = 4     # spins of one container turn while each ran a timer (spin_turn); only a spin that ran a
-                    # timer is followed by another: an idle spin_once(0) costs ~0.13 ms here
 
 
 class ProcessStop:
@@ -96,26 +95,12 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     return run_nodes(lambda: [make_node()], args, threads)
 
 
-def spin_turn(executor, timeout_s: float, timer_ran: Callable[[], bool] | None = None) -> int:
-    """One executor turn of a container: ``spin_once``, and again (at most TIMER_TURNS spins) while the
-    spin ran a timer. A turn runs one callback, and between two turns the container drains its
-    in-process queue; a timer due at every turn (the policy's micro-batching window while its own envs
-    keep arriving) would otherwise take the turns from the DDS samples (docs/benchmarks/graph_s9/NOTES.md
-    §3: the other container's batches went untaken for seconds). Returns the spins made."""
-    executor.spin_once(timeout_sec=timeout_s)
-    spins = 1
-    while timer_ran is not None and timer_ran() and spins < TIMER_TURNS:
-        executor.spin_once(timeout_sec=0.0)
-        spins += 1
-    return spins
-
-
 def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = None, threads: int = 1,
-              after_turn: Callable[[], bool] | None = None, timer_ran: Callable[[], bool] | None = None) -> int:
-    """Spin the nodes built by ``make_nodes`` in one executor until shutdown (``after_turn`` runs after
-    every executor turn: the component container drains its intra-process queue there; while it
-    returns True, more work is queued and the next turn does not wait for events; ``timer_ran``: see
-    :func:`spin_turn`)."""
+              after_turn: Callable[[], bool] | None = None) -> int:
+    """Spin the nodes built by ``make_nodes`` in one executor until shutdown. After every executor turn
+    the loop runs the process's due deadlines (:mod:`carla_rl.nodes.deadlines`; a turn waits for events
+    no longer than the next one), then ``after_turn``: the component container drains its intra-process
+    queue there; while it returns True, more work is queued and the next turn does not wait for events."""
     tune_allocator()  # per-tick buffers of a few 100 KB stay in the heap (carla_rl.allocator)
     rclpy.init(args=args)
     # Python's default SIGINT handler raises KeyboardInterrupt at whatever bytecode runs next; inside a
@@ -139,7 +124,8 @@ def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = Non
         if profiler is not None:
             profiler.enable()
         while rclpy.ok() and not stop_requested.is_set():
-            spin_turn(executor, 0.0 if more else STOP_POLL_S, timer_ran)
+            executor.spin_once(timeout_sec=0.0 if more else PROCESS_SCHEDULE.wait_timeout(STOP_POLL_S))
+            PROCESS_SCHEDULE.run_due()
             if after_turn is not None:
                 more = after_turn()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -44,6 +44,37 @@ def call_idempotent(node, client, request, timeout: float, first_attempt_s: floa
                 client.remove_pending_request(future)
 
 
+class ServiceUnavailable(RuntimeError):
+    """The service did not appear, or did not answer, within the caller's timeout."""
+
+
+def call_from_outside(srv_type: str, name: str, timeout: float, **fields):
+    """Call the idempotent service ``name`` of the running graph from a process outside it (the CLI):
+    rclpy initialised for this call, a request of ``srv_type`` (``package/Type``, e.g.
+    ``carla_rl_interfaces/SetPhase``) with ``fields``, re-sent as :func:`call_idempotent` does. Returns the
+    response; raises :class:`ServiceUnavailable` naming the service."""
+    import importlib
+
+    import rclpy
+
+    package, type_name = srv_type.split("/")
+    srv = getattr(importlib.import_module(f"{package}.srv"), type_name)
+    rclpy.init(args=[])
+    node = rclpy.create_node("carla_rl_cli_client")
+    try:
+        client = node.create_client(srv, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise ServiceUnavailable(f"service {name} is not available (is the graph running? same "
+                                     f"ROS_DOMAIN_ID?) after {timeout:.0f} s")
+        response = call_idempotent(node, client, srv.Request(**fields), timeout)
+        if response is None:
+            raise ServiceUnavailable(f"service {name} did not answer within {timeout:.0f} s")
+        return response
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 class ResentRequests:
     """Idempotent requests from a node of the graph to another node's service, kept until answered.
 

@@ -10,7 +10,9 @@ training_stats) and to env 0's views, and writes with ``torch.utils.tensorboard.
 - ``evaluation/*``: goal / collision-free / sidewalk-free rates, mean reward, passed, phase;
 - ``curriculum/*``: phase, episodes in phase, total episodes;
 - ``training/*``, x = env steps: loss, mean Q, TD error, beta, grad norm, epsilon, updates/s,
-  env steps/s, replay size;
+  env steps/s, replay size, and the replay ratio held, ``env_steps_per_update`` (env steps/s over
+  updates/s of the policy's last rate window; agent.train_frequency / gradient_steps while the
+  learner keeps up);
 - images ``images/topdown`` and ``images/semantic_bev`` every ``*_period_s``; an animated GIF
   ``video/evaluation_episode`` of each evaluation episode of env 0 (top-down frames, PIL-encoded,
   written as an image summary since moviepy is not installed);
@@ -40,7 +42,8 @@ from sensor_msgs.msg import Image
 
 from carla_rl import ros_conversions as conv
 from carla_rl import topics
-from carla_rl.config import ConfigError, default_config_dir, flatten, node_parameters, param
+from carla_rl.config import (ConfigError, agent_params_files, deep_merge, default_config_dir, flatten,
+                             node_parameters, param)
 from carla_rl.nodes import mcap_io
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
@@ -75,8 +78,10 @@ class MonitorConfig:
     video_max_size_px: int = param(256, "Scale video frames down to at most this many pixels per side",
                                    low=16, high=2048)
     log_hparams: bool = param(True, "Write the agent config as TensorBoard hparams once at start")
-    agent_params_file: str = param("", "Params file of the agent config ('' = agent.yaml of the config "
-                                   "directory)")
+    agent_params_file: str = param("", "Params file of the agent config ('' = the run device's agent files "
+                                   "of the config directory)")
+    agent_device: str = param("cpu", "Device of the run: its agent files are the hparams (agent.yaml; on "
+                              "cuda[:N] agent_cuda.yaml over it, as the policy node reads them)")
     record_mcap: bool = param(False, "Record env 0's sensor topics, one MCAP file per episode",
                               read_only=True)
     mcap_dir: str = param("runs/latest/recordings", "Directory of the MCAP recordings", read_only=True)
@@ -91,9 +96,12 @@ class MonitorConfig:
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
 
 
-def agent_hparams(path: Path) -> dict[str, object]:
-    """config/agent.yaml ``dqn_policy.agent`` flattened to TensorBoard hparam values."""
-    agent = node_parameters(path, "dqn_policy").get("agent") or {}
+def agent_hparams(*paths: Path) -> dict[str, object]:
+    """``dqn_policy.agent`` of params files (a later file's keys win: config/agent.yaml, then the device's
+    preset) flattened to TensorBoard hparam values."""
+    agent: dict = {}
+    for path in paths:
+        agent = deep_merge(agent, node_parameters(path, "dqn_policy").get("agent") or {})
     out: dict[str, object] = {}
     for key, value in flatten(agent).items():
         if isinstance(value, (bool, int, float, str)):
@@ -228,9 +236,10 @@ class TrainingMonitorNode(Node):
     def write_hparams(self) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        path = Path(self.cfg.agent_params_file) if self.cfg.agent_params_file else default_config_dir() / "agent.yaml"
         try:
-            values = agent_hparams(path)
+            paths = [Path(self.cfg.agent_params_file)] if self.cfg.agent_params_file else \
+                [default_config_dir() / name for name in agent_params_files(self.cfg.agent_device)]
+            values = agent_hparams(*paths)
         except ConfigError as exc:
             self.get_logger().warning(f"no hparams: {exc}")
             self.diag.count("hparams_errors")
@@ -292,6 +301,8 @@ class TrainingMonitorNode(Node):
         step = int(msg.env_steps)
         for name in TRAINING_FIELDS:
             self.scalar(f"training/{name}", getattr(msg, name), step)
+        if msg.updates_per_s > 0:
+            self.scalar("training/env_steps_per_update", msg.env_steps_per_s / msg.updates_per_s, step)
         self.diag.count("training_stats")
 
     # --- images and video -------------------------------------------------------------------------------
