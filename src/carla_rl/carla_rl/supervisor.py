@@ -4,17 +4,18 @@
   carla_rl.nodes.<exe>_node --ros-args ...``, or a component container hosting several) runs in its
   own process group, bound to die with the supervisor (PR_SET_PDEATHSIG).
 - Liveness is per node: every node publishes a /diagnostics status (its heartbeat). A process is hung
-  when none of its nodes was heard for ``heartbeat_timeout_s``, or when one of them was not heard for
+  when none of its nodes was heard for ``heartbeat_timeout_s``, when one of them was not heard for
   ``node_heartbeat_timeout_s`` while the others were (a hung node inside a container whose other
-  nodes still run), or when a node was not heard at all within ``startup_timeout_s`` of the start. The second limit is the longer one: on a loaded machine the watcher misses single
-  nodes' heartbeats for long stretches (a busy container with 16 nodes, 24 envs on 2 cores: one node
-  unheard for 30 s while the others were heard within 1-11 s), which must not kill a working
-  container. Both are set in config/graph.yaml (``supervisor``).
+  nodes still run), or when a node was not heard at all within ``startup_timeout_s`` of the start.
+  The single-node limit is the longer one: on a loaded machine the watcher misses single nodes'
+  heartbeats for long stretches (a busy container with 16 nodes, 24 envs on 2 cores: one node unheard
+  for 30 s while the others were heard within 1-11 s), which must not kill a working container. All
+  three are set in config/graph.yaml (``supervisor``).
 - A process that exits, or is hung (killed first), is restarted with exponential backoff (a container
   with all its nodes); the policy comes back from the newest *valid* checkpoint in the save directory
-  (:func:`latest_checkpoint`). The restart budget is a sliding window (:class:`RestartWindow`): a process
-  that crashes ``max_crashes`` times within ``restart_window_s`` ends the run with one message naming
-  it, its nodes and the last lines of its log.
+  (:func:`latest_checkpoint`). The restart budget is a sliding window (:class:`RestartWindow`): a
+  process that crashes ``max_crashes`` times within ``restart_window_s`` ends the run with one message
+  naming it, its nodes and the last lines of its log.
 - ``stop()``: SIGINT to every process (the policy writes its final checkpoint), wait, then SIGKILL what
   is left: no orphan process.
 """
