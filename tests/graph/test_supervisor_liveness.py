@@ -84,6 +84,12 @@ def test_the_config_file_sets_the_documented_defaults():
     assert load_supervisor_config(CONFIG_DIR) == SupervisorConfig()
 
 
+def test_a_config_directory_without_the_block_or_the_file_gets_the_defaults(tmp_path):
+    assert load_supervisor_config(tmp_path) == SupervisorConfig()
+    (tmp_path / "graph.yaml").write_text("supervisor:\n  ros__parameters:\n    max_crashes: 9\n")
+    assert load_supervisor_config(tmp_path) == replace(SupervisorConfig(), max_crashes=9)
+
+
 def test_an_invalid_supervisor_setting_names_the_file_and_key(tmp_path):
     (tmp_path / "graph.yaml").write_text("supervisor:\n  ros__parameters:\n    max_crashes: 0\n")
     with pytest.raises(ConfigError, match=r"graph.yaml: supervisor: max_crashes: 0 is below the minimum 1"):

@@ -75,10 +75,14 @@ class SupervisorConfig:
 
 
 def load_supervisor_config(config_dir: Path) -> SupervisorConfig:
-    """The ``supervisor`` block of ``config_dir/graph.yaml`` (defaults for missing keys)."""
+    """The ``supervisor`` block of ``config_dir/graph.yaml`` (defaults for missing keys, or without
+    the file: a config directory made before the block existed)."""
     from carla_rl.config import load_section
 
-    return load_section(Path(config_dir) / GRAPH_CONFIG_FILE, SUPERVISOR_SECTION, SupervisorConfig)
+    path = Path(config_dir) / GRAPH_CONFIG_FILE
+    if not path.is_file():
+        return SupervisorConfig()
+    return load_section(path, SUPERVISOR_SECTION, SupervisorConfig)
 
 
 class RestartWindow:
