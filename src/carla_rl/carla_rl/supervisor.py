@@ -72,6 +72,19 @@ class SupervisorConfig:
                                   high=3600.0)
     log_tail_lines: int = param(20, "Lines of a crash-looping process's log in the final message",
                                 low=0, high=10_000)
+    enclave_prefix: str = param("", "SROS2: when set, each process runs in the security enclave "
+                                "<enclave_prefix>/<process name> (--ros-args --enclave); '' = rcl's "
+                                "default enclave /")
+
+    def validate(self) -> None:
+        if self.enclave_prefix and (not self.enclave_prefix.startswith("/")
+                                    or self.enclave_prefix.endswith("/")):
+            raise ValueError(f"enclave_prefix {self.enclave_prefix!r}: an absolute enclave name, "
+                             f"e.g. /carla_rl")
+
+    def enclave(self, process: ProcessSpec) -> str:
+        """The enclave of ``process`` ('' = none given: rcl's default)."""
+        return f"{self.enclave_prefix}/{process.name}" if self.enclave_prefix else ""
 
 
 def load_supervisor_config(config_dir: Path) -> SupervisorConfig:
@@ -149,13 +162,15 @@ class ManagedProcess:
     notes: list[str] = field(default_factory=list)  # said while (re)starting it, reported by poll()
 
 
-def node_command(spec: NodeSpec | ProcessSpec, config_dir: Path, log_level: str, params_dir: Path) -> list[str]:
+def node_command(spec: NodeSpec | ProcessSpec, config_dir: Path, log_level: str, params_dir: Path,
+                 enclave: str = "") -> list[str]:
     """The command of a process (a NodeSpec: the node alone); each node's parameter overrides go to a
-    node-keyed params file in ``params_dir``."""
+    node-keyed params file in ``params_dir``; ``enclave``: the process's SROS2 enclave ('' = none)."""
     process = spec if isinstance(spec, ProcessSpec) else ProcessSpec(spec.name, spec.namespace,
                                                                      (replace(spec, container=""),))
-    return [sys.executable, "-m", f"carla_rl.nodes.{process.executable}_node",
-            *process_arguments(process, config_dir, log_level, params_dir)]
+    command = [sys.executable, "-m", f"carla_rl.nodes.{process.executable}_node",
+               *process_arguments(process, config_dir, log_level, params_dir)]
+    return command + ["--ros-args", "--enclave", enclave] if enclave else command
 
 
 class Supervisor:
@@ -195,7 +210,7 @@ class Supervisor:
         managed.log_path = self.log_dir / f"{safe}.log"
         log = open(managed.log_path, "ab")
         managed.process = subprocess.Popen(node_command(spec, self.config_dir, self.log_level,
-                                                        self.log_dir / "params"),
+                                                        self.log_dir / "params", self.config.enclave(spec)),
                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env=self.env, preexec_fn=_die_with_parent)
         log.close()
