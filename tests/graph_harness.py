@@ -21,7 +21,7 @@ class GraphRun:
                  sim_params: dict | None = None, seed: int = 3, heartbeat_timeout_s: float = 60.0,
                  composition: str | None = None) -> None:
         from carla_rl.graph import GraphOptions, build_graph
-        from carla_rl.supervisor import Supervisor, SupervisorConfig, latest_checkpoint
+        from carla_rl.supervisor import Supervisor, latest_checkpoint, load_supervisor_config
 
         self.save_dir = tmp_path / "run"
         options = GraphOptions(num_envs=num_envs, phase=phase, save_dir=str(self.save_dir), monitor=False,
@@ -35,9 +35,9 @@ class GraphRun:
             specs.append(spec)
         self.specs = specs
         self.supervisor = Supervisor(specs, CONFIG_DIR, self.save_dir / "logs", "info",
-                                     config=SupervisorConfig(restart_backoff_s=0.5,
-                                                             heartbeat_timeout_s=heartbeat_timeout_s),
-                                     resume_checkpoint=lambda: latest_checkpoint(self.save_dir))
+                                     config=replace(load_supervisor_config(CONFIG_DIR), restart_backoff_s=0.5,
+                                                    heartbeat_timeout_s=heartbeat_timeout_s),
+                                     resume_checkpoint=lambda note: latest_checkpoint(self.save_dir, note))
         self.rewards = []
         self.situations = {}
         self.collisions = defaultdict(list)
@@ -110,6 +110,7 @@ class GraphRun:
                 return False
             rclpy.spin_once(node, timeout_sec=0.05)
             self.supervisor_events += self.supervisor.poll()
+            assert not self.supervisor.failed, f"supervisor: {self.supervisor.failed}\n{self.supervisor_events}"
         return True
 
     def learning_ok(self) -> bool:
@@ -133,6 +134,10 @@ class GraphRun:
                 return managed.process.pid
         raise KeyError(role)
 
+
+    def managed_of(self, role: str, env: int | None = None):
+        """The supervisor's record of the process hosting the node of ``role`` (of env ``env``)."""
+        return next(m for m in self.supervisor.processes.values() if self._hosts(m.spec, role, env))
 
     def pid_of_safe(self, role: str, env: int | None = None):
         for managed in self.supervisor.processes.values():

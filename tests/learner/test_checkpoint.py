@@ -145,11 +145,11 @@ def test_corrupted_replay_chunk_is_detected(tmp_path):
     agent = _trained_agent()
     path = save_checkpoint(agent, tmp_path / "agent.ckpt", include_replay=True,
                            chunk_slots=500)
-    chunk = next(tmp_path.glob("agent.ckpt.replay-*/chunk_00001.pt"))
+    chunk = next(tmp_path.glob("agent.ckpt.replay-*/chunk_00000.pt"))  # 60 of its 500 slots written
     data = bytearray(chunk.read_bytes())
     data[-5] ^= 0x01
     chunk.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="chunk_00001.pt: corrupted"):
+    with pytest.raises(CheckpointError, match="chunk_00000.pt: corrupted"):
         restore_checkpoint(agent, path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from carla_rl.nodes import mcap_io
@@ -86,3 +87,132 @@ def test_player_reports_corrupt_chunks(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(mcap_io.McapIoError, match="flipped.mcap"):
         list(mcap_io.McapPlayer(path).messages())
+
+
+# --- learner inputs: checkpoints and transitions ---------------------------------------------------------
+def tiny_agent(capacity: int = 64):
+    from carla_rl.learner.agent_config import AgentConfig, NetworkConfig, ObservationSpec
+    from carla_rl.learner.dqn_agent import DQNAgent
+
+    cfg = AgentConfig()
+    cfg.network = NetworkConfig(conv_channels=[4], conv_kernels=[3], conv_strides=[2], vector_hidden=[8],
+                                hidden_size=16)
+    cfg.replay.capacity = capacity
+    cfg.n_atoms = 5
+    cfg.reward_scale = 1.0
+    return DQNAgent(ObservationSpec(frame_stack=2, height=8, width=8, vector_size=2), 6, cfg, seed=1)
+
+
+class RunsCodeWhenUnpickled:
+    """A payload that creates a folder when unpickled by a loader that runs arbitrary globals."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def test_a_checkpoint_with_a_pickle_payload_is_refused_and_never_run(tmp_path):
+    from carla_rl.learner.checkpoint import CheckpointError, read_checkpoint, write_file
+    from carla_rl.supervisor import latest_checkpoint
+
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "run" / "checkpoints" / "episode_0000100.pt"
+    write_file(evil, {"fingerprint": "x", "online": RunsCodeWhenUnpickled(marker)})  # valid header and digest
+    with pytest.raises(CheckpointError, match=r"episode_0000100.pt: unreadable checkpoint payload: "
+                                              r"Weights only load failed"):
+        read_checkpoint(evil)
+    skipped = []
+    assert latest_checkpoint(tmp_path / "run", skipped.append) == ""  # the supervisor never resumes it
+    assert len(skipped) == 1 and "unreadable checkpoint payload" in skipped[0]
+    assert not marker.exists()
+
+
+def stream(agent, env, rewards, vectors, start_at=0):
+    """One env's ticks: observe + record_action, episode start at ``start_at``; returns the seqs."""
+    seqs = []
+    for t, (reward, vector) in enumerate(zip(rewards, vectors)):
+        seqs.append(agent.observe(env, np.full((8, 8), t, np.uint8), np.asarray(vector, np.float32), reward,
+                                  False, False, t == start_at))
+        agent.record_action(env, t % 6)
+    return seqs
+
+
+@pytest.mark.parametrize("bad", ["nan_reward", "inf_reward", "nan_feature", "inf_feature"])
+def test_non_finite_rewards_or_features_are_dropped_counted_and_never_stored(bad):
+    from carla_rl.learner.replay_buffer import NO_LINK
+
+    agent = tiny_agent()
+    replay = agent.replay
+    rewards, vectors = [1.0] * 6, [[0.5, 0.5]] * 6
+    if bad.endswith("reward"):
+        rewards[3] = float("nan") if bad.startswith("nan") else float("inf")
+    else:
+        vectors[3] = [0.5, float("nan") if bad.startswith("nan") else float("-inf")]
+    seqs = stream(agent, 0, rewards, vectors)
+    assert seqs[:3] == [0, 1, 2] and seqs[3:] == [NO_LINK] * 3  # the rest of the episode is not stored
+    assert replay.non_finite_dropped == 1 and replay.total == 3
+    assert np.isfinite(replay.rewards).all() and np.isfinite(replay.vectors).all()
+    assert not replay.is_valid(np.array([2]))[0]  # the transition whose outcome was bad has no outcome
+    # the next episode is stored again, from its first tick
+    seqs = stream(agent, 0, [0.0, 1.0, 1.0], [[0.1, 0.1]] * 3)
+    assert seqs == [3, 4, 5] and replay.non_finite_dropped == 1
+    assert bool(replay.is_valid(np.array([3]))[0])
+    for _ in range(5):
+        sample = replay.sample(2)
+        assert np.isfinite(sample.returns).all() and np.isfinite(sample.vectors).all()
+
+
+def test_a_non_finite_reward_at_an_episode_start_is_not_an_outcome_and_is_kept():
+    agent = tiny_agent()
+    assert stream(agent, 0, [float("nan"), 1.0], [[0.0, 0.0]] * 2) == [0, 1]
+    assert agent.replay.non_finite_dropped == 0
+
+
+def test_the_policy_reports_non_finite_inputs_on_diagnostics():
+    import types
+    from collections import Counter
+
+    from carla_rl.nodes.dqn_policy_node import NON_FINITE_COUNTER, DQNPolicyNode
+
+    agent = tiny_agent()
+    stream(agent, 1, [1.0, float("nan"), 1.0], [[0.0, 0.0]] * 3)
+    node = types.SimpleNamespace(agent=agent, diag=types.SimpleNamespace(counters=Counter()))
+    DQNPolicyNode.report_replay_counters(node)
+    assert node.diag.counters[NON_FINITE_COUNTER] == 1
+
+
+@pytest.mark.parametrize("entry", ["folder_dotdot", "folder_absolute", "chunk_dotdot", "chunk_absolute",
+                                   "chunk_symlink"])
+def test_replay_manifest_entries_outside_their_folder_are_refused(tmp_path, entry):
+    from carla_rl.learner.checkpoint import CheckpointError, read_checkpoint, read_file, save_checkpoint, write_file
+
+    agent = tiny_agent()
+    stream(agent, 0, [1.0] * 10, [[0.0, 0.0]] * 10)
+    path = save_checkpoint(agent, tmp_path / "run" / "a.pt", include_replay=True, chunk_slots=16)
+    read_checkpoint(path)  # as written: fine
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    state = read_file(path)
+    manifest = state["replay_manifest"]
+    folder = path.parent / manifest["dir"]
+    name, digest = manifest["chunks"][0]
+    (outside / name).write_bytes((folder / name).read_bytes())  # the same bytes, elsewhere
+    if entry == "folder_dotdot":
+        manifest["dir"] = "../outside"
+    elif entry == "folder_absolute":
+        manifest["dir"] = str(outside)
+    elif entry == "chunk_dotdot":
+        manifest["chunks"][0] = [f"../../outside/{name}", digest]
+    elif entry == "chunk_absolute":
+        manifest["chunks"][0] = [str(outside / name), digest]
+    else:
+        (folder / "linked.pt").symlink_to(outside / name)
+        manifest["chunks"][0] = ["linked.pt", digest]
+    write_file(path, state)
+    with pytest.raises(CheckpointError, match=r"a.pt: replay (folder|chunk) .* in the replay manifest "
+                                              r"(is not a plain name|leads outside .*): refused"):
+        read_checkpoint(path)

@@ -3,6 +3,10 @@
 Every subcommand that runs the graph builds it from :mod:`carla_rl.graph` (the same declaration
 the launch files read) and runs it under :class:`carla_rl.supervisor.Supervisor`. The flags:
 :mod:`carla_rl.cli_parser`.
+
+DDS discovery stays on this host unless asked otherwise: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` defaults
+to ``LOCALHOST`` for the CLI and every node process it starts (set it, e.g. to ``SUBNET``, to reach
+other machines; docs/RELIABILITY.md). ``ROS_DOMAIN_ID`` is taken from the environment.
 """
 
 from __future__ import annotations
@@ -14,7 +18,18 @@ from pathlib import Path
 from carla_rl.cli_parser import build_parser
 from carla_rl.config import ConfigError, default_config_dir
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "limit_discovery", "main"]
+
+DISCOVERY_RANGE_ENV = "ROS_AUTOMATIC_DISCOVERY_RANGE"
+DEFAULT_DISCOVERY_RANGE = "LOCALHOST"  # who can reach the graph's nodes: this host only, unless set
+
+
+def limit_discovery(environ=os.environ) -> str:
+    """Default ``ROS_AUTOMATIC_DISCOVERY_RANGE`` to LOCALHOST where it is unset or empty (inherited by
+    the node processes); returns the range in effect."""
+    if not environ.get(DISCOVERY_RANGE_ENV):
+        environ[DISCOVERY_RANGE_ENV] = DEFAULT_DISCOVERY_RANGE
+    return environ[DISCOVERY_RANGE_ENV]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"carla-rl: error: config directory {config_dir} does not exist", file=sys.stderr)
         return 2
     os.environ["CARLA_RL_CONFIG_DIR"] = str(config_dir.resolve())
+    limit_discovery()
     from carla_rl.allocator import tune_allocator
 
     tune_allocator()  # as in every node process: the in-process benchmarks and training compare like with like

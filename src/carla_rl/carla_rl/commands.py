@@ -119,7 +119,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     from carla_rl.nodes.cli_runtime import CliRuntime
     from carla_rl.nodes.node_runner import PROFILE_DIR_ENV
     from carla_rl.nodes.progress_monitor import ProgressMonitor
-    from carla_rl.supervisor import Supervisor, latest_checkpoint
+    from carla_rl.supervisor import Supervisor, latest_checkpoint, load_supervisor_config
 
     save_dir = Path(options.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,8 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     if options.enable_profiler:
         env[PROFILE_DIR_ENV] = str(save_dir / "profiles")
     supervisor = Supervisor(specs, config_dir, save_dir / "logs", options.log_level,
-                            resume_checkpoint=lambda: latest_checkpoint(save_dir), env=env)
+                            config=load_supervisor_config(config_dir),
+                            resume_checkpoint=lambda note: latest_checkpoint(save_dir, note), env=env)
     bar = _ProgressBar(options, enabled=progress)
     ros = CliRuntime()  # Ctrl-C is ours: stop cleanly
     monitor = ros.add(ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update))

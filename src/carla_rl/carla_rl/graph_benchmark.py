@@ -150,7 +150,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
                         composition: str = "envs", device: str = "cpu") -> dict:
     from carla_rl.graph import GraphOptions, build_graph
     from carla_rl.nodes.bench_graph import GraphListener
-    from carla_rl.supervisor import Supervisor
+    from carla_rl.supervisor import Supervisor, load_supervisor_config
 
     inprocess = run_inprocess(envs, seconds, phase, config_dir)
     save_dir = Path(tempfile.mkdtemp(prefix="carla_rl_bench_"))
@@ -162,7 +162,7 @@ def run_graph_benchmark(envs: int, seconds: float, learn: bool, phase: int, conf
             spec = replace(spec, parameters={**spec.parameters, "start_learning": learn,
                                              "final_checkpoint_replay": False})
         specs.append(spec)
-    supervisor = Supervisor(specs, config_dir, save_dir / "logs", "warn")
+    supervisor = Supervisor(specs, config_dir, save_dir / "logs", "warn", config=load_supervisor_config(config_dir))
     listener = GraphListener(SIMULATOR_NODES, on_heartbeat=supervisor.heartbeat)
     sims = listener.simulators  # each simulator's latest /diagnostics values
     stats = listener.stats  # the policy's TrainingStats, once a second (mean envs per act, learner updates)

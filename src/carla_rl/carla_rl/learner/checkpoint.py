@@ -18,16 +18,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import secrets
 import shutil
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from carla_rl.atomic_file import atomic_write_bytes
+from carla_rl.atomic_file import atomic_write_bytes, fsync_directory
 from carla_rl.config import ConfigError
 from carla_rl.learner.agent_config import (RETIRED_FIELDS, AgentConfig, ObservationSpec,
                                            agent_config_from_mapping, agent_config_to_mapping)
@@ -37,7 +39,8 @@ from carla_rl.learner.networks import architecture_fingerprint
 MAGIC = b"CRLCKPT1"
 FORMAT_VERSION = 3  # 2: action masks in the replay, flat noise buffers; 3: noise factors only
 _HEADER = struct.Struct("<8sQ32s")
-REPLAY_CHUNK_SLOTS = 65_536  # ring slots per replay chunk file (~460 MB at 84x84)
+EMPTY_CHUNK = "empty.pt"  # the one file of a replay folder shared by its never-written chunks
+REPLAY_CHUNK_SLOTS = 4096  # ring slots per replay chunk file (~29 MB at 84x84); the unit of incremental writes
 
 
 class CheckpointError(RuntimeError):
@@ -107,6 +110,20 @@ def _spec_list(spec: ObservationSpec) -> list[int]:
 
 def fingerprint(agent: DQNAgent) -> str:
     return architecture_fingerprint(agent.online, agent.spec, agent.action_size)
+
+
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [name for name, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+
+
+def poisoned_weights(agent: DQNAgent) -> list[str]:
+    """The online / target network tensors of ``agent`` that are not finite (a diverged or
+    NaN-poisoned learner); such an agent is never written over good checkpoints."""
+    return ([f"online.{n}" for n in non_finite_tensors(agent.online.state_dict())]
+            + [f"target.{n}" for n in non_finite_tensors(agent.target.state_dict())])
 
 
 def agent_state(agent: DQNAgent, include_replay: bool = False) -> dict[str, Any]:
@@ -181,6 +198,10 @@ def restore_agent(agent: DQNAgent, state: dict[str, Any], where: str = "checkpoi
             replay["envs"] = replay["envs"].numpy()
             with agent.replay_lock:
                 agent.replay.load_state_dict(replay)
+                files = state.get("replay_files")
+                agent.replay_snapshot = None if files is None else ReplaySnapshot(
+                    Path(files["dir"]), int(files["chunk_slots"]), agent.replay.capacity,
+                    [list(c) for c in files["chunks"]], agent.replay.change_mark())
         agent.env_steps = int(state["counters"]["env_steps"])
         agent.updates = int(state["counters"]["updates"])
         rng = state["rng"]
@@ -194,43 +215,216 @@ def restore_agent(agent: DQNAgent, state: dict[str, Any], where: str = "checkpoi
 
 
 # --------------------------------------------------------------------- public API
+CHECKPOINT_SUFFIX = ".pt"
+
+
+def confined_checkpoint_path(root: str | Path, requested: str | Path) -> Path:
+    """Where a caller may have a checkpoint written: ``requested`` (relative: to ``root``) once
+    ``..`` and symbolic links are resolved, if that lies strictly inside ``root`` and ends in
+    ``.pt``; anything else raises :class:`CheckpointError` saying why. The result is resolved, so
+    what is later created or deleted beside it (parent folders, its ``.replay-*`` folders) is inside
+    ``root`` too."""
+    base = Path(os.path.realpath(root))
+    candidate = Path(requested)
+    if not candidate.is_absolute():
+        candidate = Path(root) / candidate
+    resolved = Path(os.path.realpath(candidate))
+    if resolved == base or not resolved.is_relative_to(base):
+        raise CheckpointError(f"{requested}: refused: outside the run's save directory {base} "
+                              f"(after resolving '..' and symbolic links); checkpoints are written "
+                              f"only inside it")
+    if resolved.suffix != CHECKPOINT_SUFFIX:
+        raise CheckpointError(f"{requested}: refused: a checkpoint file name ends in "
+                              f"{CHECKPOINT_SUFFIX}")
+    return resolved
+
+
 def _replay_dirs(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(f"{path.name}.replay-*"))
+    """The replay folders of checkpoint ``path`` (real folders beside it; never a symbolic link)."""
+    return sorted(p for p in path.parent.glob(f"{path.name}.replay-*")
+                  if p.is_dir() and not p.is_symlink())
+
+
+@dataclass
+class ReplaySnapshot:
+    """The replay files of the last checkpoint an agent wrote or was restored from. The next
+    checkpoint with replay writes only the ring chunks changed since (``mark``: the replay's
+    :meth:`~carla_rl.learner.replay_buffer.ReplayBuffer.change_mark` then) and hard-links the
+    others to these files, which are never modified after they are written."""
+
+    directory: Path
+    chunk_slots: int
+    capacity: int
+    chunks: list[list[str]]             # [file name, SHA-256] per ring chunk, in slot order
+    mark: tuple[int, tuple[int, ...]]
+
+
+@dataclass
+class ReplayWrite:
+    """What one checkpoint writes of the replay (for logs and benchmarks)."""
+
+    chunks_written: int = 0
+    chunks_linked: int = 0
+    chunks_empty: int = 0   # never written: one shared file
+    bytes_written: int = 0
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links: a full copy of the unchanged chunk
+        shutil.copyfile(source, target)
+
+
+def _snapshot_replay(agent: DQNAgent, chunk_slots: int):
+    """Under the replay lock: the replay's metadata, its priority tree and, per ring chunk, what to
+    do: ("write", copy of its arrays) if changed since the agent's :class:`ReplaySnapshot` (every
+    chunk without a usable one), ("link", file, digest) of the base's file if not, ("empty",) if it
+    was never written (a ring that has not gone round yet: all such chunks share one file, ``empty``:
+    its "write" or "link")."""
+    replay = agent.replay
+    capacity = replay.capacity
+    count = -(-capacity // chunk_slots)
+    base = agent.replay_snapshot
+    if base is not None and not (base.chunk_slots == chunk_slots and base.capacity == capacity
+                                 and len(base.chunks) == count
+                                 and all((base.directory / n).is_file() for n, _ in base.chunks)):
+        base = None
+    base_empty = next((c for c in base.chunks if c[0] == EMPTY_CHUNK), None) if base else None
+    with agent.replay_lock:
+        changed = replay.slots_changed_since(base.mark) if base is not None else None
+        dirty = (set(range(count)) if changed is None
+                 else set((changed // chunk_slots).tolist()))
+        state = replay.state_dict()
+        arrays = state.pop("arrays")
+
+        def part(i: int) -> dict[str, torch.Tensor]:
+            return {k: torch.from_numpy(v[i * chunk_slots:(i + 1) * chunk_slots].copy())
+                    for k, v in arrays.items()}
+
+        plan: list[tuple] = []
+        empty = None
+        for i in range(count):
+            never = (not replay.full and i * chunk_slots >= replay.total
+                     and (i + 1) * chunk_slots <= capacity)
+            if never:
+                if empty is None:
+                    empty = ("link", *base_empty) if base_empty else ("write", part(i))
+                plan.append(("empty",))
+            elif i in dirty:
+                plan.append(("write", part(i)))
+            else:
+                plan.append(("link", *base.chunks[i]))
+        tree = torch.from_numpy(state.pop("tree").copy()) if "tree" in state else None
+        state["envs"] = torch.from_numpy(state["envs"])
+        mark = replay.change_mark()
+    return state, tree, plan, empty, base, mark
+
+
+def _write_replay(folder: Path, plan: list[tuple], empty: tuple | None, base: ReplaySnapshot | None,
+                  report: ReplayWrite) -> list[list[str]]:
+    """Carry out :func:`_snapshot_replay`'s plan in ``folder``; returns the [file, digest] entries."""
+    def put(name: str, item: tuple) -> str:
+        if item[0] == "write":
+            digest = write_file(folder / name, item[1])
+            report.chunks_written += 1
+            report.bytes_written += (folder / name).stat().st_size
+            return digest
+        _link_or_copy(base.directory / item[1], folder / name)
+        report.chunks_linked += 1
+        return item[2]
+
+    empty_digest = put(EMPTY_CHUNK, empty) if empty is not None else ""
+    chunks = []
+    for i, item in enumerate(plan):
+        if item[0] == "empty":
+            chunks.append([EMPTY_CHUNK, empty_digest])
+            report.chunks_empty += 1
+        else:
+            name = f"chunk_{i:05d}.pt"
+            chunks.append([name, put(name, item)])
+    return chunks
 
 
 def save_checkpoint(agent: DQNAgent, path: str | Path, include_replay: bool = False,
                     chunk_slots: int = REPLAY_CHUNK_SLOTS) -> Path:
-    """Atomically write the agent's full state to ``path`` (replay in chunk files if asked)."""
+    """Atomically write the agent's full state to ``path``; with ``include_replay`` the replay goes
+    to chunk files of ``chunk_slots`` ring slots in a fresh folder ``<name>.replay-<token>/``, written
+    incrementally: a chunk unchanged since the agent's last replay checkpoint (or the one it was
+    restored from) is a hard link to that file, only changed chunks and the priority tree are
+    written, and the never-written chunks of a ring that has not gone round share one file
+    (:class:`ReplaySnapshot`; what was done: ``agent.last_replay_write``).
+    An agent whose weights are not finite is refused (:func:`poisoned_weights`)."""
     path = Path(path)
-    state = agent_state(agent, include_replay)
+    poisoned = poisoned_weights(agent)
+    if poisoned:
+        raise CheckpointError(f"{path}: not written: the agent's weights are not finite "
+                              f"({', '.join(poisoned[:3])}{', ...' if len(poisoned) > 3 else ''})")
+    state = agent_state(agent, include_replay=False)
     new_dir = None
+    snapshot = None
     try:
         if include_replay:
-            replay = state.pop("replay")
+            meta, tree, plan, empty, base, mark = _snapshot_replay(agent, chunk_slots)
             new_dir = path.parent / f"{path.name}.replay-{agent.updates}-{secrets.token_hex(4)}"
             new_dir.mkdir(parents=True)
-            chunks = []
-            capacity = agent.replay.capacity
-            for i, start in enumerate(range(0, capacity, chunk_slots)):
-                part = {k: v[start:start + chunk_slots].clone()
-                        for k, v in replay["arrays"].items()}
-                name = f"chunk_{i:05d}.pt"
-                chunks.append([name, write_file(new_dir / name, part)])
-            if "tree" in replay:
-                chunks.append(["tree.pt", write_file(new_dir / "tree.pt", replay["tree"])])
-            replay["arrays"] = None
-            replay.pop("tree", None)
-            state["replay_manifest"] = {"dir": new_dir.name, "chunks": chunks,
-                                        "chunk_slots": chunk_slots, "meta": replay}
+            report = ReplayWrite()
+            chunks = _write_replay(new_dir, plan, empty, base, report)
+            entries = list(chunks)
+            if tree is not None:
+                entries.append(["tree.pt", write_file(new_dir / "tree.pt", tree)])
+                report.bytes_written += (new_dir / "tree.pt").stat().st_size
+            fsync_directory(new_dir)
+            state["replay_manifest"] = {"dir": new_dir.name, "chunks": entries,
+                                        "chunk_slots": chunk_slots, "meta": meta}
+            snapshot = ReplaySnapshot(new_dir, chunk_slots, agent.replay.capacity, chunks, mark)
         write_file(path, state)
     except BaseException:
         if new_dir is not None:
             shutil.rmtree(new_dir, ignore_errors=True)
         raise
+    if snapshot is not None:
+        agent.replay_snapshot = snapshot
+        agent.last_replay_write = report
     for old in _replay_dirs(path):  # only now is the previous replay no longer referenced
         if new_dir is None or old.name != new_dir.name:
             shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete checkpoint ``path`` and its replay folders (files hard-linked into newer
+    checkpoints' folders stay there)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    for folder in _replay_dirs(path):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_orphan_replays(directory: str | Path) -> list[Path]:
+    """Delete replay folders in ``directory`` whose checkpoint file is gone (left by a process
+    killed while writing); returns them. Call only while no checkpoint is being written there."""
+    removed = []
+    for folder in Path(directory).glob("*.replay-*"):
+        owner = folder.with_name(folder.name.rsplit(".replay-", 1)[0])
+        if folder.is_dir() and not folder.is_symlink() and not owner.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _manifest_entry(folder: Path, name: Any, checkpoint: Path, what: str) -> Path:
+    """``folder / name`` for a name from a replay manifest: a plain name (no separator, no '..') whose
+    resolved path stays inside ``folder``; anything else is refused."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or os.sep in name):
+        raise CheckpointError(f"{checkpoint}: {what} in the replay manifest is not a plain name: "
+                              f"refused")
+    entry = folder / name
+    if not Path(os.path.realpath(entry)).is_relative_to(os.path.realpath(folder)):
+        raise CheckpointError(f"{checkpoint}: {what} in the replay manifest leads outside "
+                              f"{folder}: refused")
+    return entry
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -241,11 +435,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an agent checkpoint")
     manifest = state.pop("replay_manifest", None)
     if manifest is not None:
-        directory = path.parent / manifest["dir"]
+        directory = _manifest_entry(path.parent, manifest["dir"], path,
+                                    f"replay folder {manifest['dir']!r}")
         parts: dict[str, list[torch.Tensor]] = {}
         replay = dict(manifest["meta"])
         for name, digest in manifest["chunks"]:
-            data = read_file(directory / name, expected_digest=digest)
+            data = read_file(_manifest_entry(directory, name, path, f"replay chunk {name!r}"),
+                             expected_digest=digest)
             if name == "tree.pt":
                 replay["tree"] = data
                 continue
@@ -253,7 +449,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                 parts.setdefault(key, []).append(value)
         replay["arrays"] = {k: torch.cat(v) for k, v in parts.items()}
         state["replay"] = replay
+        state["replay_files"] = {"dir": directory, "chunk_slots": manifest["chunk_slots"],
+                                 "chunks": [c for c in manifest["chunks"] if c[0] != "tree.pt"]}
     return state
+
+
+def verify_checkpoint(path: str | Path) -> bool:
+    """Cheap check that ``path`` can be resumed from, without loading its replay: the main file's
+    header, SHA-256 and ``weights_only`` payload, an agent checkpoint with finite weights, and every
+    replay file its manifest names present inside its folder (their digests are checked on load).
+    Returns whether it holds a replay; raises :class:`CheckpointError` naming the problem."""
+    path = Path(path)
+    state = read_file(path)
+    if not isinstance(state, dict) or "fingerprint" not in state or "online" not in state:
+        raise CheckpointError(f"{path}: not an agent checkpoint")
+    for key in ("online", "target"):
+        bad = non_finite_tensors(state.get(key) or {})
+        if bad:
+            raise CheckpointError(f"{path}: {key} weights are not finite ({', '.join(bad[:3])})")
+    manifest = state.get("replay_manifest")
+    if manifest is not None:
+        directory = _manifest_entry(path.parent, manifest["dir"], path,
+                                    f"replay folder {manifest['dir']!r}")
+        for name, _ in manifest["chunks"]:
+            if not _manifest_entry(directory, name, path, f"replay chunk {name!r}").is_file():
+                raise CheckpointError(f"{path}: replay chunk {directory / name} is missing")
+    return manifest is not None
 
 
 def restore_checkpoint(agent: DQNAgent, path: str | Path) -> None:

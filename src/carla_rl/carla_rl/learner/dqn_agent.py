@@ -131,6 +131,10 @@ class DQNAgent:
         self.env_steps = 0   # actions recorded (transitions started)
         self.updates = 0     # gradient steps done
         self.replay_lock = threading.Lock()
+        # replay files of the last checkpoint written / restored (checkpoint.ReplaySnapshot): the next
+        # one writes only the chunks changed since; last_replay_write: what that write did
+        self.replay_snapshot = None
+        self.last_replay_write = None
         # Held by the learner only while it captures a CUDA graph (once): acting kernels from
         # another thread must not land in the capture.
         self.capture_lock = threading.Lock()

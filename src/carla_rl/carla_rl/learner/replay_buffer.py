@@ -16,11 +16,16 @@ follow ``next_seq``: they stop without bootstrap at a termination and bootstrap 
 observation at a truncation (stored even though no action follows it) or from the newest
 observation of a still-running episode. A slot whose stack history has been overwritten is no
 longer sampled. Frame order in a stack is oldest first, newest last.
+
+Non-finite input (a NaN or inf reward, or vector feature) is never stored: the tick is dropped and
+counted (``non_finite_dropped``), the env's pending transition loses its outcome, and the env stores
+nothing more until its next episode starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -69,6 +74,7 @@ class _EnvStream:
     last_seq: int = NO_LINK   # newest observation of the env's running episode
     acted: bool = False       # record_action was called for last_seq
     ended: bool = False       # last_seq is the final observation of its episode
+    dropping: bool = False    # non-finite input seen: nothing stored until the next episode start
 
 
 class ReplayBuffer:
@@ -94,6 +100,7 @@ class ReplayBuffer:
         self.dirty: list[int] | None = None  # slots touched since the last device sync
         self.total = 0            # observations ever stored = seq of the next one
         self.completed = 0        # transitions ever completed (action + outcome known)
+        self.non_finite_dropped = 0  # ticks refused for a NaN / inf reward or vector feature
         self._envs: dict[int, _EnvStream] = {}
 
     # ----------------------------------------------------------------- ring bookkeeping
@@ -133,8 +140,17 @@ class ReplayBuffer:
                 terminated: bool, truncated: bool, episode_start: bool,
                 action_mask: np.ndarray | None = None) -> int:
         """Store the observation of one env tick; returns its sequence number.
-        ``action_mask`` bool [A] (the one given to ``act``) limits the bootstrap argmax."""
+        ``action_mask`` bool [A] (the one given to ``act``) limits the bootstrap argmax.
+        Returns NO_LINK for a tick that is not stored (non-finite input, see the module docstring)."""
         stream = self._envs.setdefault(int(env_id), _EnvStream())
+        if not ((episode_start or math.isfinite(reward))
+                and (vector is None or bool(np.isfinite(vector).all()))):
+            self._refuse_non_finite(stream)
+            return NO_LINK
+        if stream.dropping:
+            if not episode_start:
+                return NO_LINK
+            stream.dropping = False
         if not episode_start:
             if stream.last_seq == NO_LINK or stream.ended:
                 raise ValueError(f"env {env_id}: observe() without episode_start, but the env "
@@ -183,6 +199,8 @@ class ReplayBuffer:
     def record_action(self, env_id: int, action: int) -> None:
         """The action chosen for the env's newest observation."""
         stream = self._envs.get(int(env_id))
+        if stream is not None and stream.dropping:
+            return
         if stream is None or stream.last_seq == NO_LINK:
             raise ValueError(f"env {env_id}: record_action() before any observation")
         if stream.ended:
@@ -208,6 +226,14 @@ class ReplayBuffer:
     def record_actions(self, env_ids, actions) -> None:
         for e, a in zip(env_ids, actions):
             self.record_action(int(e), int(a))
+
+    def _refuse_non_finite(self, stream: _EnvStream) -> None:
+        """Drop a tick with non-finite input: the pending transition gets no outcome and the env
+        stores nothing until its next episode start."""
+        self.non_finite_dropped += 1
+        if not stream.dropping and stream.acted and self._alive(stream.last_seq):
+            self._drop_action(stream.last_seq % self.capacity)
+        stream.last_seq, stream.acted, stream.ended, stream.dropping = NO_LINK, False, False, True
 
     # hooks for the prioritized subclass
     def _before_overwrite(self, dying_seq: int) -> None:
@@ -350,6 +376,22 @@ class ReplayBuffer:
         """No-op for uniform replay (kept so the agent need not branch)."""
 
     # ----------------------------------------------------------------- persistence
+    def change_mark(self) -> tuple[int, tuple[int, ...]]:
+        """Where the ring stands now, for :meth:`slots_changed_since`: the next sequence number and
+        each env's newest observation (the only older slots a later call writes: its outcome, its
+        action, or a dropped action)."""
+        return self.total, tuple(s.last_seq for s in self._envs.values() if s.last_seq != NO_LINK)
+
+    def slots_changed_since(self, mark: tuple[int, tuple[int, ...]]) -> np.ndarray | None:
+        """Sorted slots whose arrays may differ from when ``mark`` (:meth:`change_mark`) was taken;
+        None when every slot may (the ring went round, or the mark is from another state)."""
+        total, open_seqs = mark
+        if total > self.total or self.total - total >= self.capacity:
+            return None
+        seqs = np.concatenate([np.arange(total, self.total, dtype=np.int64),
+                               np.asarray(open_seqs, dtype=np.int64)])
+        return np.unique(seqs % self.capacity)
+
     def state_dict(self) -> dict[str, Any]:
         """Plain state (numpy arrays + ints) for checkpoints."""
         envs = np.array([[e, s.last_seq, s.acted, s.ended] for e, s in self._envs.items()],

@@ -15,6 +15,7 @@ import copy
 import math
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,14 @@ from carla_rl import topics
 from carla_rl.actions import NUM_ACTIONS, ActionTable
 from carla_rl.config import param
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
-from carla_rl.learner.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
+from carla_rl.learner.checkpoint import (REPLAY_CHUNK_SLOTS, CheckpointError, confined_checkpoint_path,
+                                         poisoned_weights, remove_checkpoint, remove_orphan_replays,
+                                         restore_checkpoint, save_checkpoint)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.intra_process import ComposableNode
-from carla_rl.nodes.node_runner import freeze_heap, run_node
+from carla_rl.nodes.node_runner import fail_process, freeze_heap, run_node
 from carla_rl.nodes.ros_parameters import declare_config
 from carla_rl_interfaces.msg import Observation, StepReward, TrainingStats, VehicleCommand
 from carla_rl_interfaces.srv import SaveCheckpoint
@@ -64,7 +67,12 @@ class PolicyNodeConfig:
                                            high=1_000_000)
     keep_last_checkpoints: int = param(3, "Periodic checkpoints kept (best/phase/final are kept)", low=1,
                                        high=1000)
-    checkpoint_replay: bool = param(False, "Include the replay buffer in periodic checkpoints")
+    checkpoint_replay: bool = param(True, "Include the replay buffer in periodic checkpoints (written "
+                                    "incrementally: only the chunks changed since the last one), so a "
+                                    "restarted policy goes on with its replay")
+    replay_chunk_slots: int = param(REPLAY_CHUNK_SLOTS, "Replay ring slots per checkpoint chunk file, the "
+                                    "unit of incremental replay writes", low=64, high=1 << 24,
+                                    read_only=True)
     final_checkpoint_replay: bool = param(True, "Include the replay buffer in the final checkpoint")
     stats_period_s: float = param(1.0, "TrainingStats period", low=0.05, high=60.0)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
@@ -92,6 +100,7 @@ class _SharedActions:
 
 
 PERIODIC_PREFIX = "episode_"
+NON_FINITE_COUNTER = "non_finite_inputs"  # ticks with a NaN / inf reward or vector feature: never stored
 
 
 def periodic_episode(path: Path) -> int:
@@ -121,7 +130,9 @@ class DQNPolicyNode(ComposableNode):
         self.agent_cfg = declare_config(self, AgentConfig, "agent.")
         self.actions = declare_config(self, _SharedActions).actions
         self.controls = [conv.control_msg(c) for c in self.actions.controls()]
-        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
+        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s,
+                                        warn_on=("dropped_ticks", NON_FINITE_COUNTER),
+                                        before_publish=self.report_replay_counters)
         self.checkpoint_dir = Path(self.cfg.save_dir) / "checkpoints"
         self.agent: DQNAgent | None = None  # built on the first observation (its shape fixes the network)
         self.actor: DQNPolicy | None = None
@@ -133,6 +144,7 @@ class DQNPolicyNode(ComposableNode):
         self.stop_event = threading.Event()
         self.new_data = threading.Event()
         self.checkpoint_due = threading.Event()
+        self.learner_error: str | None = None  # why the learner thread died (the process then exits)
         self.evaluation_mode = not self.cfg.training
         self.envs = [EnvSlot() for _ in range(self.cfg.num_envs)]
         self.acted_steps = 0  # actions published (training and evaluation)
@@ -179,6 +191,18 @@ class DQNPolicyNode(ComposableNode):
         self.get_logger().info(f"agent on {self.cfg.device}: observation {spec}, {NUM_ACTIONS} actions")
 
     def learner_loop(self) -> None:
+        """The learner thread. Any exception ends the process (non-zero exit, reason in the log) so the
+        supervisor restarts it from the last checkpoint: acting and heartbeats without learning would
+        look healthy from outside."""
+        try:
+            self.learn()
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the thread ends the process
+            self.learner_error = (f"dqn_policy: learner thread failed: {type(exc).__name__}: {exc}\n"
+                                  f"{traceback.format_exc()}")
+            self.get_logger().fatal(self.learner_error)
+            fail_process(self.learner_error)
+
+    def learn(self) -> None:
         agent = self.agent
         while not self.stop_event.is_set():
             if self.checkpoint_due.is_set():
@@ -334,7 +358,8 @@ class DQNPolicyNode(ComposableNode):
     def save(self, path: Path, include_replay: bool) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.learn_lock:  # a consistent state: no gradient step while writing
-            return save_checkpoint(self.agent, path, include_replay=include_replay)
+            return save_checkpoint(self.agent, path, include_replay=include_replay,
+                                   chunk_slots=self.cfg.replay_chunk_slots)
 
     def request_periodic_checkpoint(self) -> None:
         """Every N training episodes; written by the learner thread, so acting never waits on disk."""
@@ -347,11 +372,17 @@ class DQNPolicyNode(ComposableNode):
         return sorted(self.checkpoint_dir.glob(f"{PERIODIC_PREFIX}*.pt"), key=periodic_episode)
 
     def write_periodic_checkpoint(self) -> None:  # learner thread
+        started = time.monotonic()
         path = self.save(self.checkpoint_dir / f"{PERIODIC_PREFIX}{self.training_episodes:07d}.pt",
                          self.cfg.checkpoint_replay)
         for old in self.periodic_checkpoints()[:-self.cfg.keep_last_checkpoints]:
-            old.unlink(missing_ok=True)
-        self.get_logger().info(f"checkpoint {path}")
+            remove_checkpoint(old)
+        remove_orphan_replays(self.checkpoint_dir)  # of a process killed while writing
+        written = self.agent.last_replay_write if self.cfg.checkpoint_replay else None
+        replay = (f"; replay {len(self.agent.replay)}: {written.chunks_written} chunks written "
+                  f"({written.bytes_written / 1e6:.1f} MB), {written.chunks_linked} unchanged"
+                  if written is not None else "")
+        self.get_logger().info(f"checkpoint {path} in {time.monotonic() - started:.2f} s{replay}")
 
     def on_save_checkpoint(self, request: SaveCheckpoint.Request, response: SaveCheckpoint.Response):
         if self.agent is None:
@@ -361,7 +392,12 @@ class DQNPolicyNode(ComposableNode):
         if not tag.replace("_", "").replace("-", "").isalnum():
             response.success, response.message = False, f"invalid tag {tag!r}: letters, digits, _ and - only"
             return response
-        path = Path(request.path) if request.path else self.checkpoint_dir / f"{tag}.pt"
+        requested = request.path or self.checkpoint_dir / f"{tag}.pt"
+        try:  # only inside the run's save directory (relative paths: from it)
+            path = confined_checkpoint_path(self.cfg.save_dir, requested)
+        except CheckpointError as exc:
+            response.success, response.message = False, str(exc)
+            return response
         try:
             saved = self.save(path, include_replay=False)
         except (OSError, CheckpointError) as exc:
@@ -374,9 +410,21 @@ class DQNPolicyNode(ComposableNode):
         self.stop_event.set()
         if self.learner_thread.is_alive():
             self.learner_thread.join(timeout=30.0)
-        if self.agent is not None and self.cfg.training:
+        if self.agent is None or not self.cfg.training:
+            return
+        poisoned = poisoned_weights(self.agent)
+        if poisoned:  # never over the good checkpoints a restart resumes from
+            print(f"[dqn_policy] final checkpoint skipped: the agent's weights are not finite "
+                  f"({', '.join(poisoned[:3])})", flush=True)
+            return
+        try:
             path = self.save(self.checkpoint_dir / "final.pt", self.cfg.final_checkpoint_replay)
-            print(f"[dqn_policy] final checkpoint {path}", flush=True)
+        except (OSError, CheckpointError) as exc:
+            if self.learner_error is None:
+                raise
+            print(f"[dqn_policy] final checkpoint failed after the learner's failure: {exc}", flush=True)
+            return
+        print(f"[dqn_policy] final checkpoint {path}", flush=True)
 
     # --- modes and stats -------------------------------------------------------------------------------------
     def on_set_evaluation_mode(self, request: SetBool.Request, response: SetBool.Response):
@@ -394,6 +442,10 @@ class DQNPolicyNode(ComposableNode):
         response.success = True
         response.message = f"learning {'on' if self.learning.is_set() else 'off'}"
         return response
+
+    def report_replay_counters(self) -> None:  # before each /diagnostics status
+        if self.agent is not None:
+            self.diag.counters[NON_FINITE_COUNTER] = self.agent.replay.non_finite_dropped
 
     def publish_stats(self) -> None:
         if self.agent is None:

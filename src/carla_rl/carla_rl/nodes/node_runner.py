@@ -1,4 +1,10 @@
-"""``main()`` for every node: init, build, spin, clean shutdown (the ros2/demos pattern)."""
+"""``main()`` for every node: init, build, spin, clean shutdown (the ros2/demos pattern).
+
+A node whose background work died (the policy's learner thread) calls :func:`fail_process`: the spin
+loop ends as on a stop signal, every node's ``on_shutdown`` runs, the reason goes to stderr and the
+process exits with :data:`NODE_FAILURE_EXIT_CODE`, so the supervisor restarts it instead of keeping a
+process that heartbeats but no longer works.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,43 @@ from carla_rl.nodes.deadlines import PROCESS_SCHEDULE
 PROFILE_DIR_ENV = "CARLA_RL_PROFILE_DIR"
 EXECUTOR_ENV = "CARLA_RL_EXECUTOR"  # "events" (default): rclpy's C++ EventsExecutor; "single": the Python one
 STOP_POLL_S = 0.25  # longest a stop signal waits when rclpy's wake-up was missed
+NODE_FAILURE_EXIT_CODE = 70  # EX_SOFTWARE (sysexits.h): a node of the process reported that it cannot go on
+
+
+class ProcessStop:
+    """How a node process's spin loop is asked to end: a stop signal (:meth:`request`) or a node that
+    cannot go on (:meth:`fail`, from any thread); one per process, as its signal handlers are."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.event.clear()
+            self.failures.clear()
+
+    def request(self) -> None:
+        self.event.set()
+
+    def fail(self, reason: str) -> None:
+        with self._lock:
+            self.failures.append(reason)
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+PROCESS_STOP = ProcessStop()
+
+
+def fail_process(reason: str) -> None:
+    """End this node process with :data:`NODE_FAILURE_EXIT_CODE` after its nodes' ``on_shutdown``;
+    ``reason`` (exception and traceback) is printed to stderr. Safe from any thread; the spin loop sees
+    it within ``STOP_POLL_S``."""
+    PROCESS_STOP.fail(reason)
 
 
 def make_executor(threads: int = 1):
@@ -64,9 +107,10 @@ def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = Non
     # message conversion pybind11 turns that into a RuntimeError that kills the node before its
     # on_shutdown (final checkpoint, clean exit code). So a stop signal only sets a flag: rclpy's own
     # handler has already woken the executor, and the spin loop below ends at its next turn.
-    stop_requested = threading.Event()
+    stop_requested = PROCESS_STOP
+    stop_requested.reset()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop_requested.set())
+        signal.signal(signum, lambda *_: stop_requested.request())
     nodes: list[Node] = []
     profile_dir = os.environ.get(PROFILE_DIR_ENV)  # set by `carla-rl train --enable-profiler`
     profiler = cProfile.Profile() if profile_dir else None
@@ -104,4 +148,8 @@ def run_nodes(make_nodes: Callable[[], list[Node]], args: list[str] | None = Non
                 shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
+    if stop_requested.failures:
+        for reason in stop_requested.failures:
+            print(f"fatal: {reason}", file=sys.stderr, flush=True)
+        return NODE_FAILURE_EXIT_CODE
     return 0
