@@ -9,6 +9,8 @@
 # PATH and sets AMENT_PREFIX_PATH. An existing PREFIX made by this script is updated in place.
 # Nothing outside the bundle folder is read except that Python; each failure is one line on stderr.
 set -euo pipefail
+# a sourced workspace or venv of the caller (PYTHONPATH) must not stand in for what the bundle installs
+unset PYTHONPATH PYTHONHOME
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
 
 die() { echo "install: error: $*" >&2; exit 1; }

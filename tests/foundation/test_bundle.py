@@ -24,8 +24,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import bundle_tool  # noqa: E402
 
 PYVER = "%d.%d" % sys.version_info[:2]
-# no registry, no user pip configuration: the installer must not need either
-OFFLINE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "AMENT_", "_ROS_"))}
+# no registry, no user pip configuration: the installer must not need either; and no workspace of this
+# checkout on PYTHONPATH (make test sources one): the target has only the bundle
+OFFLINE_ENV = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PIP_", "VIRTUAL_ENV", "AMENT_", "_ROS_", "PYTHONPATH"))}
 OFFLINE_ENV.update(PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull, https_proxy="http://127.0.0.1:9",
                    http_proxy="http://127.0.0.1:9")
 
