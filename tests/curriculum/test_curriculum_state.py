@@ -300,3 +300,23 @@ def test_shipped_curriculum_drives_the_state():
     state = CurriculumState(table, config)
     assert state.scenario.name == "forward_only"
     assert state.request_phase(11)[1] == "phase 11 does not exist: valid phases are 1..10"
+
+
+def test_new_evaluation_cadence_reschedules_the_next_evaluation():
+    """evaluate_every_episodes set on the running curriculum: the next evaluation follows the new
+    cadence from the episodes already run (3 of the phase: K 8 -> 2 brings it from 8 to 4)."""
+    state = make(evaluate_every_episodes=8)
+    train(state, 3)
+    assert state.next_evaluation_at == 8
+    state.set_config(dataclasses.replace(state.config, evaluate_every_episodes=2))
+    assert state.next_evaluation_at == 4 and state.config.evaluate_every_episodes == 2
+    assert kinds(train(state, 1)) == [DecisionKind.EVALUATE]
+    state.set_config(dataclasses.replace(state.config, evaluate_every_episodes=0))  # evaluating: kept
+    assert state.evaluating and state.config.evaluate_every_episodes == 0
+
+
+def test_new_cadence_zero_means_the_end_of_the_budget():
+    state = make()
+    train(state, 1)
+    state.set_config(dataclasses.replace(state.config, evaluate_every_episodes=0))
+    assert state.next_evaluation_at == BUDGET

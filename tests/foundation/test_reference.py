@@ -103,3 +103,16 @@ def test_check_fails_when_stale_and_passes_after_writing(tmp_path):
         msg.write_text(msg.read_text() + "float32 new_field_for_the_test  # added\n")
         assert reference.run(check=True, repo_root=tmp_path, stream=stream) == 1  # a message changed
     assert "is stale" in out.read_text()
+
+
+def test_run_time_column_follows_the_dataclasses():
+    """The reference marks exactly the ``param(..., runtime=True)`` fields as settable at run time."""
+    import dataclasses
+
+    from carla_rl.curriculum.config import CurriculumConfig
+
+    index = reference.SourceIndex(ROOT / "src" / "carla_rl" / "carla_rl")
+    sections = dict(reference.node_parameters(index, "carla_rl.nodes.curriculum_manager_node"))
+    schedule = next(params for title, params in sections.items() if "CurriculumConfig" in title)
+    expected = [f.name for f in dataclasses.fields(CurriculumConfig) if f.metadata["runtime"]]
+    assert expected and [p.name for p in schedule if not p.read_only] == expected

@@ -24,10 +24,17 @@ class ConfigError(ValueError):
 
 def param(default: Any = dataclasses.MISSING, description: str = "", *, low: float | None = None,
           high: float | None = None, choices: tuple | None = None, read_only: bool = False,
-          default_factory: Any = dataclasses.MISSING) -> Any:
-    """A documented config field. ``low``/``high`` are inclusive bounds checked on load."""
+          runtime: bool = False, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A documented config field. ``low``/``high`` are inclusive bounds checked on load.
+
+    ``runtime``: as a ROS parameter the field may be set on the running node (``ros2 param set``),
+    which validates the value and applies it; every other field is a read-only parameter, so a set
+    is refused instead of silently doing nothing (nodes/ros_parameters.py). ``read_only`` is the
+    default and is kept for fields that state it."""
+    if runtime and read_only:
+        raise ValueError("a field is either runtime or read_only")
     metadata = {"description": description, "low": low, "high": high, "choices": choices,
-                "read_only": read_only}
+                "read_only": not runtime, "runtime": runtime}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -156,7 +156,7 @@ def dataclass_parameters(index: SourceIndex, module: str, cls: ast.ClassDef, pre
             out += dataclass_parameters(index, nested[0], nested[1], f"{prefix}{name}.", leaf_defaults,
                                         description)
             continue
-        default, description, low, high, choices, read_only = "", "", None, None, None, False
+        default, description, low, high, choices, read_only = "", "", None, None, None, True
         value = stmt.value
         if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "param":
             kwargs = {k.arg: k.value for k in value.keywords if k.arg}
@@ -170,7 +170,7 @@ def dataclass_parameters(index: SourceIndex, module: str, cls: ast.ClassDef, pre
             description = str(_literal(desc_node) or "")
             low, high = kwargs.get("low"), kwargs.get("high")
             choices = kwargs.get("choices")
-            read_only = bool(_literal(kwargs.get("read_only")))
+            read_only = not _literal(kwargs.get("runtime"))  # param(): read-only unless runtime=True
         elif value is not None:
             default = ast.unparse(value)
         default = overrides.get(name, default)
@@ -451,13 +451,15 @@ def generate(repo_root: Path) -> str:
 
     # parameters
     out += ["## Parameters", "",
-            "Per executable, from its `declare_config` / `declare_phases` calls. Read-only parameters are "
-            "read once at start; the others may be set at run time (`ros2 param set`). Values come from "
+            "Per executable, from its `declare_config` / `declare_phases` calls. Parameters marked *yes* "
+            "under *run time* may be set on the running node (`ros2 param set`): the value is checked "
+            "against the range (a refusal says why) and takes effect at once. Every other parameter is "
+            "read once at start and is read-only, so setting it is refused. Values come from "
             "`config/*.yaml`; the defaults below apply where a file gives none.", ""]
     def parameter_table(params: list[ParameterDoc]) -> list[str]:
-        rows = ["| parameter | type | default | range | read-only | description |", "|---|---|---|---|---|---|"]
+        rows = ["| parameter | type | default | range | run time | description |", "|---|---|---|---|---|---|"]
         rows += [f"| `{p.name}` | `{_cell(p.type)}` | `{_cell(p.default)}` | {_cell(p.range)} | "
-                 f"{'yes' if p.read_only else ''} | {_cell(p.description)} |" for p in params]
+                 f"{'' if p.read_only else 'yes'} | {_cell(p.description)} |" for p in params]
         return rows + [""]
 
     for path in sorted((index.package_dir / "nodes").glob("*_node.py")):

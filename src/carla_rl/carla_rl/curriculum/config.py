@@ -36,13 +36,13 @@ class CurriculumConfig:
                                         "phase's eval_episodes", low=0, high=10_000)
     evaluate_every_episodes: int = param(25, "Evaluate after every K training episodes of a phase "
                                          "(and always at the end of its budget); 0 = only at the "
-                                         "end of the budget", low=0, high=10_000_000)
+                                         "end of the budget", low=0, high=10_000_000, runtime=True)
     on_budget_exhausted: str = param(BudgetExhaustedPolicy.KEEP_TRAINING.value,
                                      "After a failed evaluation at or past the budget",
                                      choices=tuple(p.value for p in BudgetExhaustedPolicy))
     reevaluate_every_episodes: int = param(25, "Past the budget (keep_training): training "
                                            "episodes between re-evaluations", low=1,
-                                           high=10_000_000)
+                                           high=10_000_000, runtime=True)
     pause_on_start: bool = param(False, "Start paused: episodes are counted but nothing is "
                                  "evaluated or advanced until resumed")
     history_length: int = param(100, "Evaluation results kept in the state (oldest dropped)",
@@ -51,16 +51,19 @@ class CurriculumConfig:
                             "directory; empty = do not persist")
     resume: bool = param(True, "Continue from state_file when it exists")
     save_every_episodes: int = param(1, "Save the state after every N counted training episodes "
-                                     "(and after every phase change)", low=1, high=100_000)
+                                     "(and after every phase change)", low=1, high=100_000,
+                                     runtime=True)
     review_share: float = param(0.2, "Share of training episodes run in phases already passed (round "
                                 "robin over them; the rest in the current phase): one policy must keep "
                                 "every phase it passed. Trained on the current phase alone, the agent "
                                 "that had passed phases 1-5 later reached the goal in 0.4 of phase 2's "
                                 "and none of phase 3's evaluation episodes. 0 = current phase only",
-                                low=0.0, high=0.9)
+                                low=0.0, high=0.9, runtime=True)
     review_every_evaluations: int = param(4, "After every K-th evaluation of the current phase, each "
                                           "passed phase is evaluated once more (reported like any "
-                                          "evaluation, by its phase); 0 = never", low=0, high=100_000)
+                                          "evaluation, by its phase); 0 = never", low=0,
+                                          high=100_000,
+                                          runtime=True)
     review_blocks_advance: bool = param(False, "A passed phase whose latest re-evaluation failed holds "
                                         "back the advance out of the current phase until it passes "
                                         "again (false: re-evaluations only report)")

@@ -462,6 +462,14 @@ class CurriculumState:
             raise entry
         return entry
 
+    def set_config(self, config: CurriculumConfig) -> None:
+        """A changed schedule (run-time parameters): a new evaluation cadence reschedules the next
+        regular evaluation of the phase from the episodes run so far."""
+        old, self.config = self.config, config
+        if (config.evaluate_every_episodes != old.evaluate_every_episodes and not self.evaluating
+                and self.episodes_in_phase < self.phase_config.episode_budget):
+            self.next_evaluation_at = self._scheduled_evaluation_after(self.episodes_in_phase)
+
     def _first_evaluation_at(self) -> int:
         return self._scheduled_evaluation_after(0)
 

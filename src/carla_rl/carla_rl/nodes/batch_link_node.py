@@ -45,13 +45,14 @@ class BatchLinkConfig:
                         high=64, read_only=True)
     max_wait_s: float = param(0.05, "Send an incomplete batch this long after its first item (a link "
                               "outside a container, or an env that skipped a tick)", low=0.0005, high=10.0)
-    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0,
+                                        runtime=True)
 
 
 class BatchLinkNode(ComposableNode):
     def __init__(self, **node_options) -> None:  # composed (see nodes/component_container.py), or alone
         super().__init__("batch_link", **node_options)
-        self.cfg = declare_config(self, BatchLinkConfig)
+        self.cfg = declare_config(self, BatchLinkConfig, apply=self.apply_config)
         try:
             self.env_ids = sorted(checked_env_ids(self.cfg.env_ids))
         except ValueError as exc:
@@ -87,6 +88,11 @@ class BatchLinkNode(ComposableNode):
         self.wait_deadline = self.create_deadline(self.flush)
         if self._intra_process is not None:
             self._intra_process.add_idle_callback(self.flush)
+
+    def apply_config(self, cfg: BatchLinkConfig) -> None:
+        """A run-time parameter was set (the heartbeat period)."""
+        self.cfg = cfg
+        self.diag.set_period(cfg.diagnostics_period_s)
 
     def make_gatherers(self, kinds: tuple[str, ...]) -> None:
         self.gatherers = [TickGatherer(group, kinds) for group in split_groups(self.env_ids, self.cfg.groups)]

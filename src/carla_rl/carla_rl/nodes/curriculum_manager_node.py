@@ -49,7 +49,8 @@ class CurriculumNodeConfig:
     load_from: str = param("", "Checkpoint being resumed; its run directory's state file is loaded",
                            read_only=True)
     training: bool = param(True, "False: evaluation-only run (no schedule, no advancement)", read_only=True)
-    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0,
+                                        runtime=True)
     service_resend_s: float = param(2.0, "A learning on/off request to the policy unanswered this long is sent "
                                          "again; one waiting for the service to come up (so too a checkpoint "
                                          "request) is sent within this long of it", low=0.1, high=600.0)
@@ -73,8 +74,8 @@ def result_msg(result: EvaluationResult) -> EvaluationResultMsg:
 class CurriculumManagerNode(ComposableNode):
     def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
         super().__init__("curriculum_manager", **node_options)
-        self.cfg = declare_config(self, CurriculumNodeConfig)
-        self.cur_cfg = declare_config(self, CurriculumConfig)
+        self.cfg = declare_config(self, CurriculumNodeConfig, apply=self.apply_node_config)
+        self.cur_cfg = declare_config(self, CurriculumConfig, apply=self.apply_curriculum_config)
         self.phases = declare_phases(self, tolerant=True)
         self.state_path = self._state_path(Path(self.cfg.save_dir))
         resume_path = self.state_path
@@ -120,6 +121,15 @@ class CurriculumManagerNode(ComposableNode):
                               self.check_evaluation_timeout)
         self.publish_scenario(self.state.phase)
         self.publish_status()
+
+    def apply_node_config(self, cfg: CurriculumNodeConfig) -> None:
+        self.cfg = cfg
+        self.diag.set_period(cfg.diagnostics_period_s)
+
+    def apply_curriculum_config(self, cfg: CurriculumConfig) -> None:
+        """A run-time parameter of the schedule was set: the state machine goes on under it."""
+        self.cur_cfg = cfg
+        self.state.set_config(cfg)
 
     def _state_path(self, run_dir: Path) -> Path | None:
         return run_dir / self.cur_cfg.state_file if self.cur_cfg.state_file else None

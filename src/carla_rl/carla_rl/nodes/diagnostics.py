@@ -11,6 +11,8 @@ from collections import Counter
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
+from carla_rl.nodes.ros_parameters import set_timer_period
+
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 
@@ -27,6 +29,9 @@ class DiagnosticsReporter:
         self._last_warn_totals = {k: 0 for k in warn_on}
         self._pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._timer = node.create_timer(period_s, self.publish)
+
+    def set_period(self, period_s: float) -> None:
+        set_timer_period(self._timer, period_s)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n

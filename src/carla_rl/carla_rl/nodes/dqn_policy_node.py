@@ -37,7 +37,7 @@ from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.intra_process import ComposableNode
 from carla_rl.nodes.node_runner import fail_process, freeze_heap, run_node
-from carla_rl.nodes.ros_parameters import declare_config
+from carla_rl.nodes.ros_parameters import declare_config, set_timer_period
 from carla_rl_interfaces.msg import Observation, StepReward, TrainingStats, VehicleCommand
 from carla_rl_interfaces.srv import SaveCheckpoint
 
@@ -60,29 +60,31 @@ class PolicyNodeConfig:
                                "simulator processes (batch-1 act, 2 cores, graph running: 1.4 ms with 1 "
                                "thread, 89 ms with 2)", low=0, high=256, read_only=True)
     micro_batch_window_s: float = param(0.002, "Act on the envs ready so far after this long", low=0.0,
-                                        high=1.0)
+                                        high=1.0, runtime=True)
     actor_sync_updates: int = param(50, "Copy the online network to the actor every N updates", low=1,
-                                    high=1_000_000)
+                                    high=1_000_000, runtime=True)
     checkpoint_every_episodes: int = param(50, "Periodic checkpoint every N training episodes", low=1,
-                                           high=1_000_000)
+                                           high=1_000_000, runtime=True)
     keep_last_checkpoints: int = param(3, "Periodic checkpoints kept (best/phase/final are kept)", low=1,
-                                       high=1000)
+                                       high=1000, runtime=True)
     checkpoint_replay: bool = param(True, "Include the replay buffer in periodic checkpoints (written "
                                     "incrementally: only the chunks changed since the last one), so a "
-                                    "restarted policy goes on with its replay")
+                                    "restarted policy goes on with its replay", runtime=True)
     replay_chunk_slots: int = param(REPLAY_CHUNK_SLOTS, "Replay ring slots per checkpoint chunk file, the "
                                     "unit of incremental replay writes", low=64, high=1 << 24,
                                     read_only=True)
-    final_checkpoint_replay: bool = param(True, "Include the replay buffer in the final checkpoint")
-    stats_period_s: float = param(1.0, "TrainingStats period", low=0.05, high=60.0)
-    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    final_checkpoint_replay: bool = param(True, "Include the replay buffer in the final checkpoint",
+                                          runtime=True)
+    stats_period_s: float = param(1.0, "TrainingStats period", low=0.05, high=60.0, runtime=True)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0,
+                                        runtime=True)
     max_pending_ticks: int = param(16, "Unmatched ticks kept per env before the oldest is dropped", low=1,
-                                   high=10_000)
+                                   high=10_000, runtime=True)
     max_learner_lag_updates: int = param(0, "Training: hold the next action while the learner is more than "
                                          "this many gradient steps behind the replay ratio (agent."
                                          "train_frequency), so env steps never outrun learning; 0 = never "
                                          "hold (the envs run at full speed, the learner takes the CPU left)",
-                                         low=0, high=1_000_000)
+                                         low=0, high=1_000_000, runtime=True)
     composed_act_threads: int = param(2, "torch intra-op threads of an act batch of at least "
                                       "composed_act_threads_min_batch envs while the policy is composed with "
                                       "the simulators (composition all: one process, whose envs all wait for "
@@ -91,7 +93,7 @@ class PolicyNodeConfig:
                                       "simulator processes)", low=1, high=256, read_only=True)
     composed_act_threads_min_batch: int = param(8, "Smallest act batch that uses composed_act_threads (smaller "
                                                 "ones: too little work per convolution to share)", low=1,
-                                                high=1024)
+                                                high=1024, runtime=True)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class EnvSlot:
 class DQNPolicyNode(ComposableNode):
     def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
         super().__init__("dqn_policy", **node_options)
-        self.cfg = declare_config(self, PolicyNodeConfig)
+        self.cfg = declare_config(self, PolicyNodeConfig, apply=self.apply_config)
         if self.cfg.torch_threads > 0:
             torch.set_num_threads(self.cfg.torch_threads)
         self.agent_cfg = declare_config(self, AgentConfig, "agent.")
@@ -166,9 +168,16 @@ class DQNPolicyNode(ComposableNode):
         self.create_service(SetBool, topics.SET_EVALUATION_MODE_SERVICE, self.on_set_evaluation_mode)
         self.create_service(SetBool, topics.SET_LEARNING_SERVICE, self.on_set_learning)
         self.batch_window = self.create_deadline(self.act_on_ready)  # the micro-batching window
-        self.create_timer(self.cfg.stats_period_s, self.publish_stats)
+        self.stats_timer = self.create_timer(self.cfg.stats_period_s, self.publish_stats)
         self.learner_thread = threading.Thread(target=self.learner_loop, name="learner", daemon=True)
         self.composed = self._intra_process is not None
+
+    def apply_config(self, cfg: PolicyNodeConfig) -> None:
+        """A run-time parameter was set: read at each use (window, sync, lag, checkpoints), or a
+        timer's period."""
+        self.cfg = cfg
+        set_timer_period(self.stats_timer, cfg.stats_period_s)
+        self.diag.set_period(cfg.diagnostics_period_s)
 
     # --- agent --------------------------------------------------------------------------------------
     def build_agent(self, obs: Observation) -> None:

@@ -53,7 +53,8 @@ class RewardNodeConfig:
                                   "/carla_rl/episode_stats). Exactly one evaluator of a graph leads",
                                   read_only=True)
     role_name: str = param(topics.DEFAULT_ROLE_NAME, "Ego role name in the bridge topics", read_only=True)
-    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0,
+                                        runtime=True)
     service_resend_s: float = param(2.0, "A switch of the policy's evaluation mode unanswered this long is "
                                          "sent again; one waiting for the service to come up is sent within "
                                          "this long of it", low=0.1, high=600.0)
@@ -86,7 +87,7 @@ def evaluation_msg(result: EvaluationResult, stamp) -> EvaluationResultMsg:
 class RewardEvaluatorNode(ComposableNode):
     def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
         super().__init__("reward_evaluator", **node_options)
-        self.cfg = declare_config(self, RewardNodeConfig)
+        self.cfg = declare_config(self, RewardNodeConfig, apply=self.apply_config)
         self.reward_cfg = declare_config(self, RewardConfig)
         self.phases = declare_phases(self)
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
@@ -132,6 +133,12 @@ class RewardEvaluatorNode(ComposableNode):
         self.set_policy_evaluation_mode(False)
 
     # --- per tick -----------------------------------------------------------------------------------
+
+    def apply_config(self, cfg: RewardNodeConfig) -> None:
+        """A run-time parameter was set (the heartbeat period)."""
+        self.cfg = cfg
+        self.diag.set_period(cfg.diagnostics_period_s)
+
     def on_sample(self, env: EnvReward, kind: str, msg) -> None:
         key = conv.stamp_nanoseconds(msg.header.stamp)
         if kind == "situation" and key <= env.last_key:

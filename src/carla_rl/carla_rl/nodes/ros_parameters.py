@@ -4,15 +4,22 @@ Each leaf field becomes one parameter (nested dataclasses -> dotted names, as in
 ParameterDescriptor carrying the field's description, range and read-only flag, so
 ``ros2 param describe`` is useful. Values come from ``--params-file config/<x>.yaml``; the result is
 validated with the same ``from_mapping`` the CLI uses, so both paths reject the same mistakes.
+
+Fields declared ``param(..., runtime=True)`` may be set on the running node: one
+``add_on_set_parameters_callback`` per node builds the changed config with ``from_mapping`` (same
+types, ranges and ``validate()`` as at start; a refusal carries the reason) and hands it to the
+``apply`` hook the node gave ``declare_config``, which swaps its config and updates what depends on
+it (timer periods). Every other parameter is read-only: ``ros2 param set`` is refused, not ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from typing import Any, Callable
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                 SetParametersResult)
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -36,7 +43,7 @@ def _parameter_type(tp: Any) -> Parameter.Type | None:
 def _descriptor(name: str, f: dataclasses.Field, ptype: Parameter.Type) -> ParameterDescriptor:
     meta = f.metadata
     desc = ParameterDescriptor(name=name, type=ptype.value, description=meta.get("description", ""),
-                               read_only=bool(meta.get("read_only", False)))
+                               read_only=not meta.get("runtime", False))
     low, high = meta.get("low"), meta.get("high")
     if low is not None and high is not None:
         if ptype == Parameter.Type.INTEGER:
@@ -49,13 +56,115 @@ def _descriptor(name: str, f: dataclasses.Field, ptype: Parameter.Type) -> Param
     return desc
 
 
-def declare_config(node: Node, cls: type, prefix: str = "", defaults: Any = None) -> Any:
-    """Declare every leaf of ``cls`` under ``prefix`` and return the validated config object."""
+def declare_config(node: Node, cls: type, prefix: str = "", defaults: Any = None,
+                   apply: Callable[[Any], None] | None = None) -> Any:
+    """Declare every leaf of ``cls`` under ``prefix`` and return the validated config object.
+
+    ``apply(new_config)`` is called after a run-time field (``param(..., runtime=True)``) was set
+    and validated; it is required when ``cls`` has such fields, so none is settable without
+    effect."""
     values = _declare(node, cls, prefix, defaults if defaults is not None else _default_instance(cls))
     try:
-        return from_mapping(cls, values, prefix.rstrip("."))
+        cfg = from_mapping(cls, values, prefix.rstrip("."))
     except ConfigError as exc:
         raise ConfigError(f"node '{node.get_name()}' parameters: {exc}") from None
+    names = runtime_parameters(cls, prefix)
+    if names:
+        if apply is None:
+            raise TypeError(f"declare_config({cls.__name__}): run-time parameters "
+                            f"{', '.join(names)} need an apply hook")
+        _RuntimeParameters.of(node).add(_RuntimeConfig(cls, prefix, cfg, apply), names)
+    return cfg
+
+
+def set_timer_period(timer, period_s: float) -> None:
+    """A new period for ``timer``, counted from now (a long old period does not delay the next
+    call)."""
+    if abs(timer.timer_period_ns - round(period_s * 1e9)) > 0:
+        timer.timer_period_ns = round(period_s * 1e9)
+        timer.reset()
+
+
+def runtime_parameters(cls: type, prefix: str = "") -> list[str]:
+    """Parameter names of the ``runtime=True`` leaves of ``cls`` (nested dataclasses: dotted)."""
+    hints = typing.get_type_hints(cls)
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            out += runtime_parameters(tp, f"{prefix}{f.name}.")
+        elif f.metadata.get("runtime"):
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+@dataclasses.dataclass
+class _RuntimeConfig:
+    """A ``declare_config`` result with run-time fields: the current config and its apply hook."""
+
+    cls: type
+    prefix: str
+    cfg: Any
+    apply: Callable[[Any], None]
+
+    def changed(self, params: list[Parameter]) -> Any:
+        """The config with ``params`` applied, validated as at start (ConfigError says why not)."""
+        data = to_mapping(self.cfg)
+        for p in params:
+            *path, leaf = p.name[len(self.prefix):].split(".")
+            level = data
+            for key in path:
+                level = level[key]
+            value = p.value
+            if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
+                value = list(value)
+            level[leaf] = value
+        return from_mapping(self.cls, data, self.prefix.rstrip("."))
+
+
+class _RuntimeParameters:
+    """The node's run-time parameters and its one set-parameters callback."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.owners: dict[str, _RuntimeConfig] = {}
+        node.add_on_set_parameters_callback(self.on_set)
+
+    @classmethod
+    def of(cls, node: Node) -> "_RuntimeParameters":
+        registry = getattr(node, "_carla_rl_runtime_parameters", None)
+        if registry is None:
+            registry = cls(node)
+            node._carla_rl_runtime_parameters = registry
+        return registry
+
+    def add(self, config: _RuntimeConfig, names: list[str]) -> None:
+        for name in names:
+            self.owners[name] = config
+
+    def on_set(self, params: list[Parameter]) -> SetParametersResult:
+        # parameters not registered here are being declared (rclpy calls this for those too); a
+        # set of a read-only one is refused by rclpy before this callback runs
+        by_config: dict[int, tuple[_RuntimeConfig, list[Parameter]]] = {}
+        for p in params:
+            owner = self.owners.get(p.name)
+            if owner is not None:
+                by_config.setdefault(id(owner), (owner, []))[1].append(p)
+        updates = []
+        for owner, changed in by_config.values():
+            try:
+                updates.append((owner, owner.changed(changed)))
+            except ConfigError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        for owner, cfg in updates:
+            try:
+                owner.apply(cfg)
+            except Exception as exc:  # noqa: BLE001 - the caller gets the reason; the node runs on
+                return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
+            owner.cfg = cfg
+            self.node.get_logger().info(
+                "set " + ", ".join(f"{p.name}={p.value}" for p in by_config[id(owner)][1]))
+        return SetParametersResult(successful=True)
 
 
 def _default_instance(cls: type) -> Any:

@@ -33,14 +33,15 @@ REQUIRED = ("camera", "lidar", "odometry", "situation")
 class PreprocessorNodeConfig:
     env_id: int = param(0, "Environment index", low=0, high=1023, read_only=True)
     role_name: str = param(topics.DEFAULT_ROLE_NAME, "Ego role name in the bridge topics", read_only=True)
-    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0,
+                                        runtime=True)
 
 
 
 class SensorPreprocessorNode(ComposableNode):
     def __init__(self, **node_options) -> None:  # alone, or composed: see nodes/component_container.py
         super().__init__("sensor_preprocessor", **node_options)
-        self.cfg = declare_config(self, PreprocessorNodeConfig)
+        self.cfg = declare_config(self, PreprocessorNodeConfig, apply=self.apply_config)
         self.pre_cfg = declare_config(self, PreprocessConfig)
         self.phases = declare_phases(self)
         self.builder = ObservationBuilder(self.pre_cfg)
@@ -59,6 +60,11 @@ class SensorPreprocessorNode(ComposableNode):
         sub(Path, topics.carla_topic(role, topics.ROUTE), self.on_route, qos.LATCHED)
         self.pub = self.create_publisher(Observation, topics.OBSERVATION, qos.SENSOR)
         self.vector_names = list(self.builder.vector_names)
+
+    def apply_config(self, cfg: PreprocessorNodeConfig) -> None:
+        """A run-time parameter was set (the heartbeat period)."""
+        self.cfg = cfg
+        self.diag.set_period(cfg.diagnostics_period_s)
 
     def on_route(self, msg: Path) -> None:
         self.builder.set_route(conv.path_array(msg))

@@ -48,7 +48,7 @@ from carla_rl.nodes import mcap_io
 from carla_rl.nodes import qos_profiles as qos
 from carla_rl.nodes.diagnostics import DiagnosticsReporter
 from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config
+from carla_rl.nodes.ros_parameters import declare_config, set_timer_period
 from carla_rl_interfaces.msg import CurriculumStatus, EgoSituation, EpisodeStats, EvaluationResult, TrainingStats
 
 TRAINING_FIELDS = ("loss", "mean_q", "td_error", "beta", "grad_norm", "epsilon", "updates_per_s",
@@ -63,7 +63,9 @@ class MonitorConfig:
     num_envs: int = param(1, "Number of environments (images and video come from env 0)", low=1, high=1024,
                           read_only=True)
     role_name: str = param(topics.DEFAULT_ROLE_NAME, "Ego role name in the bridge topics", read_only=True)
-    flush_period_s: float = param(10.0, "Flush TensorBoard event files this often", low=0.1, high=3600.0)
+    flush_period_s: float = param(10.0, "Flush TensorBoard event files this often", low=0.1,
+                                  high=3600.0,
+                                  runtime=True)
     topdown_period_s: float = param(30.0, "Log env 0's top-down render as an image this often (0 = never); "
                                     "subscribed for one frame each time", low=0.0, high=86400.0)
     camera_period_s: float = param(30.0, "Log env 0's semantic BEV camera as an image this often (0 = never); "
@@ -74,9 +76,9 @@ class MonitorConfig:
                               choices=("topdown", "camera"))
     video_max_frames: int = param(120, "At most this many frames per video (longer episodes are "
                                   "subsampled evenly)", low=2, high=10000)
-    video_fps: float = param(8.0, "Playback rate of the GIF", low=0.5, high=60.0)
+    video_fps: float = param(8.0, "Playback rate of the GIF", low=0.5, high=60.0, runtime=True)
     video_max_size_px: int = param(256, "Scale video frames down to at most this many pixels per side",
-                                   low=16, high=2048)
+                                   low=16, high=2048, runtime=True)
     log_hparams: bool = param(True, "Write the agent config as TensorBoard hparams once at start")
     agent_params_file: str = param("", "Params file of the agent config ('' = the run device's agent files "
                                    "of the config directory)")
@@ -93,7 +95,8 @@ class MonitorConfig:
                                            "shell.required_subscribers nodes subscribe to it, and the "
                                            "recorder must not be counted as one of them", low=0, high=100)
     mcap_wait_period_s: float = param(0.2, "Check for those subscribers this often", low=0.01, high=10.0)
-    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0)
+    diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0,
+                                        runtime=True)
 
 
 def agent_hparams(*paths: Path) -> dict[str, object]:
@@ -189,13 +192,13 @@ class OnDemandSubscription:
 class TrainingMonitorNode(Node):
     def __init__(self) -> None:
         super().__init__("training_monitor")
-        self.cfg = declare_config(self, MonitorConfig)
+        self.cfg = declare_config(self, MonitorConfig, apply=self.apply_config)
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("write_errors",))
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(self.cfg.log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=max(1, round(self.cfg.flush_period_s)))
-        self.create_timer(self.cfg.flush_period_s, self.writer.flush)
+        self.flush_timer = self.create_timer(self.cfg.flush_period_s, self.writer.flush)
         self.episodes = Counter()               # "episode" / "eval_episode" -> count
         self.reasons: dict[str, Counter] = {"episode": Counter(), "eval_episode": Counter()}
         self.evaluations = 0
@@ -233,6 +236,13 @@ class TrainingMonitorNode(Node):
                                + (f"; MCAP recordings: {self.cfg.mcap_dir}" if self.recorder else ""))
 
     # --- hparams ------------------------------------------------------------------------------------
+    def apply_config(self, cfg: MonitorConfig) -> None:
+        """A run-time parameter was set: the flush and heartbeat timers (video settings: read per
+        GIF)."""
+        self.cfg = cfg
+        set_timer_period(self.flush_timer, cfg.flush_period_s)
+        self.diag.set_period(cfg.diagnostics_period_s)
+
     def write_hparams(self) -> None:
         from torch.utils.tensorboard.summary import hparams
 
