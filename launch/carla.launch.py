@@ -15,7 +15,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
 from carla_rl.graph import build_graph
-from carla_rl.launch_support import declare_arguments, graph_actions, rviz_action
+from carla_rl.graph.launch_support import declare_arguments, graph_actions, rviz_action
 
 
 def generate_launch_description() -> LaunchDescription:

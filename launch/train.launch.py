@@ -10,7 +10,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 
 from carla_rl.graph import build_graph
-from carla_rl.launch_support import declare_arguments, graph_actions, rviz_action
+from carla_rl.graph.launch_support import declare_arguments, graph_actions, rviz_action
 
 
 def generate_launch_description() -> LaunchDescription:

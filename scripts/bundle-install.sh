@@ -139,7 +139,7 @@ if ! out=$(cd / && . "$PREFIX/setup.bash" && "$PREFIX/bin/python" -c '
 import rclpy
 from rclpy.serialization import serialize_message
 from carla_rl_interfaces.msg import Observation
-import carla_rl.cli
+import carla_rl.cli.main
 serialize_message(Observation())' 2>&1); then
   die "installed, but the check import failed: $(echo "$out" | tail -n1); log: $log"
 fi

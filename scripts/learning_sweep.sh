@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Learning-speed sweep on 2-core slices of a bigger machine (how docs/BENCHMARKS.md's hyperparameter table
 # was made, on a GPU machine's 16 CPU cores; no GPU used). Each variant: the ROS-free trainer
-# (`python -m carla_rl.vector_training`, exact replay ratio) with 2 env workers on --device cpu, pinned by
+# (`python -m carla_rl.training.vector_training`, exact replay ratio) with 2 env workers on --device cpu, pinned by
 # taskset to its own 2 cores, one torch thread, for SECONDS; prints the phases passed and writes
 # $OUT/learning_sweep.json (summary.json of every run). Gymnasium must be importable (on a machine without
 # network access: carry the wheels in .whl/).
@@ -41,7 +41,7 @@ yaml.safe_dump(doc, open(path, "w"), sort_keys=False)
 PY
   sed -i "s/^    initial_phase: 1 /    initial_phase: $phase /" "$d/curriculum.yaml"
   rm -rf "/tmp/sweep_run_$name"
-  taskset -c $((2 * i)),$((2 * i + 1)) timeout $((SECONDS_PER_RUN + 45)) python3 -m carla_rl.vector_training \
+  taskset -c $((2 * i)),$((2 * i + 1)) timeout $((SECONDS_PER_RUN + 45)) python3 -m carla_rl.training.vector_training \
     --envs 2 --device cpu --seconds "$SECONDS_PER_RUN" --seed "$seed" --config "$d" \
     --save-dir "/tmp/sweep_run_$name" > "/tmp/sweep_log_$name.txt" 2>&1 &
   i=$((i + 1))

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from carla_rl.ros_conversions import stamp_nanoseconds  # noqa: E402
+from carla_rl.nodes.support.ros_conversions import stamp_nanoseconds  # noqa: E402
 from ros_testing import CONFIG_DIR, pid_alive
 
 # small learner settings so a few episodes exercise learning on 2 CPU cores
@@ -21,7 +21,7 @@ class GraphRun:
                  sim_params: dict | None = None, seed: int = 3, heartbeat_timeout_s: float = 60.0,
                  composition: str | None = None) -> None:
         from carla_rl.graph import GraphOptions, build_graph
-        from carla_rl.supervisor import Supervisor, latest_checkpoint, load_supervisor_config
+        from carla_rl.graph.supervisor import Supervisor, latest_checkpoint, load_supervisor_config
 
         self.save_dir = tmp_path / "run"
         options = GraphOptions(num_envs=num_envs, phase=phase, save_dir=str(self.save_dir), monitor=False,
@@ -49,9 +49,9 @@ class GraphRun:
     def attach(self, node, num_envs: int) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
 
-        from carla_rl import topics
-        from carla_rl.nodes import qos_profiles as qos
-        from carla_rl.nodes.diagnostics import DIAGNOSTICS_TOPIC
+        from carla_rl.contract import topics
+        from carla_rl.nodes.support import qos_profiles as qos
+        from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC
         from carla_rl_interfaces.msg import (CollisionEvent, EgoSituation, EpisodeStats, StepReward,
                                              TrainingStats)
 

@@ -94,9 +94,9 @@ def spin_until(node, predicate: Callable[[], bool], timeout: float, executor=Non
 
 
 def spin_composed_until(executor, buses, predicate: Callable[[], bool], timeout: float) -> bool:
-    """:func:`spin_until` for nodes composed on intra-process buses (nodes/intra_process.py): every executor
+    """:func:`spin_until` for nodes composed on intra-process buses (nodes/support/intra_process.py): every executor
     turn is followed by the process's due deadlines and a drain of each bus, as in the component container."""
-    from carla_rl.nodes.deadlines import PROCESS_SCHEDULE
+    from carla_rl.nodes.support.deadlines import PROCESS_SCHEDULE
 
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -132,7 +132,7 @@ def wait_for_service(node, srv_type, name: str, timeout: float):
 
 def call(node, client, request, timeout: float):
     """Call an idempotent service, re-sending the request while DDS discovery loses the answer."""
-    from carla_rl.nodes.service_calls import call_idempotent
+    from carla_rl.nodes.support.service_calls import call_idempotent
 
     response = call_idempotent(node, client, request, timeout)
     assert response is not None, f"service {client.service_name} did not answer within {timeout} s"

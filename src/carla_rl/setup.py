@@ -51,7 +51,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [f"{name} = {PACKAGE}.nodes.{name}_node:main" for name in NODES]
-        + ["carla-rl = carla_rl.cli:main"],
+        + ["carla-rl = carla_rl.cli.main:main"],
         "gymnasium.envs": ["carla_rl = carla_rl.sim.driving_env:register_envs"],
     },
 )

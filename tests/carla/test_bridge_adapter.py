@@ -12,7 +12,7 @@ import pytest
 
 from carla_rl.carla import bridge_adapter as ba
 from carla_rl.carla.carla_config import BridgeAdapterConfig
-from carla_rl.sensor_frame import CollisionEvent, LaneInvasionEvent, TrafficLightState
+from carla_rl.contract.sensor_frame import CollisionEvent, LaneInvasionEvent, TrafficLightState
 
 geometry_msgs = pytest.importorskip("geometry_msgs.msg", reason="ROS 2 message packages are not installed")
 
@@ -257,7 +257,7 @@ def test_situation_tracker_on_a_real_map(carla_msgs):
 
     cfg = BridgeAdapterConfig()
     tracker = ba.SituationTracker(cfg, seed=4)
-    from carla_rl.sensor_frame import Odometry
+    from carla_rl.contract.sensor_frame import Odometry
 
     sit = tracker.situation(10, Odometry(), 1, 0)     # no map yet: counters and events only
     assert sit.collision_events == 1 and sit.episode_step == 0

@@ -14,8 +14,8 @@ carla = pytest.importorskip("carla", reason="the carla 0.9.16 client wheel is no
 
 from carla_rl.carla import carla_conversions as conv  # noqa: E402
 from carla_rl.carla.carla_config import SensorMount  # noqa: E402
-from carla_rl.semantic_palette import PALETTE, SemanticTag  # noqa: E402
-from carla_rl.sensor_frame import TrafficLightState, VehicleControl  # noqa: E402
+from carla_rl.contract.semantic_palette import PALETTE, SemanticTag  # noqa: E402
+from carla_rl.contract.sensor_frame import TrafficLightState, VehicleControl  # noqa: E402
 
 
 def test_transform_to_odometry_flips_y_and_negates_yaw():

@@ -14,8 +14,8 @@ carla = pytest.importorskip("carla", reason="the carla 0.9.16 client wheel is no
 from carla_rl.carla.carla_config import CarlaConfig, CameraConfig  # noqa: E402
 from carla_rl.carla.carla_world import CarlaWorld  # noqa: E402
 from carla_rl.carla.server_lifecycle import ServerLifecycle  # noqa: E402
-from carla_rl.scenario import ScenarioConfig  # noqa: E402
-from carla_rl.sensor_frame import VehicleControl  # noqa: E402
+from carla_rl.contract.scenario import ScenarioConfig  # noqa: E402
+from carla_rl.contract.sensor_frame import VehicleControl  # noqa: E402
 
 import fake_carla_server as fake  # noqa: E402
 from xodr_maps import two_road_map  # noqa: E402

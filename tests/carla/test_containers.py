@@ -127,7 +127,7 @@ def _trainer_commands(compose, manifests):
 
 
 def test_trainer_commands_parse_with_the_cli(compose, manifests):
-    cli = pytest.importorskip("carla_rl.cli", reason="the carla-rl CLI is not importable")
+    cli = pytest.importorskip("carla_rl.cli.main", reason="the carla-rl CLI is not importable")
     parser = cli.build_parser()
     for cmd in _trainer_commands(compose, manifests):
         assert cmd[0] == "carla-rl"

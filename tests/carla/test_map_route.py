@@ -22,7 +22,7 @@ from carla_rl.carla.map_route import (  # noqa: E402
     start_candidates,
     stop_lines_on_route,
 )
-from carla_rl.sensor_frame import TrafficLightState  # noqa: E402
+from carla_rl.contract.sensor_frame import TrafficLightState  # noqa: E402
 
 from xodr_maps import two_road_map  # noqa: E402
 

@@ -23,7 +23,7 @@ from carla_rl.carla.server_lifecycle import (
     ServerLifecycle,
     backoff_delays,
 )
-from carla_rl.config import ConfigError
+from carla_rl.contract.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 CARLA_YAML = REPO / "config" / "carla.yaml"
@@ -86,7 +86,7 @@ def test_unreachable_server_gives_a_one_line_error_quickly():
 def test_carla_world_without_server_raises_the_clear_error():
     pytest.importorskip("carla")
     from carla_rl.carla.carla_world import CarlaWorld
-    from carla_rl.scenario import ScenarioConfig
+    from carla_rl.contract.scenario import ScenarioConfig
 
     cfg = _fast_config()
     t0 = time.monotonic()

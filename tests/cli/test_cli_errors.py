@@ -27,7 +27,7 @@ CASES = [
 
 @pytest.mark.parametrize("argv,needle", CASES)
 def test_one_line_error(argv, needle, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli", *argv], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli.main", *argv], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     assert proc.returncode in (1, 2), proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -37,12 +37,12 @@ def test_one_line_error(argv, needle, tmp_path):
 
 
 def test_help_lists_every_subcommand():
-    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli.main", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0
     for command in ("train", "eval", "sim", "set-phase", "status", "bench", "record", "replay"):
         assert command in proc.stdout
-    train = subprocess.run([sys.executable, "-m", "carla_rl.cli", "train", "--help"], capture_output=True,
+    train = subprocess.run([sys.executable, "-m", "carla_rl.cli.main", "train", "--help"], capture_output=True,
                            text=True, timeout=60).stdout
     for flag in ("--log-level", "--num-episodes", "--save-dir", "--load-model-from", "--enable-pygame-display",
                  "--save-sensor-data", "--time-scale", "--batch-size", "--town", "--num-eval-episodes",

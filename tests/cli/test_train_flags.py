@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from carla_rl import commands
-from carla_rl.cli import build_parser
+from carla_rl.cli import commands
+from carla_rl.cli.main import build_parser
 from carla_rl.graph import GraphOptions
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -73,7 +73,7 @@ def _expected(tmp_path: Path, value: str | None, expected):
 @pytest.fixture
 def recorders(monkeypatch):
     """Replace both backends' entry points; returns what each received."""
-    import carla_rl.vector_training as vector_training
+    import carla_rl.training.vector_training as vector_training
 
     calls = {}
 
@@ -186,7 +186,7 @@ def test_bad_values_are_refused_on_both_backends(backend, recorders, tmp_path):
 
 
 def test_a_refused_flag_is_one_line_on_stderr(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli", "train", "--backend", "gym", "--time-scale", "1"],
+    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli.main", "train", "--backend", "gym", "--time-scale", "1"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -195,7 +195,7 @@ def test_a_refused_flag_is_one_line_on_stderr(tmp_path):
 
 def test_the_gym_backend_starts_at_the_requested_phase_with_the_flags_curriculum_settings():
     """`--backend gym --phase 3` used to start at phase 1: the curriculum of the run starts at 3."""
-    from carla_rl.vector_training import build_curriculum
+    from carla_rl.training.vector_training import build_curriculum
 
     assert build_curriculum(CONFIG_DIR).phase == 1
     curriculum = build_curriculum(CONFIG_DIR, phase=3, num_episodes=7, num_eval_episodes=4)
@@ -204,7 +204,7 @@ def test_the_gym_backend_starts_at_the_requested_phase_with_the_flags_curriculum
 
 
 def test_the_gym_backend_resumes_the_curriculum_of_the_checkpoints_run(tmp_path):
-    from carla_rl.vector_training import build_curriculum
+    from carla_rl.training.vector_training import build_curriculum
 
     run = tmp_path / "old"
     (run / "checkpoints").mkdir(parents=True)

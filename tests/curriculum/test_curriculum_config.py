@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from carla_rl.config import ConfigError
+from carla_rl.contract.config import ConfigError
 from carla_rl.curriculum import CurriculumConfig, load_curriculum_config, load_phase_table
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "config" / "curriculum.yaml"

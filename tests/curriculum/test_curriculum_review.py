@@ -6,7 +6,7 @@ import pytest
 
 from carla_rl.curriculum import CurriculumConfig, CurriculumState, DecisionKind
 from carla_rl.reward import EpisodeStats, EvaluationResult
-from carla_rl.scenario import PhaseConfig, ScenarioConfig
+from carla_rl.contract.scenario import PhaseConfig, ScenarioConfig
 
 BUDGET = 100
 EVERY = 4

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from carla_rl.config import ConfigError
+from carla_rl.contract.config import ConfigError
 from carla_rl.curriculum import (CurriculumConfig, CurriculumState, CurriculumStateError,
                                  DecisionKind, load_curriculum_config, load_phase_table)
 from carla_rl.reward import EpisodeStats, EvaluationResult
-from carla_rl.scenario import PhaseConfig, ScenarioConfig
+from carla_rl.contract.scenario import PhaseConfig, ScenarioConfig
 
 NUM_PHASES = 10
 BUDGET = 10

@@ -1,4 +1,4 @@
-"""The ROS-free trainer (carla_rl.vector_training) runs the curriculum over a Gymnasium vector env:
+"""The ROS-free trainer (carla_rl.training.vector_training) runs the curriculum over a Gymnasium vector env:
 envs step in worker processes, the agent learns, the curriculum evaluates and advances, and the run
 leaves a loadable checkpoint, the curriculum state and a summary."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from carla_rl.curriculum import CurriculumState
 from carla_rl.learner.checkpoint import restore_checkpoint
-from carla_rl.scenario import load_phases
+from carla_rl.contract.scenario import load_phases
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def small_run_config(tmp_path):
 
 
 def test_vector_trainer_learns_evaluates_and_advances(small_run_config, tmp_path):
-    from carla_rl.vector_training import train_vector
+    from carla_rl.training.vector_training import train_vector
 
     lines = []
     summary = train_vector(small_run_config, num_envs=2, device="cpu", seconds=300.0,
@@ -49,7 +49,7 @@ def test_vector_trainer_learns_evaluates_and_advances(small_run_config, tmp_path
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["updates"] == summary.updates
     phases = load_phases(small_run_config / "curriculum.yaml")
-    from carla_rl.config import load_section
+    from carla_rl.contract.config import load_section
     from carla_rl.curriculum import CurriculumConfig
     state = CurriculumState.load(tmp_path / "run" / "curriculum_state.json", phases,
                                  load_section(small_run_config / "curriculum.yaml", "curriculum_manager",
@@ -67,7 +67,7 @@ def test_vector_trainer_keeps_passed_phases(small_run_config, tmp_path):
     reviews, and after each evaluation of phase 2 phase 1 is evaluated again (reported, not advancing)."""
     import yaml
 
-    from carla_rl.vector_training import train_vector
+    from carla_rl.training.vector_training import train_vector
 
     path = small_run_config / "curriculum.yaml"
     data = yaml.safe_load(path.read_text())

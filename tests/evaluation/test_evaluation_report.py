@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from carla_rl.seeds import EVAL_SEED_BASE, evaluation_seed, is_evaluation_seed, training_seed
+from carla_rl.contract.seeds import EVAL_SEED_BASE, evaluation_seed, is_evaluation_seed, training_seed
 
 
 def test_evaluation_and_training_seeds_are_disjoint():
@@ -20,7 +20,7 @@ def test_evaluation_and_training_seeds_are_disjoint():
 
 def test_eval_report_compares_policies(tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli", "eval", "--policy", "random", "--compare",
+    proc = subprocess.run([sys.executable, "-m", "carla_rl.cli.main", "eval", "--policy", "random", "--compare",
                            "--phases", "1", "--episodes", "2", "--seed", "5", "--json", "--output-dir", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""carla_rl.allocator: glibc's malloc thresholds are set where glibc is the C library, and the switch
+"""carla_rl.contract.allocator: glibc's malloc thresholds are set where glibc is the C library, and the switch
 turns it off."""
 
 import platform
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from carla_rl import allocator
+from carla_rl.contract import allocator
 
 
 def glibc() -> bool:

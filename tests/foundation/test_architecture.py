@@ -1,12 +1,18 @@
-"""The dependency rules of the design, read from the imports of src/carla_rl/carla_rl with ast.
+"""The layout and the dependency rules of the design, read from src/carla_rl/carla_rl with ast.
 
+- The package top holds only ``__init__.py`` and sub-packages: the cores (sim, learner, preprocess, reward,
+  curriculum, carla), contract/, nodes/, graph/, cli/, bench/, training/. nodes/ holds only the
+  ``<name>_node.py`` executables; their helpers live in nodes/support/.
 - The cores (sim, learner, preprocess, reward, curriculum) import no rclpy, no message package and not
-  carla_rl.nodes; they take and return numpy arrays and plain dataclasses.
+  carla_rl.nodes; they take and return numpy arrays and plain dataclasses. Like carla/, they import only
+  contract/ and other cores (never graph/, cli/, bench/ or training/).
+- contract/ (what every layer shares) imports nothing of carla_rl outside itself, and no ROS.
 - learner knows nothing of sim, and sim nothing of learner.
 - Only carla/ imports the CARLA Python client (`carla`); carla_msgs only carla/ and the bridge adapter's
   node shell.
-- Only nodes/ and ros_conversions.py import rclpy and message packages (the CLI and the benchmarks reach
-  ROS through nodes/).
+- Only nodes/ imports rclpy and message packages (the CLI and the benchmarks reach ROS through
+  nodes/support/).
+- cli/ is the top: nothing imports it; bench/ and training/ are imported only by cli/.
 - No import cycles among carla_rl's modules.
 
 Every import counts, also one inside a function or under ``if TYPE_CHECKING`` (a lazy import is still a
@@ -22,6 +28,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "src" / "carla_rl" / "carla_rl"
 CORES = ("sim", "learner", "preprocess", "reward", "curriculum")
+PACKAGES = CORES + ("carla", "contract", "nodes", "graph", "cli", "bench", "training")
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def _report(found: list[Import]) -> str:
 def test_the_import_table_is_read():
     """The rules below look at something: known imports are found (a broken reader would pass them all)."""
     targets = {(i.module, i.target) for i in IMPORTS}
-    assert any(m == "carla_rl.nodes.node_runner" and _top(t) == "rclpy" for m, t in targets)
+    assert any(m == "carla_rl.nodes.support.node_runner" and _top(t) == "rclpy" for m, t in targets)
     assert ("carla_rl.nodes.dqn_policy_node", "std_srvs.srv") in targets
     assert ("carla_rl.nodes.dqn_policy_node", "carla_rl.learner.dqn_agent") in targets
     assert ("carla_rl.learner.dqn_agent", "torch") in targets
@@ -136,11 +143,50 @@ def test_only_carla_imports_the_carla_client_and_messages():
                           + _report(messages))
 
 
-def test_only_nodes_and_ros_conversions_import_rclpy_and_messages():
+def test_only_nodes_import_rclpy_and_messages():
     found = [i for i in IMPORTS if _is_ros(i.target) and not _in(i.module, "nodes")
-             and i.module != "carla_rl.ros_conversions"
              and not (_in(i.module, "carla") and _top(i.target) == "carla_msgs")]
-    assert not found, "rclpy / messages outside nodes/ and ros_conversions.py:\n" + _report(found)
+    assert not found, "rclpy / messages outside nodes/:\n" + _report(found)
+
+
+def test_the_package_top_holds_only_sub_packages():
+    loose = sorted(p.name for p in PACKAGE_DIR.glob("*.py") if p.name != "__init__.py")
+    assert not loose, f"modules loose at the top of carla_rl (each belongs in a sub-package): {loose}"
+    packages = sorted(p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").is_file())
+    assert packages == sorted(PACKAGES), f"carla_rl's sub-packages: {packages}"
+    without_init = sorted(str(d.relative_to(PACKAGE_DIR)) for d in [PACKAGE_DIR, *PACKAGE_DIR.rglob("*")]
+                          if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+                          and not (d / "__init__.py").is_file())
+    assert not without_init, f"folders of modules without __init__.py: {without_init}"
+
+
+def test_nodes_holds_only_the_executables():
+    helpers = sorted(p.name for p in (PACKAGE_DIR / "nodes").glob("*.py")
+                     if p.name != "__init__.py" and not p.name.endswith("_node.py"))
+    assert not helpers, f"helpers beside the node executables (they belong in nodes/support/): {helpers}"
+    executables = [p for p in PACKAGE_DIR.rglob("*_node.py") if p.parent != PACKAGE_DIR / "nodes"]
+    assert not executables, f"node executables outside nodes/: {executables}"
+
+
+def test_contract_stands_alone():
+    found = [i for i in IMPORTS if _in(i.module, "contract")
+             and ((_top(i.target) == "carla_rl" and not _in(i.target, "contract")) or _is_ros(i.target))]
+    assert not found, "contract/ imports another carla_rl layer or ROS:\n" + _report(found)
+
+
+def test_cores_import_only_contract_and_cores():
+    allowed = CORES + ("carla", "contract")
+    found = [i for i in IMPORTS if any(_in(i.module, core) for core in ("carla",) + CORES)
+             and _top(i.target) == "carla_rl" and i.target != "carla_rl"
+             and not any(_in(i.target, p) for p in allowed)]
+    assert not found, "a core imports graph/, cli/, bench/, training/ or nodes/:\n" + _report(found)
+
+
+def test_cli_is_the_top_and_bench_and_training_serve_it():
+    found = [i for i in IMPORTS if not _in(i.module, "cli")
+             and (_in(i.target, "cli") or ((_in(i.target, "bench") or _in(i.target, "training"))
+                                           and not (_in(i.module, "bench") or _in(i.module, "training"))))]
+    assert not found, "cli/ imported from below, or bench/ / training/ outside cli/:\n" + _report(found)
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:

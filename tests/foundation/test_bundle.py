@@ -189,7 +189,8 @@ FAKE_ROS = {
 }
 FAKE_PROJECT = {
     "carla_rl/__init__.py": "",
-    "carla_rl/cli.py": "def main():\n    print('fake carla-rl')\n    return 0\n",
+    "carla_rl/cli/__init__.py": "",
+    "carla_rl/cli/main.py": "def main():\n    print('fake carla-rl')\n    return 0\n",
     "carla_rl-0.1.0.data/data/share/ament_index/resource_index/packages/carla_rl": "",
 }
 NODES = ["embedded_simulator", "sensor_preprocessor", "dqn_policy"]
@@ -200,7 +201,8 @@ def make_bundle(root: Path, **env_overrides: str) -> Path:
     (bundle / "wheels").mkdir(parents=True)
     shutil.copy(pip_wheel(), bundle / "wheels")
     make_wheel(bundle / "wheels", "fake-ros", files=FAKE_ROS)
-    eps = "[console_scripts]\ncarla-rl = carla_rl.cli:main\n" + "".join(f"{n} = carla_rl.cli:main\n" for n in NODES)
+    eps = ("[console_scripts]\ncarla-rl = carla_rl.cli.main:main\n"
+           + "".join(f"{n} = carla_rl.cli.main:main\n" for n in NODES))
     make_wheel(bundle / "wheels", "carla_rl", version="0.1.0", files=FAKE_PROJECT, requires=["fake-ros"],
                entry_points=eps)
     (bundle / "requirements.txt").write_text("fake-ros\ncarla-rl\npip\n")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from carla_rl.config import ConfigError, load_section
+from carla_rl.contract.config import ConfigError, load_section
 from carla_rl.reward import RewardConfig
-from carla_rl.scenario import load_phases
+from carla_rl.contract.scenario import load_phases
 from ros_testing import CONFIG_DIR
 
 

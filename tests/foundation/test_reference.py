@@ -1,4 +1,4 @@
-"""docs/REFERENCE.md is generated from the code (carla_rl.reference) and must match it."""
+"""docs/REFERENCE.md is generated from the code (carla_rl.cli.reference) and must match it."""
 
 import dataclasses
 import shutil
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import ast
 
-from carla_rl import reference, topics
-from carla_rl.actions import ActionTable
-from carla_rl.config import to_mapping
+from carla_rl.cli import reference
+from carla_rl.contract import topics
+from carla_rl.contract.actions import ActionTable
+from carla_rl.contract.config import to_mapping
 from carla_rl.reward import RewardConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_reference_md_is_up_to_date():
     committed = (ROOT / reference.REFERENCE_PATH).read_text()
     assert committed == reference.generate(ROOT), (
-        "docs/REFERENCE.md is stale: run `carla-rl reference` (or python -m carla_rl.reference) and commit it")
+        "docs/REFERENCE.md is stale: run `carla-rl reference` (or python -m carla_rl.cli.reference) and commit it")
 
 
 def test_generation_does_not_need_rclpy():
     code = ("import sys; sys.modules['rclpy'] = None\n"  # any import of rclpy now raises ImportError
-            "from pathlib import Path\nfrom carla_rl import reference\n"
+            "from pathlib import Path\nfrom carla_rl.cli import reference\n"
             f"text = reference.generate(Path({str(ROOT)!r}))\n"
             "assert 'rclpy' not in sys.modules or sys.modules['rclpy'] is None\nprint(len(text))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from carla_rl.batch_link import TickGatherer, split_by_env, split_groups
+from carla_rl.graph.batch_link import TickGatherer, split_by_env, split_groups
 from ros_testing import spin_composed_until
 
 TIMEOUT_S = 15.0
@@ -117,10 +117,10 @@ def link_args(side: str, env_ids: list[int], groups: int = 1) -> list[str]:
 def test_ticks_cross_as_one_batch_each_way(context):
     from rclpy.experimental import EventsExecutor
 
-    from carla_rl import topics
-    from carla_rl.nodes import qos_profiles as qos
+    from carla_rl.contract import topics
+    from carla_rl.nodes.support import qos_profiles as qos
     from carla_rl.nodes.batch_link_node import BatchLinkNode
-    from carla_rl.nodes.intra_process import ComposableNode, IntraProcessBus
+    from carla_rl.nodes.support.intra_process import ComposableNode, IntraProcessBus
     from carla_rl_interfaces.msg import Observation, StepReward, VehicleCommand
 
     env_bus, policy_bus = IntraProcessBus(), IntraProcessBus()
@@ -211,9 +211,9 @@ def test_ticks_cross_as_one_batch_each_way(context):
     (["-p", "side:=envs", "-p", "env_ids:=[1, 1]"], r"env_ids: env ids \[1, 1\] repeat an env"),
 ])
 def test_bad_link_parameters_are_refused(context, args, message):
-    from carla_rl.config import ConfigError
+    from carla_rl.contract.config import ConfigError
     from carla_rl.nodes.batch_link_node import BatchLinkNode
-    from carla_rl.nodes.intra_process import IntraProcessBus
+    from carla_rl.nodes.support.intra_process import IntraProcessBus
 
     with pytest.raises(ConfigError, match=message):
         BatchLinkNode(intra_process=IntraProcessBus(), context=context, cli_args=["--ros-args", *args],
@@ -224,10 +224,10 @@ def test_bad_link_parameters_are_refused(context, args, message):
 def test_each_group_goes_out_as_soon_as_it_is_complete(context):
     """groups 2 over envs 0 and 1: env 0's tick leaves on its own while env 1 is still stepping; what env 1
     has when the bus runs dry leaves too, as an incomplete batch of its group."""
-    from carla_rl import topics
-    from carla_rl.nodes import qos_profiles as qos
+    from carla_rl.contract import topics
+    from carla_rl.nodes.support import qos_profiles as qos
     from carla_rl.nodes.batch_link_node import BatchLinkNode
-    from carla_rl.nodes.intra_process import ComposableNode, IntraProcessBus
+    from carla_rl.nodes.support.intra_process import ComposableNode, IntraProcessBus
     from carla_rl_interfaces.msg import Observation, StepReward
 
     bus = IntraProcessBus()

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from carla_rl.nodes import bench_chain  # noqa: E402
-from carla_rl.nodes.bench_chain import WARMUP_TICKS, _Source  # noqa: E402
+from carla_rl.nodes.support import bench_chain  # noqa: E402
+from carla_rl.nodes.support.bench_chain import WARMUP_TICKS, _Source  # noqa: E402
 
 
 class _Endpoint:
@@ -67,7 +67,7 @@ def test_source_counts_the_window_only_and_ignores_answers_to_old_ticks(monkeypa
 
 
 def test_bench_chain_runs_the_three_processes(capsys):
-    from carla_rl.cli import main
+    from carla_rl.cli.main import main
 
     assert main(["bench", "chain", "--envs", "2", "--seconds", "0.5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -8,12 +8,12 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from carla_rl import ros_conversions as conv  # noqa: E402
-from carla_rl import topics  # noqa: E402
-from carla_rl.config import load_section  # noqa: E402
+from carla_rl.nodes.support import ros_conversions as conv  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
+from carla_rl.contract.config import load_section  # noqa: E402
 from carla_rl.curriculum import CurriculumConfig, CurriculumState, load_phase_table  # noqa: E402
 from carla_rl.reward import EpisodeStats  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
 from carla_rl_interfaces.msg import CurriculumStatus  # noqa: E402
 from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg  # noqa: E402
 from carla_rl_interfaces.srv import LoadScenario  # noqa: E402

@@ -12,12 +12,12 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from carla_rl import topics  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
 from carla_rl_interfaces.msg import CurriculumStatus, ScenarioConfig  # noqa: E402
 from carla_rl_interfaces.srv import GetStatus, SetPhase  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from ros_testing import CONFIG_DIR, NodeProcess, call, spin_until, wait_for_service  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
 
 TIMEOUT_S = 60.0
 
@@ -78,7 +78,7 @@ def test_cli_set_phase_and_status(tmp_path):
 
     with start_curriculum(tmp_path, CONFIG_DIR / "curriculum.yaml") as proc:
         def cli(*argv):
-            return subprocess.run([sys.executable, "-m", "carla_rl.cli", *argv], capture_output=True, text=True,
+            return subprocess.run([sys.executable, "-m", "carla_rl.cli.main", *argv], capture_output=True, text=True,
                                   timeout=120, env=ros_env())
 
         ok = cli("set-phase", "4", "--timeout", "60")

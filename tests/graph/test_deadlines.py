@@ -1,7 +1,7 @@
-"""One-shot deadlines run by the spin loop (nodes/deadlines.py): the micro-batching window and the batch
+"""One-shot deadlines run by the spin loop (nodes/support/deadlines.py): the micro-batching window and the batch
 link's wait, without an rclpy timer cancelled and reset many times a second."""
 
-from carla_rl.nodes.deadlines import DeadlineSchedule
+from carla_rl.nodes.support.deadlines import DeadlineSchedule
 
 
 class FakeClock:

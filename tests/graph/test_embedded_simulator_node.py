@@ -13,8 +13,8 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from carla_rl import topics  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
 from carla_rl_interfaces.msg import EgoSituation, VehicleCommand  # noqa: E402
 from carla_rl_interfaces.srv import ResetEpisode  # noqa: E402
 from ros_testing import (CONFIG_DIR, NodeProcess, call, spin_until, wait_for_service,  # noqa: E402
@@ -90,8 +90,8 @@ def test_lockstep_timeouts_commands_and_reset(tmp_path, executor):
 
 
 def test_unknown_executor_is_a_configuration_error(monkeypatch):
-    from carla_rl.config import ConfigError
-    from carla_rl.nodes.node_runner import EXECUTOR_ENV, make_executor
+    from carla_rl.contract.config import ConfigError
+    from carla_rl.nodes.support.node_runner import EXECUTOR_ENV, make_executor
 
     monkeypatch.setenv(EXECUTOR_ENV, "fastest")
     with pytest.raises(ConfigError, match="CARLA_RL_EXECUTOR='fastest': expected 'events' or 'single'"):

@@ -3,7 +3,7 @@ that went back (a restarted simulator) gives no figure instead of a wrong one.""
 
 import pytest
 
-from carla_rl.graph_benchmark import window_counts
+from carla_rl.bench.graph import window_counts
 
 
 def test_window_steps_per_simulator():
@@ -22,7 +22,7 @@ def test_a_count_that_went_back_is_refused_by_name():
 def test_learner_rate_from_the_window_s_training_stats():
     from types import SimpleNamespace
 
-    from carla_rl.graph_benchmark import learner_rate
+    from carla_rl.bench.graph import learner_rate
 
     def stats(sec, nanosec, updates):
         return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec)),
@@ -36,7 +36,7 @@ def test_learner_rate_from_the_window_s_training_stats():
 def test_a_learning_window_waits_for_the_learner_s_first_updates():
     from types import SimpleNamespace
 
-    from carla_rl.graph_benchmark import learner_started
+    from carla_rl.bench.graph import learner_started
 
     assert not learner_started([])
     assert not learner_started([SimpleNamespace(updates=0), SimpleNamespace(updates=0)])

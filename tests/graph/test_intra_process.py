@@ -1,4 +1,4 @@
-"""Intra-process communication of composed nodes (nodes/intra_process.py) and the component
+"""Intra-process communication of composed nodes (nodes/support/intra_process.py) and the component
 container's command line: in-process subscribers get every message once (the same object), outside
 subscribers get it through DDS, DDS copies of in-process messages are dropped, latched messages reach
 late in-process subscribers, and a publisher outside the process still reaches in-process subscribers."""
@@ -13,9 +13,9 @@ from std_msgs.msg import String  # noqa: E402
 
 from carla_rl_interfaces.msg import EgoSituation  # noqa: E402
 
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
 from carla_rl.nodes.component_container_node import component_class, parse_components  # noqa: E402
-from carla_rl.nodes.intra_process import ComposableNode, IntraProcessBus  # noqa: E402
+from carla_rl.nodes.support.intra_process import ComposableNode, IntraProcessBus  # noqa: E402
 from ros_testing import spin_composed_until  # noqa: E402
 
 TIMEOUT_S = 10.0

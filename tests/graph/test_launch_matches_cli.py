@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 import launch_stubs
-from carla_rl import cli, commands
+from carla_rl.cli import main as cli, commands
 import yaml
 
-from carla_rl.config import flatten, unflatten
+from carla_rl.contract.config import flatten, unflatten
 from carla_rl.graph import COMPOSITIONS, OPTION_FLAGS, GraphOptions, build_graph, group_processes
-from carla_rl.supervisor import node_command
+from carla_rl.graph.supervisor import node_command
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_DIR = ROOT / "launch"
@@ -225,7 +225,7 @@ def test_device_chooses_the_policys_agent_files_in_cli_and_launch(tmp_path, monk
     hold the config the gym backend and `bench learner` load for the device."""
     import torch
 
-    from carla_rl.config import node_parameters
+    from carla_rl.contract.config import node_parameters
     from carla_rl.learner.agent_config import agent_config_from_mapping, load_device_agent_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

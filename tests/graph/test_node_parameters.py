@@ -4,14 +4,14 @@ The graph passes each node its config files (``--params-file``) under its own na
 applies a node-keyed block only where the key matches the node's full name: a bare ``<node>:`` key
 reaches ``/<node>`` but not ``/env_0/<node>``. These tests build each node of the graph the way its
 process does (the same ``--ros-args``) and compare the parameters rcl hands it with the YAML blocks
-the pure-Python loader reads for that node name (``carla_rl.config.node_parameters``).
+the pure-Python loader reads for that node name (``carla_rl.contract.config.node_parameters``).
 """
 
 from pathlib import Path
 
 import pytest
 
-from carla_rl.config import flatten, node_parameters
+from carla_rl.contract.config import flatten, node_parameters
 from carla_rl.graph import COMPOSITIONS, GraphOptions, build_graph, build_sim_graph, ros_arguments, \
     write_overrides_file
 

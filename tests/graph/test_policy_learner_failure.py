@@ -10,9 +10,9 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from carla_rl import topics  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
-from carla_rl.nodes.node_runner import NODE_FAILURE_EXIT_CODE  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
+from carla_rl.nodes.support.node_runner import NODE_FAILURE_EXIT_CODE  # noqa: E402
 from carla_rl_interfaces.msg import Observation  # noqa: E402
 from ros_testing import CONFIG_DIR, NodeProcess  # noqa: E402
 

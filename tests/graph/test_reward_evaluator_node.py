@@ -9,10 +9,10 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make te
 
 from nav_msgs.msg import Odometry as OdometryMsg  # noqa: E402
 
-from carla_rl import ros_conversions as conv  # noqa: E402
-from carla_rl import topics  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
-from carla_rl.sensor_frame import CollisionEvent, EgoSituation, Odometry  # noqa: E402
+from carla_rl.nodes.support import ros_conversions as conv  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
+from carla_rl.contract.sensor_frame import CollisionEvent, EgoSituation, Odometry  # noqa: E402
 from carla_rl_interfaces.msg import CollisionEvent as CollisionEventMsg  # noqa: E402
 from carla_rl_interfaces.msg import EgoSituation as EgoSituationMsg  # noqa: E402
 from carla_rl_interfaces.msg import EpisodeStats, StepReward  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ros_testing import NodeProcess, spin_until  # noqa: E402
 
-from carla_rl.config import ConfigError, param  # noqa: E402
+from carla_rl.contract.config import ConfigError, param  # noqa: E402
 
 TIMEOUT_S = 30.0
 
@@ -81,7 +81,7 @@ def test_runtime_values_are_checked_like_the_config_file(context):
     from rclpy.node import Node
     from rclpy.parameter import Parameter
 
-    from carla_rl.nodes.ros_parameters import declare_config
+    from carla_rl.nodes.support.ros_parameters import declare_config
 
     node = Node("runtime_parameters_test", context=context, start_parameter_services=False)
     try:

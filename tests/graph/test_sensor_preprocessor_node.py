@@ -12,11 +12,11 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make te
 from nav_msgs.msg import Odometry as OdometryMsg  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 
-from carla_rl import ros_conversions as conv  # noqa: E402
-from carla_rl import topics  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
-from carla_rl.semantic_palette import SemanticTag, tags_to_colours  # noqa: E402
-from carla_rl.sensor_frame import EgoSituation, Odometry  # noqa: E402
+from carla_rl.nodes.support import ros_conversions as conv  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
+from carla_rl.contract.semantic_palette import SemanticTag, tags_to_colours  # noqa: E402
+from carla_rl.contract.sensor_frame import EgoSituation, Odometry  # noqa: E402
 from carla_rl_interfaces.msg import EgoSituation as EgoSituationMsg  # noqa: E402
 from carla_rl_interfaces.msg import Observation  # noqa: E402
 from ros_testing import CONFIG_DIR, NodeProcess, spin_until, watch_diagnostics  # noqa: E402

@@ -7,7 +7,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make te
 
 from rclpy.task import Future  # noqa: E402
 
-from carla_rl.nodes.service_calls import call_idempotent  # noqa: E402
+from carla_rl.nodes.support.service_calls import call_idempotent  # noqa: E402
 
 
 class LossyClient:
@@ -73,7 +73,7 @@ class ReadyClient:
 
 
 def test_resent_requests_wait_for_the_service_and_resend_until_answered():
-    from carla_rl.nodes.service_calls import ResentRequests
+    from carla_rl.nodes.support.service_calls import ResentRequests
 
     now = [0.0]
     client = ReadyClient()
@@ -100,7 +100,7 @@ def test_resent_requests_wait_for_the_service_and_resend_until_answered():
 
 
 def test_a_newer_request_replaces_an_unanswered_one():
-    from carla_rl.nodes.service_calls import ResentRequests
+    from carla_rl.nodes.support.service_calls import ResentRequests
 
     client = ReadyClient()
     client.ready = True
@@ -118,7 +118,7 @@ def test_a_newer_request_replaces_an_unanswered_one():
 
 
 def test_without_resend_a_request_waits_for_the_service_then_goes_once():
-    from carla_rl.nodes.service_calls import ResentRequests
+    from carla_rl.nodes.support.service_calls import ResentRequests
 
     now = [0.0]
     client = ReadyClient()

@@ -1,6 +1,6 @@
 """SubscriberCheck: the middleware is asked at most once per refresh period, and the answer follows it."""
 
-from carla_rl.nodes.subscriber_check import SubscriberCheck
+from carla_rl.nodes.support.subscriber_check import SubscriberCheck
 
 
 class FakePublisher:

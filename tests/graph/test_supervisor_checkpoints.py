@@ -11,7 +11,7 @@ import torch
 from carla_rl.learner.agent_config import AgentConfig, NetworkConfig, ObservationSpec
 from carla_rl.learner.checkpoint import agent_state, save_checkpoint, write_file
 from carla_rl.learner.dqn_agent import DQNAgent
-from carla_rl.supervisor import latest_checkpoint
+from carla_rl.graph.supervisor import latest_checkpoint
 
 
 def tiny_agent() -> DQNAgent:

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from carla_rl.config import ConfigError
+from carla_rl.contract.config import ConfigError
 from carla_rl.graph import GraphOptions, build_graph, group_processes
-from carla_rl.supervisor import Supervisor, SupervisorConfig, load_supervisor_config, node_command
+from carla_rl.graph.supervisor import Supervisor, SupervisorConfig, load_supervisor_config, node_command
 from ros_testing import CONFIG_DIR, ros_env
 
 TIMEOUT_S = 120.0

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from carla_rl.config import ConfigError
+from carla_rl.contract.config import ConfigError
 from carla_rl.graph import GraphOptions, build_graph
-from carla_rl.supervisor import (RestartWindow, Supervisor, SupervisorConfig, load_supervisor_config)
+from carla_rl.graph.supervisor import (RestartWindow, Supervisor, SupervisorConfig, load_supervisor_config)
 from ros_testing import CONFIG_DIR
 
 PROCESS_TIMEOUT_S = 30.0

@@ -6,7 +6,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 
-from carla_rl.ros_conversions import stamp_nanoseconds  # noqa: E402
+from carla_rl.nodes.support.ros_conversions import stamp_nanoseconds  # noqa: E402
 from graph_harness import GraphRun  # noqa: E402
 
 TIMEOUT_S = 300.0

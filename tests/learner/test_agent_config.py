@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from carla_rl.config import ConfigError, load_section, to_mapping
+from carla_rl.contract.config import ConfigError, load_section, to_mapping
 from carla_rl.learner.agent_config import (AgentConfig, load_agent_config, network_preset)
 
 AGENT_YAML = Path(__file__).resolve().parents[2] / "config" / "agent.yaml"
@@ -17,7 +17,7 @@ def test_agent_yaml_loads_and_matches_defaults():
 def test_agent_yaml_loads_through_load_section_wrapper():
     from dataclasses import dataclass
 
-    from carla_rl.config import param
+    from carla_rl.contract.config import param
 
     @dataclass
     class PolicyParams:

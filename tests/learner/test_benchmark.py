@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from carla_rl.config import ConfigError, to_mapping
+from carla_rl.contract.config import ConfigError, to_mapping
 from carla_rl.learner.agent_config import load_agent_config
-from carla_rl.learner.learner_benchmark import SWITCH_FLAGS, run_learner_benchmark, variant_config
+from carla_rl.bench.learner import SWITCH_FLAGS, run_learner_benchmark, variant_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 AGENT_YAML = CONFIG_DIR / "agent.yaml"
@@ -31,7 +31,7 @@ def test_benchmark_runs_on_cpu_and_reports_the_contract(capsys):
 
 def test_a_failing_variant_is_reported_with_where_it_failed(monkeypatch, capsys):
     """A variant that raises is reported (type, message and its innermost frames) and the others still run."""
-    import carla_rl.learner.learner_benchmark as benchmark
+    import carla_rl.bench.learner as benchmark
 
     def broken_updater(*args, **kwargs):
         return ()[1]  # IndexError, as a compiled path can raise deep inside

@@ -53,7 +53,7 @@ def test_benchmark_on_cuda_measures_the_shipped_preset_beside_eager():
     256, compiled, 8 updates per graph replay; compiling takes minutes) as training calls it, and the
     eager path, in one run."""
     from carla_rl.learner.agent_config import load_device_agent_config
-    from carla_rl.learner.learner_benchmark import run_learner_benchmark
+    from carla_rl.bench.learner import run_learner_benchmark
 
     result = run_learner_benchmark("cuda", seconds=2.0, capacity=5000, act_repeats=2)
     assert set(result["variants_updates_per_s"]) == {"eager", "shipped"}, result["variant_errors"]
@@ -65,7 +65,7 @@ def test_benchmark_on_cuda_measures_the_shipped_preset_beside_eager():
 
 
 def test_named_variants_on_cuda():
-    from carla_rl.learner.learner_benchmark import run_learner_benchmark
+    from carla_rl.bench.learner import run_learner_benchmark
 
     result = run_learner_benchmark("cuda", batch_size=32, seconds=1.0, capacity=5000, act_repeats=2,
                                    variants=("eager", "device_eager", "graph", "graph_bf16_x8_pf"))
@@ -358,7 +358,7 @@ def test_acting_copy_on_cuda_matches_the_learner_network(precision):
 
 
 def test_profile_writes_a_chrome_trace_of_the_kernels(tmp_path):
-    from carla_rl.learner.learner_benchmark import profile_update
+    from carla_rl.bench.learner import profile_update
 
     x = torch.randn(256, 256, device="cuda")
     calls = []

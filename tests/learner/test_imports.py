@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 LEARNER = Path(__file__).resolve().parents[2] / "src" / "carla_rl" / "carla_rl" / "learner"
-FORBIDDEN = ("rclpy", "carla_rl_interfaces", "carla_rl.nodes", "carla_rl.sim", "carla_rl.ros_conversions")
+FORBIDDEN = ("rclpy", "carla_rl_interfaces", "carla_rl.nodes", "carla_rl.sim", "carla_rl.nodes.support.ros_conversions")
 
 
 def _is_type_checking(node: ast.If) -> bool:

@@ -6,8 +6,8 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 
-from carla_rl import ros_conversions as conv
-from carla_rl.nodes import qos_profiles as qos
+from carla_rl.nodes.support import ros_conversions as conv
+from carla_rl.nodes.support import qos_profiles as qos
 
 
 class DiagnosticsCounters:

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from carla_rl.nodes import mcap_io
+from carla_rl.nodes.support import mcap_io
 from ros_testing import ros_env
 
 
 def carla_rl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "carla_rl.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "carla_rl.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env=ros_env(), stdin=subprocess.DEVNULL)
 
 
@@ -117,7 +117,7 @@ class RunsCodeWhenUnpickled:
 
 def test_a_checkpoint_with_a_pickle_payload_is_refused_and_never_run(tmp_path):
     from carla_rl.learner.checkpoint import CheckpointError, read_checkpoint, write_file
-    from carla_rl.supervisor import latest_checkpoint
+    from carla_rl.graph.supervisor import latest_checkpoint
 
     marker = tmp_path / "code_ran"
     evil = tmp_path / "run" / "checkpoints" / "episode_0000100.pt"

@@ -14,9 +14,9 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from carla_rl import topics  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
-from carla_rl.nodes.live_display import BACKGROUND, LiveDisplay, LiveDisplayConfig  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
+from carla_rl.nodes.support.live_display import BACKGROUND, LiveDisplay, LiveDisplayConfig  # noqa: E402
 from carla_rl_interfaces.msg import CurriculumStatus, StepReward, VehicleCommand  # noqa: E402
 from ops_helpers import solid_image  # noqa: E402
 from ros_testing import spin_until  # noqa: E402

@@ -20,9 +20,9 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, String  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from carla_rl import ros_conversions as conv  # noqa: E402
-from carla_rl.nodes import mcap_io  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+from carla_rl.nodes.support import ros_conversions as conv  # noqa: E402
+from carla_rl.nodes.support import mcap_io  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
 from carla_rl_interfaces.msg import CollisionEvent, EgoSituation, LaneInvasionEvent  # noqa: E402
 from ops_helpers import DiagnosticsCounters, solid_image, stamp  # noqa: E402
 from ros_testing import CONFIG_DIR, NodeProcess, ros_env, spin_until  # noqa: E402
@@ -216,7 +216,7 @@ def test_replay_republishes_recorded_messages(ros_node, tmp_path, how):
     node.create_subscription(String, "/ops_replay/chatter", lambda m: received.append(m.data), 50)
     node.create_subscription(String, "/ops_replay/latched", lambda m: latched.append(m.data), qos.LATCHED)
     if how == "cli":
-        argv = [sys.executable, "-m", "carla_rl.cli", "replay", str(path), "--rate", "2", "--loop"]
+        argv = [sys.executable, "-m", "carla_rl.cli.main", "replay", str(path), "--rate", "2", "--loop"]
         proc = NodeProcess(argv, tmp_path / "replay.log", ros_env())
     else:
         proc = NodeProcess.node("mcap_replay", ["-p", f"file:={path}", "-p", "rate:=2.0", "-p", "loop:=true"],
@@ -243,7 +243,7 @@ def test_record_command_writes_an_mcap_of_the_topic(ros_node, tmp_path):
         count[0] += 1
 
     node.create_timer(0.05, publish)
-    argv = [sys.executable, "-m", "carla_rl.cli", "record", str(output), "--topics", "/ops_record/chatter",
+    argv = [sys.executable, "-m", "carla_rl.cli.main", "record", str(output), "--topics", "/ops_record/chatter",
             "--duration", "0"]  # until Ctrl-C
     proc = NodeProcess(argv, tmp_path / "record.log", ros_env())
     try:
@@ -264,7 +264,7 @@ def test_record_command_writes_an_mcap_of_the_topic(ros_node, tmp_path):
 @pytest.mark.ros
 def test_record_command_stops_after_duration(tmp_path):
     output = tmp_path / "empty.mcap"
-    argv = [sys.executable, "-m", "carla_rl.cli", "record", str(output), "--topics", "/ops_record/nobody",
+    argv = [sys.executable, "-m", "carla_rl.cli.main", "record", str(output), "--topics", "/ops_record/nobody",
             "--duration", "1"]
     proc = NodeProcess(argv, tmp_path / "record.log", ros_env())
     try:

@@ -11,8 +11,8 @@ rclpy = pytest.importorskip("rclpy")
 from PIL import Image as PILImage  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from carla_rl import topics  # noqa: E402
-from carla_rl.nodes import qos_profiles as qos  # noqa: E402
+from carla_rl.contract import topics  # noqa: E402
+from carla_rl.nodes.support import qos_profiles as qos  # noqa: E402
 from carla_rl_interfaces.msg import (CurriculumStatus, EpisodeStats, EvaluationResult,  # noqa: E402
                                      TrainingStats)
 from ops_helpers import DiagnosticsCounters, solid_image, stamp  # noqa: E402
@@ -153,7 +153,7 @@ def test_topdown_is_subscribed_only_when_needed(ros_node, tmp_path):
 
 def test_hparams_of_a_cuda_run_are_the_cuda_preset_over_agent_yaml():
     """The policy node of a CUDA run reads agent_cuda.yaml over agent.yaml; the hparams say so."""
-    from carla_rl.config import agent_params_files
+    from carla_rl.contract.config import agent_params_files
     from carla_rl.learner.agent_config import AgentConfig
     from carla_rl.nodes.training_monitor_node import agent_hparams
 

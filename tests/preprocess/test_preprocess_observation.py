@@ -8,8 +8,8 @@ import pytest
 from carla_rl.preprocess import (ObservationBuilder, PreprocessConfig, SemanticIntensityConfig,
                                  action_mask, lidar_range_bins)
 from carla_rl.preprocess.config import LidarBinsConfig
-from carla_rl.semantic_palette import PALETTE, SemanticTag
-from carla_rl.sensor_frame import EgoSituation, Odometry, TrafficLightState
+from carla_rl.contract.semantic_palette import PALETTE, SemanticTag
+from carla_rl.contract.sensor_frame import EgoSituation, Odometry, TrafficLightState
 
 SIZE = 16
 NO_POINTS = np.zeros((0, 4), dtype=np.float32)
@@ -166,7 +166,7 @@ def test_action_mask():
 
 def test_route_lookahead_points_are_in_the_ego_frame():
     from carla_rl.preprocess import ObservationBuilder, PreprocessConfig
-    from carla_rl.sensor_frame import EgoSituation, Odometry
+    from carla_rl.contract.sensor_frame import EgoSituation, Odometry
 
     builder = ObservationBuilder(PreprocessConfig())
     names = builder.vector_names
@@ -194,7 +194,7 @@ def test_palette_decoder_equals_the_tag_then_intensity_lookup():
     """PaletteDecoder (one table, strided uint32 keys) gives intensity[colours_to_tags(image)] for every
     palette colour, colours outside the palette, odd sizes and non-contiguous views."""
     from carla_rl.preprocess import semantic_intensity_lut
-    from carla_rl.semantic_palette import PaletteDecoder, colours_to_tags
+    from carla_rl.contract.semantic_palette import PaletteDecoder, colours_to_tags
 
     lut = semantic_intensity_lut(SemanticIntensityConfig())
     decode = PaletteDecoder(lut)

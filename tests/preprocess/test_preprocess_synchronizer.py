@@ -1,7 +1,7 @@
 """StepSynchronizer: completion by step id, announced events, drops, bounded memory."""
 
 from carla_rl.preprocess import DropReason, StepSynchronizer
-from carla_rl.sensor_frame import EgoSituation
+from carla_rl.contract.sensor_frame import EgoSituation
 
 REQUIRED = ("camera", "odometry", "situation")
 EVENT_FIELDS = {"collision": "collision_events", "lane_invasion": "lane_invasion_events"}

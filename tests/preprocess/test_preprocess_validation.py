@@ -7,7 +7,7 @@ import pytest
 
 from carla_rl.preprocess import (ObservationBuilder, PreprocessConfig, SensorDataError,
                                  SensorDataReason, validate_lidar, validate_odometry)
-from carla_rl.sensor_frame import Odometry
+from carla_rl.contract.sensor_frame import Odometry
 
 SIZE = 8
 

@@ -9,8 +9,8 @@ import pytest
 
 from carla_rl.reward import (EnvShare, EpisodeStatsAccumulator, EvaluationAggregator, RewardCalculator,
                              RewardConfig)
-from carla_rl.scenario import PhaseThresholds, ScenarioConfig
-from carla_rl.sensor_frame import CollisionEvent, EgoSituation, Odometry
+from carla_rl.contract.scenario import PhaseThresholds, ScenarioConfig
+from carla_rl.contract.sensor_frame import CollisionEvent, EgoSituation, Odometry
 
 PHASE = 3
 THRESHOLDS = PhaseThresholds(goal_rate=0.5, collision_free_rate=0.5, sidewalk_free_rate=0.5)

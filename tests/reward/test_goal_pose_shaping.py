@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from carla_rl.reward import RewardCalculator, RewardConfig
-from carla_rl.scenario import ScenarioConfig
-from carla_rl.sensor_frame import EgoSituation, Odometry
+from carla_rl.contract.scenario import ScenarioConfig
+from carla_rl.contract.sensor_frame import EgoSituation, Odometry
 
 PARKING = 6
 SCENARIO = ScenarioConfig(parking_goal=True, target_speed_mps=3.0, max_episode_steps=50)
@@ -62,7 +62,7 @@ def test_terminal_tick_takes_phi_zero_so_the_sum_is_minus_phi_start(seed):
 
 
 def test_collision_is_terminal_for_the_potential_too():
-    from carla_rl.sensor_frame import CollisionEvent
+    from carla_rl.contract.sensor_frame import CollisionEvent
     calculator = RewardCalculator(CONFIG)
     calculator.reset(SCENARIO, situation(10.0))
     result = calculator.step(situation(9.0), Odometry(), 1.0, [CollisionEvent(1, (50.0, 0.0, 0.0))], [])
@@ -134,7 +134,7 @@ def test_getting_closer_to_the_goal_is_not_stuck():
 def test_shipped_shaping_gamma_is_the_learners_gamma():
     from pathlib import Path
 
-    from carla_rl.config import load_section
+    from carla_rl.contract.config import load_section
     from carla_rl.learner.agent_config import load_agent_config
     from carla_rl.reward import NODE_NAME
 

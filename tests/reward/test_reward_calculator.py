@@ -6,8 +6,8 @@ import math
 import pytest
 
 from carla_rl.reward import TERM_NAMES, RewardCalculator, RewardConfig
-from carla_rl.scenario import ScenarioConfig
-from carla_rl.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEvent, LaneMarking,
+from carla_rl.contract.scenario import ScenarioConfig
+from carla_rl.contract.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEvent, LaneMarking,
                                    Odometry, TrafficLightState)
 
 TARGET_SPEED = 8.0

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from carla_rl.config import ConfigError, load_section
+from carla_rl.contract.config import ConfigError, load_section
 from carla_rl.reward import NODE_NAME, RewardConfig
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "config" / "reward.yaml"

@@ -4,8 +4,8 @@ import pytest
 
 from carla_rl.reward import (TERM_NAMES, EpisodeStats, EpisodeStatsAccumulator,
                              EvaluationAggregator, RewardCalculator, RewardConfig)
-from carla_rl.scenario import PhaseThresholds, ScenarioConfig
-from carla_rl.sensor_frame import CollisionEvent, EgoSituation, Odometry
+from carla_rl.contract.scenario import PhaseThresholds, ScenarioConfig
+from carla_rl.contract.sensor_frame import CollisionEvent, EgoSituation, Odometry
 
 
 def run_episode(ticks, collide_at=None, goal_at=None, env_id=2, episode_id=9, phase=3):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sim_helpers import CONFIG_DIR
 
-from carla_rl.scenario import load_phases
+from carla_rl.contract.scenario import load_phases
 from carla_rl.sim.sim_config import SimConfig, load_sim_config
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from carla_rl.scenario import ScenarioConfig
+from carla_rl.contract.scenario import ScenarioConfig
 from carla_rl.sim.sim_config import SimConfig
 from carla_rl.sim.world import World
 

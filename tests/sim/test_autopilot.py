@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from carla_rl.sensor_frame import VehicleControl
+from carla_rl.contract.sensor_frame import VehicleControl
 from carla_rl.sim.autopilot import Autopilot, nearest_action
 from carla_rl.sim.episode_runner import RandomPolicy, evaluate, run_episode
 from carla_rl.sim.world import World

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from carla_rl.sensor_frame import TrafficLightState, VehicleControl
+from carla_rl.contract.sensor_frame import TrafficLightState, VehicleControl
 from carla_rl.sim.traffic import CROSS, WAIT
 
 from sim_helpers import make_world

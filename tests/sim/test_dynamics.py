@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from carla_rl.sensor_frame import VehicleControl
+from carla_rl.contract.sensor_frame import VehicleControl
 
 from sim_helpers import make_world
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from carla_rl.sensor_frame import LaneMarking, TrafficLightState, VehicleControl
+from carla_rl.contract.sensor_frame import LaneMarking, TrafficLightState, VehicleControl
 from carla_rl.sim.world import STATIC_ACTOR_ID, VEHICLE_ID_BASE
 from sim_helpers import make_world
 

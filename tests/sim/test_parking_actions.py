@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from carla_rl.actions import ACTION_NAMES
+from carla_rl.contract.actions import ACTION_NAMES
 from carla_rl.sim.world import World
 
 PARKING_PHASE = 6

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from carla_rl.semantic_palette import PALETTE, SemanticTag, colours_to_tags
+from carla_rl.contract.semantic_palette import PALETTE, SemanticTag, colours_to_tags
 from carla_rl.sim.world import KIND_EGO, World
 
 

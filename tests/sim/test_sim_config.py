@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from carla_rl.config import ConfigError, load_section
-from carla_rl.actions import ACTION_NAMES
+from carla_rl.contract.config import ConfigError, load_section
+from carla_rl.contract.actions import ACTION_NAMES
 from carla_rl.sim.sim_config import SimConfig
 
 from sim_helpers import CONFIG_DIR
@@ -53,7 +53,7 @@ def test_real_file_is_a_ros_params_file():
 
 
 def test_load_sim_config_and_shared_action_table():
-    from carla_rl.actions import load_action_table
+    from carla_rl.contract.actions import load_action_table
     from carla_rl.sim.sim_config import load_sim_config
 
     cfg = load_sim_config(CONFIG_DIR / "sim.yaml")

@@ -34,7 +34,7 @@ import numpy as np
 from carla_rl.carla.carla_config import BridgeAdapterConfig, SensorMount
 from carla_rl.carla.carla_conversions import quaternion_to_yaw, rpy_to_quaternion
 from carla_rl.carla.map_route import RouteTracker, StopLine
-from carla_rl.sensor_frame import (
+from carla_rl.contract.sensor_frame import (
     CollisionEvent,
     EgoSituation,
     LaneInvasionEvent,
@@ -85,8 +85,8 @@ def bridge_topics(role_name: str) -> dict[str, str]:
 
 def contract_topics(role_name: str) -> dict[str, str]:
     """Our contract's topics (relative: the node runs in namespace /env_<i>), as the embedded simulator
-    publishes them (``carla_rl.topics``)."""
-    from carla_rl import topics as t
+    publishes them (``carla_rl.contract.topics``)."""
+    from carla_rl.contract import topics as t
 
     return {
         "camera": t.carla_topic(role_name, t.CAMERA),
@@ -666,12 +666,12 @@ BRIDGE_RADAR_FIELDS = ("Range", "AzimuthAngle", "ElevationAngle", "Velocity")
 
 
 def frame_from_tick(tick: Tick, situation: SituationTracker, fixed_delta_seconds: float):
-    """The :class:`~carla_rl.sensor_frame.SensorFrame` of a complete tick (advances the episode step).
+    """The :class:`~carla_rl.contract.sensor_frame.SensorFrame` of a complete tick (advances the episode step).
 
     Camera: bgra8 CityScapes colours -> RGB; lidar: x, y, z, intensity (the bridge already converted to
     the right-handed sensor frame); radar: (depth, azimuth, altitude, velocity) as carla.RadarDetection.
     """
-    from carla_rl.sensor_frame import SensorFrame
+    from carla_rl.contract.sensor_frame import SensorFrame
 
     m = tick.messages
     stamp = m["odometry"].header.stamp

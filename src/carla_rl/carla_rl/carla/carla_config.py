@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from carla_rl.config import (
+from carla_rl.contract.config import (
     ConfigError,
     _deep_merge,
     default_config_dir,

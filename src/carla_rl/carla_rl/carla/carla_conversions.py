@@ -1,4 +1,4 @@
-"""Pure conversions between CARLA data and our plain data (``carla_rl.sensor_frame``).
+"""Pure conversions between CARLA data and our plain data (``carla_rl.contract.sensor_frame``).
 
 Frames: CARLA is left-handed (x forward, y right, z up; angles in degrees, yaw clockwise seen from
 above). Our contract (like the ROS bridge) is ENU / right-handed (x forward, y left, z up; radians,
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from carla_rl.semantic_palette import PALETTE, SemanticTag
-from carla_rl.sensor_frame import (
+from carla_rl.contract.semantic_palette import PALETTE, SemanticTag
+from carla_rl.contract.sensor_frame import (
     CollisionEvent,
     LaneInvasionEvent,
     Odometry,

@@ -39,8 +39,8 @@ from carla_rl.carla.map_route import (
     stop_lines_on_route,
 )
 from carla_rl.carla.server_lifecycle import CarlaConnectionError, ServerLifecycle
-from carla_rl.scenario import ScenarioConfig
-from carla_rl.sensor_frame import EgoSituation, SensorFrame, TrafficLightState, VehicleControl
+from carla_rl.contract.scenario import ScenarioConfig
+from carla_rl.contract.sensor_frame import EgoSituation, SensorFrame, TrafficLightState, VehicleControl
 
 LOG = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from carla_rl.carla.carla_conversions import location_to_enu, rotation_to_rpy, wrap_angle
-from carla_rl.sensor_frame import TrafficLightState
+from carla_rl.contract.sensor_frame import TrafficLightState
 
 # carla.LaneType names (compared by name: no carla import needed)
 DRIVABLE_LANE_TYPES = frozenset({"Driving", "Bidirectional", "Parking", "Shoulder", "Entry", "Exit",

@@ -1,5 +1,5 @@
 """Curriculum manager settings (``curriculum_manager`` block of config/curriculum.yaml) and the
-phase table (the ``/**`` block, read by ``carla_rl.scenario``)."""
+phase table (the ``/**`` block, read by ``carla_rl.contract.scenario``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from carla_rl.config import ConfigError, from_mapping, node_parameters, param
-from carla_rl.scenario import PhaseConfig, load_phases
+from carla_rl.contract.config import ConfigError, from_mapping, node_parameters, param
+from carla_rl.contract.scenario import PhaseConfig, load_phases
 
 NODE_NAME = "curriculum_manager"
 # Keys of the shared /** block that belong to the phase table, not to CurriculumConfig.
@@ -86,7 +86,7 @@ def load_curriculum_config(path: Path) -> CurriculumConfig:
 def load_phase_table(path: Path) -> list[PhaseConfig | ConfigError]:
     """Phases 1..num_phases of ``curriculum.yaml``, each validated on its own.
 
-    Unlike :func:`carla_rl.scenario.load_phases` a broken phase does not fail the whole table: its
+    Unlike :func:`carla_rl.contract.scenario.load_phases` a broken phase does not fail the whole table: its
     entry is the :class:`ConfigError` (naming file and key), so the manager can refuse to enter
     it and still run the others. A broken table layout (num_phases, missing or extra phases)
     raises.

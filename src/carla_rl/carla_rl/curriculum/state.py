@@ -20,12 +20,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from carla_rl.atomic_file import atomic_write_bytes
-from carla_rl.config import ConfigError
+from carla_rl.contract.atomic_file import atomic_write_bytes
+from carla_rl.contract.config import ConfigError
 from carla_rl.curriculum.config import BudgetExhaustedPolicy, CurriculumConfig
 from carla_rl.reward.evaluation import EvaluationResult
 from carla_rl.reward.stats import EpisodeStats
-from carla_rl.scenario import PhaseConfig, ScenarioConfig
+from carla_rl.contract.scenario import PhaseConfig, ScenarioConfig
 
 STATE_FORMAT = "carla_rl.curriculum_state"
 STATE_VERSION = 1

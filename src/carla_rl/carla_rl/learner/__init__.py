@@ -1,4 +1,4 @@
-"""Learner core: Rainbow-style DQN (networks, replay, agent, checkpoints, benchmark).
+"""Learner core: Rainbow-style DQN (networks, replay, agent, checkpoints; its benchmarks in carla_rl.bench).
 
 Pure numpy/torch; no ROS, no simulator. See ``dqn_agent.DQNAgent`` for the entry point.
 """

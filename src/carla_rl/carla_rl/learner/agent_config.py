@@ -2,7 +2,7 @@
 
 ``AgentConfig`` is read from the ``agent:`` block of ``config/agent.yaml`` (ROS 2 params layout:
 ``dqn_policy: ros__parameters: agent: ...``) by :func:`load_agent_config`. Each field is declared
-with :func:`carla_rl.config.param` (default, description, range), so the same metadata documents
+with :func:`carla_rl.contract.config.param` (default, description, range), so the same metadata documents
 the YAML, validates it and can feed ``ParameterDescriptor``\\ s in the ROS node.
 
 Network presets: the default network (``cpu``) is sized for a 2-core CPU; ``nature`` is the
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from carla_rl.config import (ConfigError, agent_params_files, deep_merge, from_mapping, node_parameters,
+from carla_rl.contract.config import (ConfigError, agent_params_files, deep_merge, from_mapping, node_parameters,
                              param, to_mapping)
 
 NODE_NAME = "dqn_policy"
@@ -286,7 +286,7 @@ def load_agent_config(path: str | Path, node_name: str = NODE_NAME,
 def load_device_agent_config(config_dir: str | Path, device: str) -> AgentConfig:
     """The agent config a run on ``device`` trains with: ``agent.yaml`` of ``config_dir``, with the
     device type's preset over it (``agent_cuda.yaml`` on CUDA;
-    :data:`carla_rl.config.AGENT_DEVICE_PRESET_FILES`).
+    :data:`carla_rl.contract.config.AGENT_DEVICE_PRESET_FILES`).
     The ROS graph hands the policy node the same files in the same order."""
     files = [Path(config_dir) / name for name in agent_params_files(device)]
     for path in files:

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from carla_rl.atomic_file import atomic_write_bytes, fsync_directory
-from carla_rl.config import ConfigError
+from carla_rl.contract.atomic_file import atomic_write_bytes, fsync_directory
+from carla_rl.contract.config import ConfigError
 from carla_rl.learner.agent_config import (RETIRED_FIELDS, AgentConfig, ObservationSpec,
                                            agent_config_from_mapping, agent_config_to_mapping)
 from carla_rl.learner.dqn_agent import DQNAgent

@@ -1,2 +1,2 @@
-"""Thin ROS 2 shells, one file per executable (<name>_node.py). Only this package and
-ros_conversions import rclpy and message packages."""
+"""Thin ROS 2 shells, one file per executable (<name>_node.py); their helpers, the ROS message conversions
+among them, in nodes.support. Only this package imports rclpy and message packages."""

@@ -13,7 +13,7 @@ Composition ``halves`` (carla_rl.graph) runs two of them, one per container (``s
 
 The envs are gathered in ``groups`` of consecutive env ids (config/graph.yaml), one batch per group, so that
 one group steps while the policy acts on another. A group's batch goes out once every env it waits for has
-delivered (:class:`carla_rl.batch_link.TickGatherer`), when its container has run everything queued in the
+delivered (:class:`carla_rl.graph.batch_link.TickGatherer`), when its container has run everything queued in the
 process (the intra-process bus is idle), or at the latest ``max_wait_s`` after its first item. Items of envs
 that the link does not serve are dropped and counted (``foreign_envs``) on /diagnostics, with the batches
 and items sent and received and the batches sent incomplete.
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from carla_rl import topics
-from carla_rl.batch_link import SIDES, TickGatherer, checked_env_ids, split_by_env, split_groups
-from carla_rl.config import ConfigError, param
-from carla_rl.nodes import qos_profiles as qos
-from carla_rl.nodes.diagnostics import DiagnosticsReporter
-from carla_rl.nodes.intra_process import ComposableNode
-from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config
+from carla_rl.contract import topics
+from carla_rl.graph.batch_link import SIDES, TickGatherer, checked_env_ids, split_by_env, split_groups
+from carla_rl.contract.config import ConfigError, param
+from carla_rl.nodes.support import qos_profiles as qos
+from carla_rl.nodes.support.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.support.intra_process import ComposableNode
+from carla_rl.nodes.support.node_runner import run_node
+from carla_rl.nodes.support.ros_parameters import declare_config
 from carla_rl_interfaces.msg import EnvStepBatch, Observation, StepReward, VehicleCommand, VehicleCommandBatch
 
 

@@ -32,13 +32,13 @@ from rclpy.node import Node
 
 from carla_rl.carla import bridge_adapter as ba
 from carla_rl.carla.carla_config import BridgeAdapterConfig
-from carla_rl.config import ConfigError
-from carla_rl.nodes import qos_profiles as qos
-from carla_rl.nodes.diagnostics import DiagnosticsReporter
-from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config, declare_phases
-from carla_rl.nodes.sensor_frame_publisher import SensorFramePublisher
-from carla_rl.nodes.simulator_shell import SimulatorShellConfig
+from carla_rl.contract.config import ConfigError
+from carla_rl.nodes.support import qos_profiles as qos
+from carla_rl.nodes.support.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.support.node_runner import run_node
+from carla_rl.nodes.support.ros_parameters import declare_config, declare_phases
+from carla_rl.nodes.support.sensor_frame_publisher import SensorFramePublisher
+from carla_rl.nodes.support.simulator_shell import SimulatorShellConfig
 
 CARLA_MSGS_MISSING = ("the carla_msgs package is not installed: build carla-simulator/ros-carla-msgs (ROS 2 "
                       "branch) into your workspace and source it, or use the 'bridge' profile of "
@@ -170,7 +170,7 @@ class CarlaBridgeAdapterNode(Node):
         ba.apply_light_status(self.situation.lights, msg)
 
     def on_scenario(self, msg: Any) -> None:
-        from carla_rl.ros_conversions import scenario_from_msg
+        from carla_rl.nodes.support.ros_conversions import scenario_from_msg
 
         try:
             self.phase, self.scenario = scenario_from_msg(msg)
@@ -236,7 +236,7 @@ class CarlaBridgeAdapterNode(Node):
         self.diag.count("episodes")
 
     def publish(self, frame: Any) -> None:
-        from carla_rl import ros_conversions as conv
+        from carla_rl.nodes.support import ros_conversions as conv
 
         stamp = conv.time_msg(frame.sim_time)
         self.sensors.publish_sensors(frame, stamp)

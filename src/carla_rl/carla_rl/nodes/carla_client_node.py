@@ -12,9 +12,9 @@ from rclpy.node import Node
 
 from carla_rl.carla.carla_config import CarlaConfig
 from carla_rl.carla.server_lifecycle import CarlaConnectionError
-from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config, declare_phases
-from carla_rl.nodes.simulator_shell import SimulatorShell, SimulatorShellConfig
+from carla_rl.nodes.support.node_runner import run_node
+from carla_rl.nodes.support.ros_parameters import declare_config, declare_phases
+from carla_rl.nodes.support.simulator_shell import SimulatorShell, SimulatorShellConfig
 
 
 class CarlaClientNode(Node):

@@ -4,7 +4,7 @@ What ``rclcpp_components``' component_container is for C++ nodes, for our Python
 declaration (:mod:`carla_rl.graph`, ``composition``) puts an env's simulator and preprocessor (or
 every env's, plus the reward evaluator) into one container, so the lockstep chain crosses fewer
 process boundaries and the big sensor messages (camera, lidar) never go through DDS between them
-(:mod:`carla_rl.nodes.intra_process`). Each hosted node keeps its own name, namespace, parameter
+(:mod:`carla_rl.nodes.support.intra_process`). Each hosted node keeps its own name, namespace, parameter
 files and remappings, its topics and services, exactly as when it runs alone.
 
 Command line, one section per hosted node, then the container's own ROS arguments (log level)::
@@ -22,8 +22,8 @@ import importlib
 import sys
 
 from carla_rl.graph import COMPONENT_FLAG
-from carla_rl.nodes.intra_process import IntraProcessBus
-from carla_rl.nodes.node_runner import run_nodes
+from carla_rl.nodes.support.intra_process import IntraProcessBus
+from carla_rl.nodes.support.node_runner import run_nodes
 
 
 def parse_components(argv: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:

@@ -24,20 +24,20 @@ import numpy as np
 import torch
 from std_srvs.srv import SetBool
 
-from carla_rl import ros_conversions as conv
-from carla_rl import topics
-from carla_rl.actions import NUM_ACTIONS, ActionTable
-from carla_rl.config import param
+from carla_rl.nodes.support import ros_conversions as conv
+from carla_rl.contract import topics
+from carla_rl.contract.actions import NUM_ACTIONS, ActionTable
+from carla_rl.contract.config import param
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
 from carla_rl.learner.checkpoint import (REPLAY_CHUNK_SLOTS, CheckpointError, confined_checkpoint_path,
                                          poisoned_weights, remove_checkpoint, remove_orphan_replays,
                                          restore_checkpoint, save_checkpoint)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
-from carla_rl.nodes import qos_profiles as qos
-from carla_rl.nodes.diagnostics import DiagnosticsReporter
-from carla_rl.nodes.intra_process import ComposableNode
-from carla_rl.nodes.node_runner import fail_process, freeze_heap, run_node
-from carla_rl.nodes.ros_parameters import declare_config, set_timer_period
+from carla_rl.nodes.support import qos_profiles as qos
+from carla_rl.nodes.support.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.support.intra_process import ComposableNode
+from carla_rl.nodes.support.node_runner import fail_process, freeze_heap, run_node
+from carla_rl.nodes.support.ros_parameters import declare_config, set_timer_period
 from carla_rl_interfaces.msg import Observation, StepReward, TrainingStats, VehicleCommand
 from carla_rl_interfaces.srv import SaveCheckpoint
 

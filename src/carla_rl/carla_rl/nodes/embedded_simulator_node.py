@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 
-from carla_rl.nodes.intra_process import ComposableNode
-from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config, declare_phases
-from carla_rl.nodes.simulator_shell import SimulatorShell, SimulatorShellConfig
-from carla_rl.nodes.markers import WorldMarkers
+from carla_rl.nodes.support.intra_process import ComposableNode
+from carla_rl.nodes.support.node_runner import run_node
+from carla_rl.nodes.support.ros_parameters import declare_config, declare_phases
+from carla_rl.nodes.support.simulator_shell import SimulatorShell, SimulatorShellConfig
+from carla_rl.nodes.support.markers import WorldMarkers
 from carla_rl.sim.sim_config import SimConfig
 from carla_rl.sim.autopilot import Autopilot
 from carla_rl.sim.world import World

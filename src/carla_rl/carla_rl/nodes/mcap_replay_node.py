@@ -16,10 +16,10 @@ from typing import Iterator
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from carla_rl.config import ConfigError, param
-from carla_rl.nodes import mcap_io
-from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config
+from carla_rl.contract.config import ConfigError, param
+from carla_rl.nodes.support import mcap_io
+from carla_rl.nodes.support.node_runner import run_node
+from carla_rl.nodes.support.ros_parameters import declare_config
 
 REPLAY_RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=16, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)

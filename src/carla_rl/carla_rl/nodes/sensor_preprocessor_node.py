@@ -14,14 +14,14 @@ from nav_msgs.msg import Odometry as OdometryMsg
 from nav_msgs.msg import Path
 from sensor_msgs.msg import Image, PointCloud2
 
-from carla_rl import ros_conversions as conv
-from carla_rl import topics
-from carla_rl.config import param
-from carla_rl.nodes import qos_profiles as qos
-from carla_rl.nodes.diagnostics import DiagnosticsReporter
-from carla_rl.nodes.intra_process import ComposableNode
-from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config, declare_phases
+from carla_rl.nodes.support import ros_conversions as conv
+from carla_rl.contract import topics
+from carla_rl.contract.config import param
+from carla_rl.nodes.support import qos_profiles as qos
+from carla_rl.nodes.support.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.support.intra_process import ComposableNode
+from carla_rl.nodes.support.node_runner import run_node
+from carla_rl.nodes.support.ros_parameters import declare_config, declare_phases
 from carla_rl.preprocess import (ObservationBuilder, PreprocessConfig, SensorDataError, StepSynchronizer,
                                  action_mask)
 from carla_rl_interfaces.msg import EgoSituation, Observation

@@ -22,7 +22,7 @@ Images arrive through ``raw=True`` subscriptions that exist only when needed (on
 period; the video source while the curriculum is evaluating): the simulator renders the top-down
 view only while somebody subscribes, and a render costs about as much as 10-20 ticks.
 With ``record_mcap``, env 0's sensor topics are recorded raw into one MCAP file per episode
-(``mcap_dir/env_0_episode_<id>.mcap``, see :mod:`carla_rl.nodes.mcap_io`).
+(``mcap_dir/env_0_episode_<id>.mcap``, see :mod:`carla_rl.nodes.support.mcap_io`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
-from carla_rl import ros_conversions as conv
-from carla_rl import topics
-from carla_rl.config import (ConfigError, agent_params_files, deep_merge, default_config_dir, flatten,
+from carla_rl.nodes.support import ros_conversions as conv
+from carla_rl.contract import topics
+from carla_rl.contract.config import (ConfigError, agent_params_files, deep_merge, default_config_dir, flatten,
                              node_parameters, param)
-from carla_rl.nodes import mcap_io
-from carla_rl.nodes import qos_profiles as qos
-from carla_rl.nodes.diagnostics import DiagnosticsReporter
-from carla_rl.nodes.node_runner import run_node
-from carla_rl.nodes.ros_parameters import declare_config, set_timer_period
+from carla_rl.nodes.support import mcap_io
+from carla_rl.nodes.support import qos_profiles as qos
+from carla_rl.nodes.support.diagnostics import DiagnosticsReporter
+from carla_rl.nodes.support.node_runner import run_node
+from carla_rl.nodes.support.ros_parameters import declare_config, set_timer_period
 from carla_rl_interfaces.msg import CurriculumStatus, EgoSituation, EpisodeStats, EvaluationResult, TrainingStats
 
 TRAINING_FIELDS = ("loss", "mean_q", "td_error", "beta", "grad_norm", "epsilon", "updates_per_s",

@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from carla_rl.config import param
-from carla_rl.semantic_palette import SemanticTag
+from carla_rl.contract.config import param
+from carla_rl.contract.semantic_palette import SemanticTag
 
 IMAGE_ENCODINGS = ("rgb8",)
 

@@ -13,9 +13,9 @@ import numpy as np
 from carla_rl.preprocess.config import LidarBinsConfig, PreprocessConfig, semantic_intensity_lut
 from carla_rl.preprocess.validation import (LIDAR_FIELDS, LIDAR_POINT_STEP, validate_image,
                                             validate_lidar, validate_odometry)
-from carla_rl.scenario import NUM_ACTIONS
-from carla_rl.semantic_palette import PaletteDecoder
-from carla_rl.sensor_frame import EgoSituation, Odometry, TrafficLightState
+from carla_rl.contract.scenario import NUM_ACTIONS
+from carla_rl.contract.semantic_palette import PaletteDecoder
+from carla_rl.contract.sensor_frame import EgoSituation, Odometry, TrafficLightState
 
 # Traffic light one-hot slots; OFF and UNKNOWN (and no light ahead) share the "none" slot.
 TRAFFIC_LIGHT_SLOTS = (("red", TrafficLightState.RED), ("yellow", TrafficLightState.YELLOW),

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from carla_rl.sensor_frame import Odometry
+from carla_rl.contract.sensor_frame import Odometry
 
 RGB_CHANNELS = 3
 LIDAR_FIELDS = ("x", "y", "z", "intensity")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from carla_rl.reward.config import RewardConfig
-from carla_rl.scenario import ScenarioConfig
-from carla_rl.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEvent, Odometry,
+from carla_rl.contract.scenario import ScenarioConfig
+from carla_rl.contract.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEvent, Odometry,
                                    TrafficLightState)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from carla_rl.config import param
-from carla_rl.sensor_frame import LaneMarking
+from carla_rl.contract.config import param
+from carla_rl.contract.sensor_frame import LaneMarking
 
 DEFAULT_PENALISED_MARKINGS = [LaneMarking.SOLID.value, LaneMarking.SOLIDSOLID.value,
                               LaneMarking.SOLIDBROKEN.value, LaneMarking.BROKENSOLID.value]

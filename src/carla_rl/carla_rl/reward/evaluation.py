@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Mapping
 
 from carla_rl.reward.stats import EpisodeStats
-from carla_rl.scenario import PhaseThresholds
+from carla_rl.contract.scenario import PhaseThresholds
 
 # Absorbs float rounding of k / n against a threshold written as a decimal.
 RATE_TOLERANCE = 1e-9

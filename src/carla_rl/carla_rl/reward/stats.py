@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from carla_rl.reward.calculator import TERM_NAMES, StepRewardResult, TerminationReason
-from carla_rl.sensor_frame import EgoSituation, Odometry
+from carla_rl.contract.sensor_frame import EgoSituation, Odometry
 
 
 @dataclass

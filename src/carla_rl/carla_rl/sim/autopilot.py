@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from carla_rl.sensor_frame import SensorFrame, TrafficLightState, VehicleControl
+from carla_rl.contract.sensor_frame import SensorFrame, TrafficLightState, VehicleControl
 from carla_rl.sim.sim_config import IdmConfig, SimConfig
 from carla_rl.sim.traffic import idm_accel
 from carla_rl.sim.world import World

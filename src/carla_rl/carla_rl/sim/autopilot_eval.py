@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from carla_rl.config import default_config_dir
-from carla_rl.scenario import load_phases
+from carla_rl.contract.config import default_config_dir
+from carla_rl.contract.scenario import load_phases
 from carla_rl.sim.autopilot import Autopilot
 from carla_rl.sim.episode_runner import RandomPolicy, Rates, evaluate
 from carla_rl.sim.sim_config import SimConfig, load_sim_config

@@ -15,11 +15,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from carla_rl.actions import NUM_ACTIONS, load_action_table
-from carla_rl.config import default_config_dir, load_section
+from carla_rl.contract.actions import NUM_ACTIONS, load_action_table
+from carla_rl.contract.config import default_config_dir, load_section
 from carla_rl.preprocess import ObservationBuilder, PreprocessConfig, action_mask
 from carla_rl.reward import RewardCalculator, RewardConfig
-from carla_rl.scenario import load_phases
+from carla_rl.contract.scenario import load_phases
 from carla_rl.sim.sim_config import load_sim_config
 from carla_rl.sim.world import World
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from carla_rl.sensor_frame import SensorFrame, VehicleControl
+from carla_rl.contract.sensor_frame import SensorFrame, VehicleControl
 from carla_rl.sim.world import World
 
 Policy = Callable[[SensorFrame], "VehicleControl | int"]

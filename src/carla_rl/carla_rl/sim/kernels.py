@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from carla_rl.sensor_frame import TrafficLightState
+from carla_rl.contract.sensor_frame import TrafficLightState
 
 FAR_M = 1.0e6  # "no obstacle" gap [m]
 _GREEN, _YELLOW = int(TrafficLightState.GREEN), int(TrafficLightState.YELLOW)

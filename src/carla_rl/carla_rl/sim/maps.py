@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from carla_rl.semantic_palette import SemanticTag as Tag
-from carla_rl.sensor_frame import LaneMarking
+from carla_rl.contract.semantic_palette import SemanticTag as Tag
+from carla_rl.contract.sensor_frame import LaneMarking
 from carla_rl.sim.road import (
     TURN_LEFT,
     TURN_RIGHT,

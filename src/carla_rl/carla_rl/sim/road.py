@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from carla_rl.semantic_palette import PALETTE, SemanticTag
+from carla_rl.contract.semantic_palette import PALETTE, SemanticTag
 
 TURN_STRAIGHT, TURN_LEFT, TURN_RIGHT = 0, 1, 2
 MAX_SUCCESSORS = 4

@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from carla_rl.semantic_palette import PALETTE, SemanticTag as Tag
+from carla_rl.contract.semantic_palette import PALETTE, SemanticTag as Tag
 from carla_rl.sim import kernels
 from carla_rl.sim.road import RoadNetwork
 from carla_rl.sim.sim_config import CameraConfig, LidarConfig, RadarConfig

@@ -1,8 +1,8 @@
 """Typed configuration of the embedded simulator (``config/sim.yaml``, ``embedded_simulator``).
 
-Every number is a :func:`carla_rl.config.param` field with a description, a unit and a range, so the
+Every number is a :func:`carla_rl.contract.config.param` field with a description, a unit and a range, so the
 ROS shell can declare it with a ``ParameterDescriptor`` and the loader rejects unknown keys and
-impossible values with a :class:`~carla_rl.config.ConfigError` that names the key.
+impossible values with a :class:`~carla_rl.contract.config.ConfigError` that names the key.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from pathlib import Path
 
-from carla_rl.actions import ACTION_NAMES, ActionControl, ActionTable
-from carla_rl.config import ConfigError, load_section, param
-from carla_rl.sensor_frame import VehicleControl
+from carla_rl.contract.actions import ACTION_NAMES, ActionControl, ActionTable
+from carla_rl.contract.config import ConfigError, load_section, param
+from carla_rl.contract.sensor_frame import VehicleControl
 
 SIM_NODE_NAME = "embedded_simulator"  # block of config/sim.yaml read into SimConfig
 SHELL_KEY = "shell"                   # the node's settings beside the world's, in the same block
@@ -268,5 +268,5 @@ def _tan_deg(deg: float) -> float:
 
 def load_sim_config(path: Path, overrides: dict | None = None) -> SimConfig:
     """SimConfig from ``config/sim.yaml``: the ``embedded_simulator`` block merged over ``/**``,
-    without the node's own ``shell`` block (nodes/simulator_shell.py)."""
+    without the node's own ``shell`` block (nodes/support/simulator_shell.py)."""
     return load_section(Path(path), SIM_NODE_NAME, SimConfig, overrides, ignore=(SHELL_KEY,))

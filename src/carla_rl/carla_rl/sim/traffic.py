@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_rl.sensor_frame import TrafficLightState
+from carla_rl.contract.sensor_frame import TrafficLightState
 from carla_rl.sim import kernels
 from carla_rl.sim.road import RoadNetwork
 from carla_rl.sim.sim_config import IdmConfig, PedestrianConfig, TrafficLightConfig

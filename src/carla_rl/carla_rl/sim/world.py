@@ -1,7 +1,7 @@
 """The embedded driving world: ego (kinematic bicycle), NPC traffic, pedestrians, lights, sensors.
 
 ``World.step(control)`` applies one carla.VehicleControl, advances everything by
-``fixed_delta_seconds`` and returns the :class:`~carla_rl.sensor_frame.SensorFrame` of the new
+``fixed_delta_seconds`` and returns the :class:`~carla_rl.contract.sensor_frame.SensorFrame` of the new
 tick. Deterministic: the same seed and the same controls give bit-identical frames.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from carla_rl.scenario import ScenarioConfig
-from carla_rl.semantic_palette import PALETTE, SemanticTag as Tag
-from carla_rl.sensor_frame import (
+from carla_rl.contract.scenario import ScenarioConfig
+from carla_rl.contract.semantic_palette import PALETTE, SemanticTag as Tag
+from carla_rl.contract.sensor_frame import (
     CollisionEvent,
     EgoSituation,
     LaneInvasionEvent,

@@ -1,0 +1,1 @@
+"""Every benchmark in one place: chain, graph, learner, checkpoint and sim."""

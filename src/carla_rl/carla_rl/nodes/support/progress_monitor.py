@@ -1,0 +1,81 @@
+"""An in-process rclpy node for the CLI: progress bar, heartbeats for the supervisor, final summary.
+
+Not an executable of the graph: ``carla-rl train`` runs it beside the supervised node processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+
+from carla_rl.contract import topics
+from carla_rl.nodes.support import qos_profiles as qos
+from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC
+from carla_rl_interfaces.msg import CurriculumStatus, EpisodeStats, EvaluationResult, TrainingStats
+
+
+@dataclass
+class ProgressState:
+    training_episodes: int = 0
+    evaluation_episodes: int = 0
+    phase: int = 0
+    phase_name: str = ""
+    finished: bool = False
+    paused: bool = False
+    env_steps_per_s: float = 0.0
+    updates_per_s: float = 0.0
+    loss: float = float("nan")
+    replay_size: int = 0
+    last_reward: float = 0.0
+    last_reason: str = ""
+    evaluations: list = field(default_factory=list)
+
+
+class ProgressMonitor(Node):
+    def __init__(self, on_heartbeat: Callable[[str], None] | None = None,
+                 on_change: Callable[[ProgressState], None] | None = None) -> None:
+        super().__init__("carla_rl_cli")
+        self.state = ProgressState()
+        self._on_heartbeat = on_heartbeat
+        self._on_change = on_change
+        self.create_subscription(CurriculumStatus, topics.CURRICULUM_STATUS, self._status, qos.LATCHED)
+        self.create_subscription(EpisodeStats, topics.EPISODE_STATS, self._episode, qos.EVENTS)
+        self.create_subscription(TrainingStats, topics.TRAINING_STATS, self._training, qos.EVENTS)
+        self.create_subscription(EvaluationResult, topics.EVALUATION_RESULT, self._evaluation, qos.EVENTS)
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._diagnostics, qos.EVENTS)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.state)
+
+    def _status(self, msg: CurriculumStatus) -> None:
+        self.state.phase, self.state.phase_name = msg.phase, msg.phase_name
+        self.state.finished, self.state.paused = msg.finished, msg.paused
+        self._changed()
+
+    def _episode(self, msg: EpisodeStats) -> None:
+        if msg.evaluation:
+            self.state.evaluation_episodes += 1
+        else:
+            self.state.training_episodes += 1
+        self.state.last_reward, self.state.last_reason = msg.total_reward, msg.termination_reason
+        self._changed()
+
+    def _training(self, msg: TrainingStats) -> None:
+        self.state.env_steps_per_s, self.state.updates_per_s = msg.env_steps_per_s, msg.updates_per_s
+        self.state.loss, self.state.replay_size = msg.loss, msg.replay_size
+        self._changed()
+
+    def _evaluation(self, msg: EvaluationResult) -> None:
+        self.state.evaluations.append((msg.phase, msg.goal_rate, msg.collision_free_rate,
+                                       msg.sidewalk_free_rate, msg.passed))
+        self._changed()
+
+    def _diagnostics(self, msg: DiagnosticArray) -> None:
+        if self._on_heartbeat is None:
+            return
+        for status in msg.status:
+            self._on_heartbeat(status.name)

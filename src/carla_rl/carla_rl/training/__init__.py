@@ -1,0 +1,1 @@
+"""The Gymnasium trainer (vector_training) and the evaluation report."""
