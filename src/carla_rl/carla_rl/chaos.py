@@ -221,6 +221,8 @@ class SoakReport:
     periodic_checkpoints: int
     keep_last: int
     restarted: list[str]  # processes whose pid changed: their samples are not comparable
+    replay_start: int = 0  # the policy's replay size at the first and last sample (a filling ring grows RSS)
+    replay_end: int = 0
 
     def growth(self) -> dict[str, dict]:
         out = {}
@@ -251,4 +253,6 @@ class SoakReport:
     def to_dict(self) -> dict:
         return {"warmup_s": self.warmup_s, "seconds": self.seconds, "processes": self.growth(),
                 "checkpoint_bytes": self.checkpoint_bytes, "periodic_checkpoints": self.periodic_checkpoints,
-                "keep_last_checkpoints": self.keep_last, "restarted": self.restarted, "problems": self.problems()}
+                "keep_last_checkpoints": self.keep_last, "restarted": self.restarted,
+                "replay_size_start": self.replay_start, "replay_size_end": self.replay_end,
+                "problems": self.problems()}

@@ -25,6 +25,7 @@ class _Watch:
         self.restarts: list[tuple[float, str]] = []
         self.reason = ""
         self.state = None
+        self.replay_size = 0
 
     def attach(self, ros, supervisor) -> None:
         from rclpy.node import Node
@@ -35,10 +36,13 @@ class _Watch:
 
         self.supervisor = supervisor
         node = Node("carla_rl_campaign_observer")
-        node.create_subscription(TrainingStats, topics.TRAINING_STATS,
-                                 lambda m: self.steps.append((self.now, int(m.env_steps))), qos.EVENTS)
+        node.create_subscription(TrainingStats, topics.TRAINING_STATS, self._training, qos.EVENTS)
         node.create_subscription(EpisodeStats, topics.EPISODE_STATS, self._episode, qos.EVENTS)
         ros.add(node)
+
+    def _training(self, msg) -> None:
+        self.steps.append((self.now, int(msg.env_steps)))
+        self.replay_size = int(msg.replay_size)
 
     def _episode(self, msg) -> None:  # evaluation episodes too: they take ids of the env's sequence
         self.episode_ids.setdefault(int(msg.env_id), []).append(int(msg.episode_id))
@@ -135,11 +139,24 @@ def run_chaos(args, config_dir: Path) -> int:
 
 
 class _Soak(_Watch):
-    def __init__(self, warmup_s: float) -> None:
+    def __init__(self, warmup_s: float, checkpoints: Path) -> None:
         super().__init__()
         self.warmup_s = warmup_s
+        self.transient_prefix = str(checkpoints.resolve()) + os.sep
         self.start: dict[str, tuple[int, ProcSample]] = {}
         self.last: dict[str, tuple[int, ProcSample]] = {}
+
+    def count_fds(self, pid: int) -> int:
+        """Open fds, less those on files under the checkpoint folder: a periodic write in flight holds
+        them for a moment (the soak looks for fds that stay)."""
+        count = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            count += not target.startswith(self.transient_prefix)
+        return count
 
     def sample(self) -> dict[str, tuple[int, ProcSample]]:
         out = {}
@@ -149,7 +166,7 @@ class _Soak(_Watch):
             pid = m.process.pid
             try:
                 rss, threads = parse_proc_status(Path(f"/proc/{pid}/status").read_text())
-                fds = len(os.listdir(f"/proc/{pid}/fd"))
+                fds = self.count_fds(pid)
             except (FileNotFoundError, ProcessLookupError):
                 continue
             out[fqn] = (pid, ProcSample(rss, fds, threads))
@@ -159,9 +176,9 @@ class _Soak(_Watch):
         super().tick(now, events)
         if now >= self.warmup_s:
             if not self.start:
-                self.start = self.sample()
-            else:
-                self.last = self.sample()  # the end: the last sample before the stop
+                self.start, self.replay_start = self.sample(), self.replay_size
+            else:  # the end: the last sample before the stop
+                self.last, self.replay_end = self.sample(), self.replay_size
 
 
 def run_soak(args, config_dir: Path) -> int:
@@ -173,9 +190,9 @@ def run_soak(args, config_dir: Path) -> int:
 
         raise CommandError(f"--warmup-s {args.warmup_s:.0f} must be shorter than the run ({seconds:.0f} s)")
     save_dir = Path(args.save_dir)
-    soak = _Soak(args.warmup_s)
-    _run(args, config_dir, save_dir, soak, seconds)
     checkpoints = save_dir / "checkpoints"
+    soak = _Soak(args.warmup_s, checkpoints)
+    _run(args, config_dir, save_dir, soak, seconds)
     disk = sum(p.stat().st_size for p in checkpoints.rglob("*") if p.is_file()) if checkpoints.is_dir() else 0
     # hard-linked replay chunks count once per link here: an upper bound of the real use
     keep_last = int(read_yaml(config_dir / "agent.yaml")["/**/dqn_policy"]["ros__parameters"]["keep_last_checkpoints"])
@@ -184,7 +201,8 @@ def run_soak(args, config_dir: Path) -> int:
                         start={n: s for n, (_, s) in soak.start.items()},
                         end={n: s for n, (_, s) in soak.last.items() if n not in restarted},
                         checkpoint_bytes=disk, periodic_checkpoints=len(list(checkpoints.glob("episode_*.pt"))),
-                        keep_last=keep_last, restarted=restarted)
+                        keep_last=keep_last, restarted=restarted,
+                        replay_start=getattr(soak, "replay_start", 0), replay_end=getattr(soak, "replay_end", 0))
     _print(report.to_dict(), args.json)
     return 1 if report.problems() else 0
 
