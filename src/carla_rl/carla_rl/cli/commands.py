@@ -106,16 +106,18 @@ def run_train(args: Namespace, config_dir: Path) -> int:
 
 
 def run_graph(options, config_dir: Path, progress: bool = True, display: bool = False,
-              stop_after_s: float = 0.0) -> int:
+              stop_after_s: float = 0.0, observer=None) -> int:
     """Run the training graph until the curriculum finishes, N episodes, or Ctrl-C."""
     from carla_rl.graph import build_graph
 
-    return run_specs(build_graph(options), options, config_dir, progress, display, stop_after_s)
+    return run_specs(build_graph(options), options, config_dir, progress, display, stop_after_s, observer)
 
 
 def run_specs(specs, options, config_dir: Path, progress: bool = True, display: bool = False,
-              stop_after_s: float = 0.0) -> int:
-    """Run node specs under the supervisor, with the progress monitor, until a stop condition."""
+              stop_after_s: float = 0.0, observer=None) -> int:
+    """Run node specs under the supervisor, with the progress monitor, until a stop condition.
+    ``observer`` (the fault campaign, the soak) gets ``attach(ros, supervisor)`` before the start,
+    ``tick(seconds_since_start, supervisor_events)`` each loop and ``end(reason, state)`` after the stop."""
     from carla_rl.nodes.support.cli_runtime import CliRuntime
     from carla_rl.nodes.support.node_runner import PROFILE_DIR_ENV
     from carla_rl.nodes.support.progress_monitor import ProgressMonitor
@@ -142,14 +144,19 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
           f"{options.num_envs} env(s), simulator={options.simulator}, "
           f"device={options.device}; logs in {save_dir / 'logs'}, TensorBoard: "
           f"tensorboard --logdir {save_dir / 'tensorboard'}", file=sys.stderr)
+    if observer is not None:
+        observer.attach(ros, supervisor)
     supervisor.start()
     started = time.monotonic()
     reason = ""
     try:
         while not reason:
             ros.spin_once(0.2)
-            for event in supervisor.poll():
+            events = supervisor.poll()
+            for event in events:
                 bar.write(f"supervisor: {event}")
+            if observer is not None:
+                observer.tick(time.monotonic() - started, events)
             if display_window is not None:
                 display_window.render()
             state = monitor.state
@@ -168,6 +175,8 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
         bar.close()
         restore_signals(previous)
         ros.close()
+        if observer is not None:
+            observer.end(reason, monitor.state)
     print(f"carla-rl: {reason}; {monitor.state.training_episodes} training episodes, "
           f"phase {monitor.state.phase}; checkpoints in {save_dir / 'checkpoints'}", file=sys.stderr)
     return 1 if reason.startswith("failed") else 0

@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from carla_rl.cli import commands
 
-        handler = getattr(commands, f"run_{args.command.replace('-', '_')}")
+        if args.command in ("chaos", "soak"):  # the fault campaign and the soak run the graph through commands
+            from carla_rl.cli import chaos
+
+            handler = getattr(chaos, f"run_{args.command}")
+        else:
+            handler = getattr(commands, f"run_{args.command.replace('-', '_')}")
         return int(handler(args, config_dir) or 0)
     except ConfigError as exc:
         print(f"carla-rl: configuration error: {exc}", file=sys.stderr)

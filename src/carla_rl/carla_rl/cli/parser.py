@@ -114,6 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many seconds, with a final checkpoint (0 = until the curriculum "
                         "finishes, --num-episodes or Ctrl-C)")
 
+    p = sub.add_parser("chaos", help="fault campaign: train while SIGKILLing or SIGSTOPping (left stopped for the "
+                       "supervisor's liveness check) a random process of the graph every --every seconds; report "
+                       "faults, restarts, episodes lost, the longest env-step gap, checkpoints verified, the phase")
+    _add_graph_flags(p, training=True)
+    p.add_argument("--minutes", type=_non_negative_float, default=10.0, help="length of the run (default 10)")
+    p.add_argument("--every", type=_non_negative_float, default=60.0, metavar="S",
+                   help="seconds between faults, the first after S (default 60)")
+    p.add_argument("--baseline", action="store_true",
+                   help="first a fault-free run of the same length (SAVE_DIR/baseline) to compare the phase with; "
+                        "the faulted run goes to SAVE_DIR/chaos")
+    p.add_argument("--recover-s", type=_non_negative_float, default=30.0, metavar="S",
+                   help="no fault in the last heartbeat_timeout_s (config/graph.yaml) + S seconds, so the "
+                        "recovery from every fault is seen (default 30)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(no_progress=True)
+
+    p = sub.add_parser("soak", help="train for --minutes, sample RSS, open fds and threads of every process "
+                       "(/proc) after warm-up and at the end, and checkpoint disk use vs keep_last_checkpoints")
+    _add_graph_flags(p, training=True)
+    p.add_argument("--minutes", type=_non_negative_float, default=10.0, help="length of the run (default 10)")
+    p.add_argument("--warmup-s", type=_non_negative_float, default=120.0, metavar="S",
+                   help="first sample after S seconds: imports, allocator pools, the first replay chunks and "
+                        "the first checkpoint write settle (default 120)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
     p = sub.add_parser("eval", help="evaluation report per phase (policy: autopilot, random or a checkpoint)")
     p.add_argument("--policy", default="autopilot", help="autopilot | random | PATH to a checkpoint")
     p.add_argument("--phases", type=_phase_range, default=list(range(1, 11)), help="e.g. 1-10 or 1,3")
