@@ -28,17 +28,10 @@ class _Watch:
         self.replay_size = 0
 
     def attach(self, ros, supervisor) -> None:
-        from rclpy.node import Node
-
-        from carla_rl import topics
-        from carla_rl.nodes import qos_profiles as qos
-        from carla_rl_interfaces.msg import EpisodeStats, TrainingStats
+        from carla_rl.nodes.support.run_watch import run_watch_node
 
         self.supervisor = supervisor
-        node = Node("carla_rl_campaign_observer")
-        node.create_subscription(TrainingStats, topics.TRAINING_STATS, self._training, qos.EVENTS)
-        node.create_subscription(EpisodeStats, topics.EPISODE_STATS, self._episode, qos.EVENTS)
-        ros.add(node)
+        ros.add(run_watch_node(self._training, self._episode))
 
     def _training(self, msg) -> None:
         self.steps.append((self.now, int(msg.env_steps)))
