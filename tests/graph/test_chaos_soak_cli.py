@@ -8,8 +8,10 @@ every process hit is restarted.
 Soak: 2.5 minutes of training; the first sample after a warm-up of 75 s, the last at the end. Warm-up
 here means: the processes have started and the replay ring has gone round once (capacity lowered to
 2,000 slots with chunks of 500, so the ring's pages are all touched and the periodic checkpoints (every
-2 episodes) are rotating before the first sample). Bounds as for the long soak: RSS growth < 5 %, no
-fd or thread growth, periodic checkpoints on disk <= keep_last_checkpoints.
+2 episodes) are rotating before the first sample), in one phase: the run starts in phase 3 and holds it (no
+evaluation before the phase's budget of 300 episodes, no review episodes of earlier phases), since another
+phase's scenario (map, traffic) legitimately changes the simulators' memory. Bounds as for the long soak:
+RSS growth < 5 %, no fd or thread growth, periodic checkpoints on disk <= keep_last_checkpoints.
 """
 
 import json
@@ -28,10 +30,10 @@ pytest.importorskip("rclpy", reason="rclpy missing: run through `make test`")
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
-def config_copy(tmp_path, graph_subs=(), agent_subs=()):
+def config_copy(tmp_path, graph_subs=(), agent_subs=(), curriculum_subs=()):
     config = tmp_path / "config"
     shutil.copytree(CONFIG, config)
-    for name, subs in (("graph.yaml", graph_subs), ("agent.yaml", agent_subs)):
+    for name, subs in (("graph.yaml", graph_subs), ("agent.yaml", agent_subs), ("curriculum.yaml", curriculum_subs)):
         text = (config / name).read_text()
         for pattern, repl in subs:
             text, n = re.subn(pattern, repl, text, flags=re.M)
@@ -76,9 +78,12 @@ def test_chaos_two_minutes_fault_every_20_s(tmp_path):
 def test_soak_short_no_growth_after_warmup(tmp_path):
     config = config_copy(tmp_path, agent_subs=[(r"^(\s+capacity:) 100000", r"\1 2000"),
                                                (r"^(\s+replay_chunk_slots:) 4096", r"\1 500"),
-                                               (r"^(\s+checkpoint_every_episodes:) 50", r"\1 2")])
+                                               (r"^(\s+checkpoint_every_episodes:) 50", r"\1 2")],
+                         curriculum_subs=[(r"^(\s+evaluate_every_episodes:) 25", r"\1 0"),
+                                          (r"^(\s+review_share:) 0.2", r"\1 0.0")])
     code, out, err = run_cli(["--config", str(config), "soak", "--minutes", "2.5", "--warmup-s", "75",
-                              "--parallel-envs", "2", "--save-dir", str(tmp_path / "run"), "--json"],
+                              "--parallel-envs", "2", "--phase", "3", "--save-dir", str(tmp_path / "run"),
+                              "--json"],
                              timeout_s=175)
     report = json.loads(out)
     assert report["processes"], (report, err[-4000:])
