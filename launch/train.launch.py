@@ -1,6 +1,9 @@
 """Train on the embedded simulator (default) or CARLA:
 
     ros2 launch carla_rl train.launch.py num_envs:=4 device:=cuda rviz:=true
+    ros2 launch carla_rl train.launch.py role:=learner num_envs:=4 discovery:=server:10.0.0.1:11811
+
+(the second: envs from worker hosts, worker.launch.py)
 
 Arguments mirror `carla-rl train` flags (num_envs <-> --parallel-envs ...); both build the graph
 from carla_rl.graph.build_graph.

@@ -22,6 +22,14 @@ CASES = [
     (["bench", "learner", "--device", "tpu"], "device must be cpu or cuda"),
     (["train", "--backend", "gym", "--enable-profiler"], "--enable-profiler does not work with --backend gym"),
     (["train", "--backend", "gym", "--town", "Town03"], "--town needs --simulator carla or bridge"),
+    (["train", "--backend", "gym", "--role", "learner"], "--role does not work with --backend gym"),
+    (["train", "--role", "learner", "--discovery", "server:"], "server needs at least one address"),
+    (["train", "--role", "learner", "--discovery", "server:h:99999"], "port 99999 outside 1..65535"),
+    (["worker", "--envs", "2"], "the following arguments are required: --worker-index"),
+    (["worker", "--worker-index", "-1"], "worker_index must be >= 0"),
+    (["worker", "--worker-index", "600", "--envs", "2"], "env ids end at 1023"),
+    (["worker", "--worker-index", "0", "--composition", "halves"], "invalid choice"),
+    (["worker", "--worker-index", "0", "--discovery", "multicast"], "expected localhost, subnet"),
 ]
 
 

@@ -29,6 +29,15 @@ def test_share_of_some_envs():
     assert [i for i in range(-1, 7) if share.is_remote(i)] == [0, 2, 4]  # unknown env ids are no one's
 
 
+def test_share_of_no_env_counts_every_env_as_remote():
+    """The lead evaluator of a learner host: every env is scored on worker hosts."""
+    share = EnvShare([], 4, own=False)
+    assert share.env_ids == () and not share.covers_all
+    assert [i for i in range(-1, 6) if share.is_remote(i)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="scores no env of its own"):
+        EnvShare([1], 4, own=False)
+
+
 @pytest.mark.parametrize("env_ids,num_envs,message", [
     ([0, 4], 4, r"env_ids \[4\] outside 0..3"),
     ([-1], 2, r"env_ids \[-1\] outside 0..1"),

@@ -24,7 +24,9 @@ def _graph_options(args: Namespace, training: bool):
                            batch_size=args.batch_size, num_episodes=args.num_episodes,
                            num_eval_episodes=args.num_eval_episodes, town=args.town,
                            log_level=args.log_level, save_sensor_data=args.save_sensor_data,
-                           enable_profiler=args.enable_profiler, composition=args.composition)
+                           enable_profiler=args.enable_profiler, composition=args.composition,
+                           role=getattr(args, "role", "all"), reward_on=getattr(args, "reward_on", "worker"),
+                           discovery=getattr(args, "discovery", ""))
     try:
         options.validate()
     except ValueError as exc:
@@ -65,6 +67,7 @@ GYM_REFUSED_FLAGS: dict[str, tuple[str, str]] = {
     "save_sensor_data": ("--save-sensor-data", "it records the ROS graph's sensor topics"),
     "enable_profiler": ("--enable-profiler", "it profiles the ROS graph's node processes"),
     "composition": ("--composition", "it lays out the ROS graph's processes"),
+    "role": ("--role", "the gym backend steps every env in its own process"),
 }
 
 
@@ -105,6 +108,47 @@ def run_train(args: Namespace, config_dir: Path) -> int:
                      display=args.enable_pygame_display, stop_after_s=args.time_limit_s)
 
 
+def run_worker(args: Namespace, config_dir: Path) -> int:
+    """``carla-rl worker``: this host's envs (and their reward evaluator) for a learner elsewhere."""
+    from carla_rl.graph import GraphOptions
+
+    if args.town and args.simulator == "embedded":
+        raise CommandError("--town needs --simulator carla or bridge (the embedded simulator has its own roads)")
+    options = GraphOptions(role="worker", worker_index=args.worker_index, num_envs=args.envs,
+                           simulator=args.simulator, town=args.town, seed=args.seed, phase=args.phase,
+                           time_scale=args.time_scale, save_dir=str(Path(args.save_dir).resolve()),
+                           log_level=args.log_level, enable_profiler=args.enable_profiler,
+                           composition=args.composition, reward_on=args.reward_on, discovery=args.discovery,
+                           monitor=False)
+    try:
+        options.validate()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return run_graph(options, config_dir, progress=not args.no_progress, stop_after_s=args.time_limit_s)
+
+
+def run_discovery_server(args: Namespace, config_dir: Path) -> int:
+    """``carla-rl discovery-server``: Fast DDS's server binary in the foreground until Ctrl-C."""
+    import os
+    import subprocess
+
+    from carla_rl.graph.discovery import server_command
+
+    try:
+        command, env = server_command(args.listen, args.port)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    print(f"carla-rl: discovery server on {args.listen}:{args.port}; clients: --discovery "
+          f"server:<this host's address>:{args.port} or ROS_DISCOVERY_SERVER=<address>:{args.port}",
+          file=sys.stderr)
+    process = subprocess.Popen(command, env={**os.environ, **env})
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        return process.wait()
+
+
 def run_graph(options, config_dir: Path, progress: bool = True, display: bool = False,
               stop_after_s: float = 0.0, observer=None) -> int:
     """Run the training graph until the curriculum finishes, N episodes, or Ctrl-C."""
@@ -140,7 +184,9 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
 
         display_window = LiveDisplay(monitor, num_envs=options.num_envs)
     stop, previous = catch_stop_signals()
-    print(f"carla-rl: {len(specs)} nodes in {len(supervisor.processes)} processes ({options.composition}), "
+    role = {"learner": ", role learner (envs on worker hosts)",
+            "worker": f", role worker {options.worker_index}"}.get(options.role, "")
+    print(f"carla-rl: {len(specs)} nodes in {len(supervisor.processes)} processes ({options.composition}{role}), "
           f"{options.num_envs} env(s), simulator={options.simulator}, "
           f"device={options.device}; logs in {save_dir / 'logs'}, TensorBoard: "
           f"tensorboard --logdir {save_dir / 'tensorboard'}", file=sys.stderr)
@@ -288,6 +334,16 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
                                        seconds=args.seconds, preset=args.preset or None, config_dir=config_dir,
                                        variants=tuple(v for v in args.variants.split(",") if v) or None,
                                        profile=args.profile, trace_dir=args.trace_dir or None)
+    elif args.bench == "hosts":
+        from carla_rl.bench.hosts import HostsError, run_hosts_benchmark
+
+        try:
+            result = run_hosts_benchmark(envs_per_worker=args.envs_per_worker, discovery=args.discovery,
+                                         reward_on=args.reward_on, phase_s=args.phase_s,
+                                         domain_id=args.domain_id, save_dir=Path(args.save_dir),
+                                         config_dir=config_dir)
+        except HostsError as exc:
+            raise CommandError(str(exc)) from None
     elif args.bench == "chain":
         from carla_rl.bench.chain import run_chain_benchmark
 

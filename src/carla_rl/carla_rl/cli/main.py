@@ -4,9 +4,11 @@ Every subcommand that runs the graph builds it from :mod:`carla_rl.graph` (the s
 the launch files read) and runs it under :class:`carla_rl.graph.supervisor.Supervisor`. The flags:
 :mod:`carla_rl.cli.parser`.
 
-DDS discovery stays on this host unless asked otherwise: ``ROS_AUTOMATIC_DISCOVERY_RANGE`` defaults
-to ``LOCALHOST`` for the CLI and every node process it starts (set it, e.g. to ``SUBNET``, to reach
-other machines; docs/RELIABILITY.md). ``ROS_DOMAIN_ID`` is taken from the environment.
+DDS discovery (:mod:`carla_rl.graph.discovery`, flag ``--discovery``) is set once here for the CLI and
+every node process it starts. Without the flag, ``ROS_DISCOVERY_SERVER`` / ``ROS_STATIC_PEERS`` from the
+environment are kept; else ``ROS_AUTOMATIC_DISCOVERY_RANGE`` defaults to ``LOCALHOST`` (this host only;
+docs/RELIABILITY.md), and to ``SUBNET`` for the learner and worker roles (docs/DISTRIBUTED.md).
+``ROS_DOMAIN_ID`` is taken from the environment.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"carla-rl: error: config directory {config_dir} does not exist", file=sys.stderr)
         return 2
     os.environ["CARLA_RL_CONFIG_DIR"] = str(config_dir.resolve())
+    from carla_rl.graph import discovery
+
+    role = "worker" if args.command == "worker" else getattr(args, "role", "all")
+    try:
+        discovery.apply(discovery.resolve(getattr(args, "discovery", ""), role, os.environ), os.environ)
+    except ValueError as exc:
+        print(f"carla-rl: error: --discovery: {exc}", file=sys.stderr)
+        return 2
     limit_discovery()
     from carla_rl.contract.allocator import tune_allocator
 

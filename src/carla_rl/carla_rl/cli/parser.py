@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from carla_rl import __version__
-from carla_rl.graph import COMPOSITIONS, GraphOptions
+from carla_rl.graph import COMPOSITIONS, REWARD_HOSTS, WORKER_COMPOSITIONS, GraphOptions
+from carla_rl.graph.discovery import DEFAULT_SERVER_PORT, DISCOVERY_HELP
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -87,6 +88,16 @@ def _add_graph_flags(p: argparse.ArgumentParser, training: bool) -> None:
                    help="no progress bar (log lines instead; the gym backend always prints log lines)")
 
 
+def _add_host_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the learner and worker roles (graph spread over hosts)."""
+    p.add_argument("--reward-on", choices=REWARD_HOSTS, default=GraphOptions.reward_on,
+                   help="where the envs of worker hosts are scored: worker = a reward evaluator on each worker "
+                        "host (default; only rewards and episode statistics cross the network) | learner = one "
+                        "evaluator beside the policy (odometry, situation and events cross it); learner and "
+                        "workers must agree")
+    p.add_argument("--discovery", default="", metavar="SPEC", help=DISCOVERY_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="carla-rl",
@@ -113,6 +124,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit-s", type=_non_negative_float, default=0.0,
                    help="stop after this many seconds, with a final checkpoint (0 = until the curriculum "
                         "finishes, --num-episodes or Ctrl-C)")
+    p.add_argument("--role", choices=("all", "learner"), default="all",
+                   help="all = the whole graph on this host (default); learner = everything but the envs: "
+                        "--parallel-envs is then the total of the envs that worker hosts run (carla-rl worker)")
+    _add_host_flags(p)
+
+    p = sub.add_parser("worker", help="a worker host: run only envs (simulator + preprocessor, and their reward "
+                       "evaluator) for a learner on another host (carla-rl train --role learner)")
+    p.add_argument("--worker-index", type=int, required=True, metavar="I",
+                   help="this host's index, 0, 1, ...: its envs are I*N ... I*N+N-1 (ids and seeds never collide)")
+    p.add_argument("--envs", type=_positive_int, default=1, metavar="N", help="envs on this host (default 1)")
+    p.add_argument("--simulator", choices=("embedded", "carla", "bridge"), default="embedded",
+                   help="embedded simulator (default), CARLA direct client, or carla-ros-bridge adapter")
+    p.add_argument("--town", default="", help="CARLA town for --simulator carla|bridge")
+    p.add_argument("--seed", type=int, default=0, help="base seed, the learner's (default 0); each env's seed "
+                   "derives from it and the env's global id")
+    p.add_argument("--phase", type=_positive_int, default=1,
+                   help="phase until the curriculum manager's scenario arrives (default 1)")
+    p.add_argument("--time-scale", type=_non_negative_float, default=0.0,
+                   help="0 = as fast as possible (default); 1 = real time")
+    p.add_argument("--composition", choices=WORKER_COMPOSITIONS, default=GraphOptions.composition,
+                   help="process layout: none = a process per node; per_env = each env's simulator + "
+                        "preprocessor in one; envs = every env's and the reward evaluator in one "
+                        f"(default {GraphOptions.composition})")
+    p.add_argument("--save-dir", default="runs/worker", help="node logs of this host (default runs/worker)")
+    p.add_argument("--enable-profiler", action="store_true", help="profile every node (cProfile)")
+    p.add_argument("--time-limit-s", type=_non_negative_float, default=0.0,
+                   help="stop after this many seconds (0 = until the curriculum finishes or Ctrl-C)")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    _add_host_flags(p)
+
+    p = sub.add_parser("discovery-server", help="run a Fast DDS Discovery Server (for --discovery server:HOST:PORT "
+                       "or ROS_DISCOVERY_SERVER=HOST:PORT where multicast does not reach the other hosts)")
+    p.add_argument("--listen", default="0.0.0.0", metavar="ADDRESS",
+                   help="IPv4 address to listen on (default 0.0.0.0: every interface)")
+    p.add_argument("--port", type=_positive_int, default=DEFAULT_SERVER_PORT,
+                   help=f"UDP port (default {DEFAULT_SERVER_PORT})")
 
     p = sub.add_parser("chaos", help="fault campaign: train while SIGKILLing or SIGSTOPping (left stopped for the "
                        "supervisor's liveness check) a random process of the graph every --every seconds; report "
@@ -166,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_non_negative_float, default=10.0)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("bench", help="benchmarks: sim, learner, graph, chain")
+    p = sub.add_parser("bench", help="benchmarks: sim, learner, graph, chain, hosts")
     bench = p.add_subparsers(dest="bench", metavar="WHAT", parser_class=OneLineErrorParser)
     bench.required = True
     b = bench.add_parser("sim", help="core simulator steps/s with all sensors")
@@ -201,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "(image + odometry -> tiny observation -> command), steps/s and latency")
     b.add_argument("--envs", type=_positive_int, default=1)
     b.add_argument("--seconds", type=_non_negative_float, default=10.0)
+    b.add_argument("--json", action="store_true")
+
+    b = bench.add_parser("hosts", help="a learner host and two worker hosts as network namespaces on this machine "
+                         "(root, ip netns; multicast blocked): steps/s with one and two workers, DDS bytes per env "
+                         "step between hosts, a worker's discovery time, a worker link down and back up")
+    b.add_argument("--envs-per-worker", type=_positive_int, default=1)
+    b.add_argument("--discovery", choices=("server", "peers"), default="server",
+                   help="server: a Fast DDS Discovery Server on the learner host (default); peers: static peers")
+    b.add_argument("--reward-on", choices=REWARD_HOSTS, default=GraphOptions.reward_on)
+    b.add_argument("--phase-s", type=_non_negative_float, default=20.0, metavar="S",
+                   help="seconds of each measured stretch (one worker, two workers, outage, after) (default 20)")
+    b.add_argument("--domain-id", type=int, default=-1,
+                   help="ROS_DOMAIN_ID of the hosts (default: ROS_DOMAIN_ID from the environment, else 0)")
+    b.add_argument("--save-dir", default="runs/bench_hosts", help="logs of every host's processes")
     b.add_argument("--json", action="store_true")
 
     p = sub.add_parser("record", help="record topics to an MCAP file (ROS 2 CDR)")

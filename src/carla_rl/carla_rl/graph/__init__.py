@@ -40,6 +40,20 @@ HALVES_FIRST_SHARE = 0.25        # halves: the share of the envs beside the poli
                                  # order, so the other container's batch goes out before the policy's
                                  # own envs step
 HALVES_NAMESPACE = "/half_1"     # halves: namespace of the second container and its reward evaluator
+# Roles (carla-rl train --role, carla-rl worker; the launch argument ``role``): where the graph's nodes run
+#   all      the whole graph on this host
+#   learner  everything but the envs: policy, curriculum manager, monitor and the evaluator that leads the
+#            evaluations; the envs (num_envs in all) join from worker hosts
+#   worker   only envs: num_envs of them, global ids worker_index*num_envs ... (so workers never collide),
+#            each a simulator + preprocessor, and (reward_on worker) a reward evaluator scoring them
+ROLES = ("all", "learner", "worker")
+REWARD_HOSTS = ("worker", "learner")
+WORKER_COMPOSITIONS = ("none", "per_env", "envs")   # a worker hosts envs only: no policy to share a process with
+LEARNER_COMPOSITIONS = ("none", "per_env", "envs", "all")  # no envs here: all = the policy, curriculum
+                                                    # manager and lead evaluator in one; the others a process each
+MAX_ENVS_PER_HOST = 64
+MAX_ENVS = 1024                                     # the policy's num_envs range (nodes/dqn_policy_node.py)
+WORKER_NAMESPACE = "/worker_{index}"                # a worker's reward evaluator and container: unique names
 HALVES_ACT_THREADS = 1           # halves: the policy's composed_act_threads (the other container needs the
                                  # second core; N = 8: 502 steps/s with 1, 404 with 2; 2026-11-26, 6273e09)
 
@@ -67,10 +81,33 @@ class GraphOptions:
     monitor: bool = True              # TensorBoard writer node
     config_dir: str = ""              # default: the package's config directory
     composition: str = "envs"         # none | per_env | envs | all | halves (COMPOSITIONS)
+    role: str = "all"                 # all | learner | worker (ROLES)
+    worker_index: int = 0             # worker: this host's envs are worker_index*num_envs ... + num_envs - 1
+    reward_on: str = "worker"         # learner / worker roles: where worker-hosted envs are scored
+    discovery: str = ""               # graph.discovery: "" = from the environment, else by role
 
     def validate(self) -> None:
-        if not 1 <= self.num_envs <= 64:
-            raise ValueError(f"num_envs must be in 1..64, got {self.num_envs}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        limit = MAX_ENVS if self.role == "learner" else MAX_ENVS_PER_HOST
+        if not 1 <= self.num_envs <= limit:
+            raise ValueError(f"num_envs must be in 1..{limit}, got {self.num_envs}")
+        if self.worker_index < 0 or (self.worker_index and self.role != "worker"):
+            raise ValueError(f"worker_index must be >= 0 and is for role worker only, got {self.worker_index} "
+                             f"(role {self.role})")
+        if self.role == "worker" and (self.worker_index + 1) * self.num_envs > MAX_ENVS:
+            raise ValueError(f"worker {self.worker_index} with {self.num_envs} envs reaches env id "
+                             f"{(self.worker_index + 1) * self.num_envs - 1}; env ids end at {MAX_ENVS - 1}")
+        if self.reward_on not in REWARD_HOSTS:
+            raise ValueError(f"reward_on must be one of {', '.join(REWARD_HOSTS)}, got {self.reward_on!r}")
+        allowed = {"worker": WORKER_COMPOSITIONS, "learner": LEARNER_COMPOSITIONS}.get(self.role, COMPOSITIONS)
+        if self.composition not in allowed:
+            raise ValueError(f"composition {self.composition!r} does not apply to role {self.role}; use one of "
+                             f"{', '.join(allowed)}")
+        if self.discovery:
+            from carla_rl.graph.discovery import parse
+
+            parse(self.discovery)  # ValueError: what is wrong with it
         if self.simulator not in SIMULATORS:
             raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {self.simulator!r}")
         if self.composition not in COMPOSITIONS:
@@ -107,6 +144,14 @@ OPTION_FLAGS: dict[str, tuple[str, str]] = {
     "enable_profiler": ("--enable-profiler", "Profile every node (cProfile)"),
     "monitor": ("", "Start the TensorBoard writer node"),
     "config_dir": ("--config", "Config directory (default: the package's share/carla_rl/config)"),
+    "role": ("--role", "all (the whole graph on this host) | learner (everything but the envs, which join "
+             "from worker hosts: carla-rl worker)"),
+    "worker_index": ("", "carla-rl worker --worker-index: this host's index; its envs are "
+                     "worker_index*N ... worker_index*N+N-1"),
+    "reward_on": ("--reward-on", "learner / worker roles: where the envs of worker hosts are scored: worker "
+                  "(a reward evaluator per worker host; default) | learner (one evaluator beside the policy)"),
+    "discovery": ("--discovery", "DDS discovery: localhost | subnet | server:HOST:PORT | peers:HOST,HOST "
+                  "(default: the environment, else localhost, or subnet for the learner and worker roles)"),
     "composition": ("--composition", "Process layout: none (a process per node) | per_env (an env's simulator "
                     "+ preprocessor share one) | envs (every env's, plus the reward evaluator, share one) | all "
                     "(those, the policy and the curriculum manager share one) | halves (two: each with a "
@@ -207,11 +252,26 @@ def group_processes(specs: list[NodeSpec]) -> list[ProcessSpec]:
     return processes
 
 
+def env_ids(options: GraphOptions) -> list[int]:
+    """The global ids of the envs this host runs: 0..num_envs-1 (role all), none (learner), or a worker's
+    block worker_index*num_envs ... (ids never collide between workers; seeds derive from them)."""
+    if options.role == "learner":
+        return []
+    first = options.worker_index * options.num_envs if options.role == "worker" else 0
+    return list(range(first, first + options.num_envs))
+
+
+def worker_namespace(options: GraphOptions) -> str:
+    return WORKER_NAMESPACE.format(index=options.worker_index)
+
+
 def env_shares(options: GraphOptions) -> list[list[int]]:
     """The envs of each reward evaluator (and, in ``halves``, of each container): one share of every env,
     or under ``halves`` with more than one env the last HALVES_FIRST_SHARE of them (beside the policy)
-    and the rest (apart from it, behind the batch links)."""
-    envs = list(range(options.num_envs))
+    and the rest (apart from it, behind the batch links). A worker: its envs; the learner: none."""
+    envs = env_ids(options)
+    if options.role != "all":
+        return [envs] if envs else []
     if options.composition != "halves" or options.num_envs < 2 or options.simulator not in COMPOSABLE_SIMULATORS:
         return [envs]
     beside = min(max(int(options.num_envs * HALVES_FIRST_SHARE), 1), options.num_envs - 1)
@@ -232,8 +292,15 @@ def _linked_remappings(role: str, env_ids: list[int]) -> tuple[tuple[str, str], 
 def _container_of(options: GraphOptions, role: str, env_id: int, share: int = 0) -> str:
     """The container (fqn) hosting a node under ``options.composition``; "" = its own process.
     ``share``: the index of the node's env share (env_shares) for the reward evaluators and batch links."""
-    if options.composition == "none" or options.simulator not in COMPOSABLE_SIMULATORS:
+    if options.composition == "none":
         return ""
+    if options.role == "learner":  # composition all: the policy, curriculum manager and lead evaluator
+        in_one = options.composition == "all" and role in ("reward", "policy", "curriculum")
+        return "/graph_container" if in_one else ""
+    if options.simulator not in COMPOSABLE_SIMULATORS:
+        return ""
+    if options.role == "worker" and options.composition == "envs":
+        return f"{worker_namespace(options)}/env_container"
     if options.composition == "halves":
         if role in ("simulator", "preprocessor"):
             share = next(i for i, ids in enumerate(env_shares(options)) if env_id in ids)
@@ -258,7 +325,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
     }[options.simulator]
     shares = env_shares(options)
     linked = set(shares[1]) if len(shares) > 1 else set()  # envs behind the batch links
-    for env_id in range(options.num_envs):
+    for env_id in env_ids(options):
         ns = topics.env_namespace(env_id)
         remap = env_id in linked
         sim_params: dict[str, Any] = {"shell.env_id": env_id, "shell.seed": options.seed,
@@ -278,6 +345,8 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
                               parameters={"env_id": env_id}, role="preprocessor",
                               remappings=_linked_remappings("preprocessor", [env_id]) if remap else (),
                               container=_container_of(options, "preprocessor", env_id)))
+    if options.role == "worker":
+        return specs + _reward_specs(options, shares)
     policy_params: dict[str, Any] = {"num_envs": options.num_envs, "device": options.device,
                                      "save_dir": options.save_dir, "seed": options.seed,
                                      "training": options.training,
@@ -291,16 +360,7 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
                           params_files=("sim.yaml", *agent_params_files(options.device)),
                           parameters=policy_params, role="policy", critical=True,
                           container=_container_of(options, "policy", 0)))
-    for i, env_ids in enumerate(shares):
-        reward_params: dict[str, Any] = {"num_envs": options.num_envs}
-        if len(shares) > 1:  # the first leads the evaluations (lead_evaluation defaults to True)
-            reward_params.update({"env_ids": env_ids, "lead_evaluation": i == 0})
-        specs.append(NodeSpec(name="reward_evaluator", executable="reward_evaluator",
-                              namespace="" if i == 0 else HALVES_NAMESPACE,
-                              params_files=("sim.yaml", "reward.yaml", "curriculum.yaml"),
-                              parameters=reward_params, role="reward", critical=True,
-                              remappings=_linked_remappings("reward", env_ids) if i > 0 else (),
-                              container=_container_of(options, "reward", 0, share=i)))
+    specs += _reward_specs(options, shares)
     if linked:  # one batch link beside the envs apart from the policy, one beside the policy
         for side, share in (("envs", 1), ("policy", 0)):
             specs.append(NodeSpec(name=f"batch_link_{side}", executable="batch_link", namespace=HALVES_NAMESPACE,
@@ -324,6 +384,38 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
                                           "record_mcap": options.save_sensor_data,
                                           "mcap_dir": str(Path(options.save_dir) / "recordings")},
                               role="monitor"))
+    return specs
+
+
+def _reward_specs(options: GraphOptions, shares: list[list[int]]) -> list[NodeSpec]:
+    """The reward evaluators: one per env share (role all; the first leads the evaluations); on a worker
+    one scoring its envs (reward_on worker) or none; on the learner the lead evaluator, scoring every
+    env (reward_on learner) or none of its own (their scores come from the workers' evaluators)."""
+    files = ("sim.yaml", "reward.yaml", "curriculum.yaml")
+
+    def spec(params: dict[str, Any], namespace: str = "", share: int = 0, remappings=()) -> NodeSpec:
+        return NodeSpec(name="reward_evaluator", executable="reward_evaluator", namespace=namespace,
+                        params_files=files, parameters=params, role="reward", critical=True,
+                        remappings=remappings, container=_container_of(options, "reward", 0, share=share))
+
+    if options.role == "worker":
+        if options.reward_on != "worker":
+            return []
+        ids = shares[0]
+        return [spec({"num_envs": ids[-1] + 1, "env_ids": ids, "lead_evaluation": False},
+                     namespace=worker_namespace(options))]
+    if options.role == "learner":
+        params: dict[str, Any] = {"num_envs": options.num_envs}
+        if options.reward_on == "worker":
+            params["score_envs"] = False
+        return [spec(params)]
+    specs = []
+    for i, ids in enumerate(shares):
+        reward_params: dict[str, Any] = {"num_envs": options.num_envs}
+        if len(shares) > 1:  # the first leads the evaluations (lead_evaluation defaults to True)
+            reward_params.update({"env_ids": ids, "lead_evaluation": i == 0})
+        specs.append(spec(reward_params, namespace="" if i == 0 else HALVES_NAMESPACE, share=i,
+                          remappings=_linked_remappings("reward", ids) if i > 0 else ()))
     return specs
 
 

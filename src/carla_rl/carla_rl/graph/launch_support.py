@@ -35,7 +35,19 @@ def declare_arguments(overrides: dict[str, str] | None = None) -> list:
     return actions
 
 
-def node_action(spec: NodeSpec, config_dir: Path, log_level: str):
+def discovery_environment(options: GraphOptions, environ=None) -> dict[str, str]:
+    """The DDS discovery variables of the graph's processes (:mod:`carla_rl.graph.discovery`, as the CLI
+    sets them): the launch argument ``discovery``, else the environment's, else the role's default.
+    Variables to remove come as "" (an empty ROS_DISCOVERY_SERVER / ROS_STATIC_PEERS means none)."""
+    import os
+
+    from carla_rl.graph import discovery
+
+    chosen = discovery.resolve(options.discovery, options.role, os.environ if environ is None else environ)
+    return chosen.environment() if chosen is not None else {}
+
+
+def node_action(spec: NodeSpec, config_dir: Path, log_level: str, env: dict[str, str] | None = None):
     """The launch_ros Node for one NodeSpec: same name, namespace, parameter files, overrides, remaps."""
     from launch_ros.actions import Node
 
@@ -44,10 +56,12 @@ def node_action(spec: NodeSpec, config_dir: Path, log_level: str):
                 parameters=[str(config_dir / f) for f in spec.params_files] + [dict(spec.parameters)],
                 remappings=list(spec.remappings), respawn=spec.critical,
                 respawn_delay=RESPAWN_DELAY_S if spec.critical else None,
-                arguments=["--ros-args", "--log-level", log_level], output="screen")
+                arguments=["--ros-args", "--log-level", log_level], output="screen",
+                additional_env=dict(env or {}))
 
 
-def container_action(process: ProcessSpec, config_dir: Path, log_level: str, params_dir: Path):
+def container_action(process: ProcessSpec, config_dir: Path, log_level: str, params_dir: Path,
+                     env: dict[str, str] | None = None):
     """A component container (several nodes in one process, nodes/component_container_node.py) as a
     launch_ros Node: each hosted node's parameter files, overrides (a node-keyed params file, as
     launch_ros writes for a Node's dicts) and remappings travel in its ``--component`` section."""
@@ -57,21 +71,23 @@ def container_action(process: ProcessSpec, config_dir: Path, log_level: str, par
                 namespace=process.namespace or "",
                 arguments=process_arguments(process, config_dir, log_level, params_dir),
                 respawn=process.critical, respawn_delay=RESPAWN_DELAY_S if process.critical else None,
-                output="screen")
+                output="screen", additional_env=dict(env or {}))
 
 
-def process_actions(specs: list[NodeSpec], config_dir: Path, log_level: str) -> list:
-    """One launch action per process of the graph (a node alone, or its component container)."""
+def process_actions(specs: list[NodeSpec], config_dir: Path, log_level: str,
+                    env: dict[str, str] | None = None) -> list:
+    """One launch action per process of the graph (a node alone, or its component container); ``env``:
+    variables added to each process's environment (DDS discovery)."""
     import tempfile
 
     actions = []
     params_dir = None
     for process in group_processes(specs):
         if not process.is_container:
-            actions.append(node_action(process.components[0], config_dir, log_level))
+            actions.append(node_action(process.components[0], config_dir, log_level, env))
             continue
         params_dir = params_dir or Path(tempfile.mkdtemp(prefix="carla_rl_launch_params_"))
-        actions.append(container_action(process, config_dir, log_level, params_dir))
+        actions.append(container_action(process, config_dir, log_level, params_dir, env))
     return actions
 
 
@@ -85,7 +101,7 @@ def graph_actions(build: Callable[[GraphOptions], list[NodeSpec]], fixed: dict[s
         values.update(fixed or {})
         options = options_from_strings(values)
         config_dir = Path(options.config_dir) if options.config_dir else default_config_dir()
-        return process_actions(build(options), config_dir, options.log_level)
+        return process_actions(build(options), config_dir, options.log_level, discovery_environment(options))
 
     return OpaqueFunction(function=_resolve)
 

@@ -48,6 +48,8 @@ class RewardNodeConfig:
     env_ids: list[int] = param(default_factory=list, description="The envs this evaluator scores (several "
                                "evaluators: disjoint shares); empty = every env 0..num_envs-1", low=0,
                                high=1023, read_only=True)
+    score_envs: bool = param(True, "Score envs of its own (env_ids); False: none, only lead the evaluations "
+                             "(the learner host's evaluator when worker hosts score their envs)", read_only=True)
     lead_evaluation: bool = param(True, "Serve /carla_rl/evaluate and switch the policy's evaluation mode; "
                                   "count the evaluation episodes of every env (the other evaluators' from "
                                   "/carla_rl/episode_stats). Exactly one evaluator of a graph leads",
@@ -92,7 +94,7 @@ class RewardEvaluatorNode(ComposableNode):
         self.phases = declare_phases(self)
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
         try:
-            self.share = EnvShare(self.cfg.env_ids, self.cfg.num_envs)
+            self.share = EnvShare(self.cfg.env_ids, self.cfg.num_envs, own=self.cfg.score_envs)
         except ValueError as exc:
             raise ConfigError(f"node '{self.get_name()}' parameters: {exc}") from None
         self.envs = []

@@ -96,10 +96,11 @@ class EnvShare:
     share (one per process, so that each process closes its own envs' lockstep chain). One of them
     leads the evaluations: it counts the evaluation episodes of its own envs as it finishes them and
     the others' from their published episode statistics (:meth:`is_remote`; its own come back on
-    that topic too and were already counted).
+    that topic too and were already counted). ``own=False``: no env of its own (the lead evaluator on a
+    learner host, whose envs are all scored by the evaluators of worker hosts).
     """
 
-    def __init__(self, env_ids: Iterable[int], num_envs: int) -> None:
+    def __init__(self, env_ids: Iterable[int], num_envs: int, own: bool = True) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
         ids = [int(i) for i in env_ids]
@@ -109,8 +110,10 @@ class EnvShare:
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
             raise ValueError(f"env_ids {repeated} listed more than once")
+        if ids and not own:
+            raise ValueError(f"env_ids {ids} given to an evaluator that scores no env of its own")
         self.num_envs = num_envs
-        self.env_ids: tuple[int, ...] = tuple(sorted(ids)) if ids else tuple(range(num_envs))
+        self.env_ids: tuple[int, ...] = (tuple(sorted(ids)) if ids else tuple(range(num_envs))) if own else ()
         self._served = frozenset(self.env_ids)
 
     @property
