@@ -338,8 +338,9 @@ def run_bench(args: Namespace, config_dir: Path) -> int:
         from carla_rl.bench.hosts import HostsError, run_hosts_benchmark
 
         try:
-            result = run_hosts_benchmark(envs_per_worker=args.envs_per_worker, discovery=args.discovery,
+            result = run_hosts_benchmark(envs_per_worker=args.envs_per_worker, discovery=args.hosts_discovery,
                                          reward_on=args.reward_on, phase_s=args.phase_s,
+                                         outage_s=args.outage_s,
                                          domain_id=args.domain_id, save_dir=Path(args.save_dir),
                                          config_dir=config_dir)
         except HostsError as exc:

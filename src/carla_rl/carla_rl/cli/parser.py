@@ -254,11 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "(root, ip netns; multicast blocked): steps/s with one and two workers, DDS bytes per env "
                          "step between hosts, a worker's discovery time, a worker link down and back up")
     b.add_argument("--envs-per-worker", type=_positive_int, default=1)
-    b.add_argument("--discovery", choices=("server", "peers"), default="server",
+    b.add_argument("--discovery", dest="hosts_discovery", choices=("server", "peers"), default="server",
                    help="server: a Fast DDS Discovery Server on the learner host (default); peers: static peers")
     b.add_argument("--reward-on", choices=REWARD_HOSTS, default=GraphOptions.reward_on)
     b.add_argument("--phase-s", type=_non_negative_float, default=20.0, metavar="S",
-                   help="seconds of each measured stretch (one worker, two workers, outage, after) (default 20)")
+                   help="seconds of each measured stretch: one worker, two workers, after the rejoin (default 20)")
+    b.add_argument("--outage-s", type=_non_negative_float, default=30.0, metavar="S",
+                   help="seconds worker 0's link stays down (default 30: longer than Fast DDS's 20 s lease, so "
+                        "the hosts forget each other and worker 0 must be discovered again)")
     b.add_argument("--domain-id", type=int, default=-1,
                    help="ROS_DOMAIN_ID of the hosts (default: ROS_DOMAIN_ID from the environment, else 0)")
     b.add_argument("--save-dir", default="runs/bench_hosts", help="logs of every host's processes")
