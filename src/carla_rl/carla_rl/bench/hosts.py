@@ -281,7 +281,8 @@ class HostsBenchmark:
                 "env_steps_per_s": round(steps / elapsed, 1) if elapsed > 0 else 0.0,
                 "learner_link_bytes_per_s": round(learner_bytes / elapsed) if elapsed > 0 else 0,
                 "learner_link_bytes_per_env_step": round(learner_bytes / steps) if steps else None,
-                "worker_link_bytes": {f"worker{i}": end[w.name] - start[w.name] for i, w in enumerate(self.workers)}}
+                "worker_link_bytes": {f"worker{i}": end[w.name] - start[w.name] for i, w in enumerate(self.workers)},
+                "load_average_1min": round(os.getloadavg()[0], 2)}  # the machine's, other work included
 
     def run(self) -> dict:
         self.save_dir.mkdir(parents=True, exist_ok=True)
