@@ -14,7 +14,7 @@ machine past the links). The run:
 4. worker 0's link goes down for ``outage_s`` (the policy goes on with worker 1's envs),
 5. the link comes back: worker 0 rejoins (link up -> its first observation again); ``phase_s`` after.
 
-Figures: env steps/s acted on by the policy (its TrainingStats), bytes on each host's link
+Figures: env steps/s acted on by the policy (its commands, counted by the probe), bytes on each host's link
 (/sys/class/net/<veth>/statistics, both directions) per env step, discovery and rejoin times, env steps
 during the outage. Needs root and ``ip`` (iproute2) with network namespaces; every namespace, link and
 process it made is removed at the end, also after an error or Ctrl-C.
@@ -74,6 +74,17 @@ class Host:
     name: str        # network namespace
     address: str
     veth: str        # the host-side end, on the bridge (its counters: everything the host sent and received)
+
+    def snmp(self, table: str, counter: str) -> int:
+        """A counter of the host's /proc/net/snmp (its namespace's): e.g. Udp RcvbufErrors (datagrams
+        dropped for a full socket receive buffer: each lost sample costs a DDS retransmission), Ip
+        ReasmOKs (datagrams reassembled from fragments: samples larger than the MTU)."""
+        text = subprocess.run(["ip", "netns", "exec", self.name, "cat", "/proc/net/snmp"], capture_output=True,
+                              text=True).stdout
+        rows = [line.split()[1:] for line in text.splitlines() if line.startswith(f"{table}:")]
+        if len(rows) < 2 or counter not in rows[0]:
+            return 0
+        return int(rows[1][rows[0].index(counter)])
 
     def link_bytes(self) -> int:
         stats = Path("/sys/class/net") / self.veth / "statistics"
@@ -175,14 +186,17 @@ class Probe:
                 self.changed.wait(left)
 
     def next_stats(self, after: float, timeout_s: float = 30.0) -> dict:
-        return self.wait_for(lambda r: r["kind"] == "stats", timeout_s, "the policy's training stats",
+        return self.wait_for(lambda r: r["kind"] == "stats", timeout_s, "the probe's count of acted steps",
                              since=after)
 
-    def steps_at(self, t: float) -> int:
-        """The policy's env steps by time ``t`` (the last stats record before it)."""
+    def steps_at(self, t: float, envs=None) -> int:
+        """The env steps the policy acted on by time ``t`` (the last count before it): of every env, or
+        of ``envs``."""
         with self.changed:
             before = [r for r in self.records if r["kind"] == "stats" and r["t"] <= t]
-        return before[-1]["env_steps"] if before else 0
+        if not before:
+            return 0
+        return before[-1]["env_steps"] if envs is None else sum(before[-1]["per_env"][e] for e in envs)
 
 
 class HostsBenchmark:
@@ -236,6 +250,7 @@ class HostsBenchmark:
                                         "--save-dir", str(self.save_dir / label)])
 
     def start_worker(self, index: int) -> float:
+        self.join_bytes_start = self.workers[index].link_bytes()
         t0 = time.monotonic()
         self.cli(self.workers[index], f"worker{index}", "worker", "--worker-index", str(index),
                  "--envs", str(self.envs))
@@ -272,8 +287,13 @@ class HostsBenchmark:
         stats records)."""
         first = self.probe.next_stats(time.monotonic())
         start = {h.name: h.link_bytes() for h in self.network.hosts}
+        drops = {h.name: h.snmp("Udp", "RcvbufErrors") for h in self.network.hosts}
+        reassembled = self.learner.snmp("Ip", "ReasmOKs")
         last = self.probe.next_stats(first["t"] + seconds, timeout_s=seconds + 30.0)
         end = {h.name: h.link_bytes() for h in self.network.hosts}
+        reassembled = self.learner.snmp("Ip", "ReasmOKs") - reassembled
+        drops = {name: h.snmp("Udp", "RcvbufErrors") - drops[h.name]
+                 for name, h in zip(("learner", "worker0", "worker1"), self.network.hosts)}
         steps = last["env_steps"] - first["env_steps"]
         elapsed = last["t"] - first["t"]
         learner_bytes = end[self.learner.name] - start[self.learner.name]
@@ -282,6 +302,9 @@ class HostsBenchmark:
                 "learner_link_bytes_per_s": round(learner_bytes / elapsed) if elapsed > 0 else 0,
                 "learner_link_bytes_per_env_step": round(learner_bytes / steps) if steps else None,
                 "worker_link_bytes": {f"worker{i}": end[w.name] - start[w.name] for i, w in enumerate(self.workers)},
+                "udp_receive_buffer_drops": drops,
+                # large datagrams (observations) the learner host received per env step: > 1 = resent
+                "learner_reassembled_datagrams_per_env_step": round(reassembled / steps, 2) if steps else None,
                 "load_average_1min": round(os.getloadavg()[0], 2)}  # the machine's, other work included
 
     def run(self) -> dict:
@@ -298,7 +321,8 @@ class HostsBenchmark:
         # a discovery server tells a client only of the endpoints matching its own: the probe sees the
         # policy's subscriptions (its readiness) as a super client, as ros2 CLI tools must
         probe_env["ROS_SUPER_CLIENT"] = "TRUE" if self.discovery == "server" else ""
-        probe = self.spawn(self.learner, "probe", [sys.executable, "-m", "carla_rl.nodes.support.hosts_probe"],
+        probe = self.spawn(self.learner, "probe", [sys.executable, "-m", "carla_rl.nodes.support.hosts_probe",
+                                                       "--envs", str(2 * self.envs)],
                            {k: v for k, v in probe_env.items() if v}, pipes=True)
         self.probe = Probe(probe)
         self.probe.start_reading()
@@ -313,19 +337,24 @@ class HostsBenchmark:
         discovery = {}
         t0 = self.start_worker(0)
         discovery["worker0"] = round(self.first_observation(0, t0, "worker 0") - t0, 2)
+        join_bytes = {"worker0": self.workers[0].link_bytes() - self.join_bytes_start}
         time.sleep(SETTLE_S)  # the first steps after the policy built its agent are not typical
         result["one_worker"] = self.window(self.phase_s)
         t1 = self.start_worker(1)
         discovery["worker1"] = round(self.first_observation(self.envs, t1, "worker 1") - t1, 2)
+        join_bytes["worker1"] = self.workers[1].link_bytes() - self.join_bytes_start
         time.sleep(SETTLE_S)
         result["two_workers"] = self.window(self.phase_s)
         result["discovery_s"] = discovery  # worker process start -> first observation at the learner host
+        result["join_bytes"] = join_bytes  # on the worker's link from its start to that first observation
         t_down = time.monotonic()
         self.network.set_link(self.workers[0], up=False)
         outage = self.window(self.outage_s)
         t_up = time.monotonic()
         self.network.set_link(self.workers[0], up=True)
         outage["env_steps_while_down"] = self.probe.steps_at(t_up) - self.probe.steps_at(t_down)
+        outage["worker0_env_steps_while_down"] = (self.probe.steps_at(t_up, range(self.envs))
+                                                  - self.probe.steps_at(t_down, range(self.envs)))
         result["worker0_link_down"] = outage
         result["rejoin_s"] = round(self.first_observation(0, t_up, "worker 0 after its link came back") - t_up, 2)
         time.sleep(SETTLE_S)
