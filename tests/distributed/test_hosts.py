@@ -25,6 +25,8 @@ def test_workers_join_leave_and_rejoin_a_learner_on_another_host(tmp_path):
     down = result["worker0_link_down"]
     assert down["worker_link_bytes"]["worker0"] == 0  # the link was really down
     assert down["env_steps_while_down"] > 0           # the policy went on with worker 1's env
+    # and on none of worker 0's (at most the one tick in flight when the link went down: lockstep)
+    assert down["worker0_env_steps_while_down"] <= 1
     assert down["worker_link_bytes"]["worker1"] > 0
     assert result["rejoin_s"] >= 0                     # worker 0's observations reached the learner again
     assert result["after_rejoin"]["worker_link_bytes"]["worker0"] > 0

@@ -189,6 +189,11 @@ class Probe:
         return self.wait_for(lambda r: r["kind"] == "stats", timeout_s, "the probe's count of acted steps",
                              since=after)
 
+    def steps_after(self, t: float, envs=None) -> int:
+        """The env steps acted on by the first count after ``t`` (of every env, or of ``envs``)."""
+        record = self.next_stats(t)
+        return record["env_steps"] if envs is None else sum(record["per_env"][e] for e in envs)
+
     def steps_at(self, t: float, envs=None) -> int:
         """The env steps the policy acted on by time ``t`` (the last count before it): of every env, or
         of ``envs``."""
@@ -352,9 +357,10 @@ class HostsBenchmark:
         outage = self.window(self.outage_s)
         t_up = time.monotonic()
         self.network.set_link(self.workers[0], up=True)
-        outage["env_steps_while_down"] = self.probe.steps_at(t_up) - self.probe.steps_at(t_down)
+        # from the first count after the link went down to the last before it came up
+        outage["env_steps_while_down"] = self.probe.steps_at(t_up) - self.probe.steps_after(t_down)
         outage["worker0_env_steps_while_down"] = (self.probe.steps_at(t_up, range(self.envs))
-                                                  - self.probe.steps_at(t_down, range(self.envs)))
+                                                  - self.probe.steps_after(t_down, range(self.envs)))
         result["worker0_link_down"] = outage
         result["rejoin_s"] = round(self.first_observation(0, t_up, "worker 0 after its link came back") - t_up, 2)
         time.sleep(SETTLE_S)
