@@ -109,6 +109,7 @@ def test_learner_may_run_more_envs_than_one_host():
 
 @pytest.mark.parametrize("cli_argv,launch_args", [
     (["--worker-index", "1", "--envs", "2"], {"worker_index": "1", "num_envs": "2"}),
+    (["--worker-index", "0", "--discovery", "peers:10.0.0.1"], {"worker_index": "0", "discovery": "peers:10.0.0.1"}),
     (["--worker-index", "2", "--envs", "3", "--composition", "per_env", "--seed", "5", "--reward-on", "learner"],
      {"worker_index": "2", "num_envs": "3", "composition": "per_env", "seed": "5", "reward_on": "learner"}),
 ])
@@ -128,6 +129,7 @@ def test_worker_launch_builds_the_cli_worker_graph(tmp_path, monkeypatch, cli_ar
         if not process.is_container:
             assert action.kwargs["parameters"][-1] == process.components[0].parameters
         assert action.kwargs["additional_env"] == discovery_environment(captured["options"])
+        assert bool(action.kwargs["additional_env"]) == ("discovery" in launch_args)  # none: environment as is
 
 
 def test_train_launch_takes_the_learner_role(tmp_path):

@@ -35,16 +35,14 @@ def declare_arguments(overrides: dict[str, str] | None = None) -> list:
     return actions
 
 
-def discovery_environment(options: GraphOptions, environ=None) -> dict[str, str]:
-    """The DDS discovery variables of the graph's processes (:mod:`carla_rl.graph.discovery`, as the CLI
-    sets them): the launch argument ``discovery``, else the environment's, else the role's default.
-    Variables to remove come as "" (an empty ROS_DISCOVERY_SERVER / ROS_STATIC_PEERS means none)."""
-    import os
-
+def discovery_environment(options: GraphOptions) -> dict[str, str]:
+    """The DDS discovery variables of the graph's processes from the launch argument ``discovery``
+    (:mod:`carla_rl.graph.discovery`, as the CLI's ``--discovery``); without it the environment is left
+    as it is (ROS 2's default range is SUBNET). Variables to remove come as "" (an empty
+    ROS_DISCOVERY_SERVER / ROS_STATIC_PEERS means none)."""
     from carla_rl.graph import discovery
 
-    chosen = discovery.resolve(options.discovery, options.role, os.environ if environ is None else environ)
-    return chosen.environment() if chosen is not None else {}
+    return discovery.parse(options.discovery).environment() if options.discovery else {}
 
 
 def node_action(spec: NodeSpec, config_dir: Path, log_level: str, env: dict[str, str] | None = None):
