@@ -36,6 +36,9 @@ ROS_ONLY = {
     "--save-sensor-data": (None, "records the ROS graph's sensor topics"),
     "--enable-profiler": (None, "profiles the ROS graph's node processes"),
     "--composition": ("none", "lays out the ROS graph's processes"),
+    "--role": ("learner", "steps every env in its own process"),
+    "--reward-on": ("learner", "places the ROS graph's reward evaluators on hosts"),
+    "--discovery": ("subnet", "uses no DDS"),
 }
 NEEDS_CARLA = {"--town"}  # refused on both backends with the embedded simulator
 

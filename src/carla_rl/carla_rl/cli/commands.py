@@ -68,6 +68,8 @@ GYM_REFUSED_FLAGS: dict[str, tuple[str, str]] = {
     "enable_profiler": ("--enable-profiler", "it profiles the ROS graph's node processes"),
     "composition": ("--composition", "it lays out the ROS graph's processes"),
     "role": ("--role", "the gym backend steps every env in its own process"),
+    "reward_on": ("--reward-on", "it places the ROS graph's reward evaluators on hosts"),
+    "discovery": ("--discovery", "the gym backend uses no DDS"),
 }
 
 
