@@ -103,10 +103,23 @@ def switches(modes: list) -> list:
     return [m for i, m in enumerate(modes) if i == 0 or m != modes[i - 1]]
 
 
+# (overrides, namespace) of the lead evaluator and of the other one
+LAYOUTS = {
+    # composition halves: each over its own env
+    "halves": (({"num_envs": 2, "env_ids": [0], "lead_evaluation": True}, ""),
+               ({"num_envs": 2, "env_ids": [1], "lead_evaluation": False}, "/half_1")),
+    # a learner host's lead with no env of its own; a worker host's evaluator scoring both envs
+    "hosts": (({"num_envs": 2, "score_envs": False}, ""),
+              ({"num_envs": 2, "env_ids": [0, 1], "lead_evaluation": False}, "/worker_0")),
+}
+
+
 @pytest.mark.ros
-def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node):
-    """Composition halves: two evaluators, each over its own env; the lead serves /carla_rl/evaluate and
-    its result counts the other's evaluation episodes too (from /carla_rl/episode_stats), each once."""
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node, layout):
+    """Two evaluators over disjoint envs (composition halves: one each; learner and worker hosts: none and
+    both); the lead serves /carla_rl/evaluate and its result counts the other's evaluation episodes too
+    (from /carla_rl/episode_stats), each once."""
     from std_srvs.srv import SetBool
 
     from carla_rl_interfaces.msg import EvaluationResult
@@ -126,10 +139,9 @@ def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node)
                      node.create_publisher(EgoSituationMsg, c(topics.SITUATION), qos.SENSOR),
                      node.create_publisher(CollisionEventMsg, c(topics.COLLISION), qos.EVENTS))
     files = ["--params-file", str(CONFIG_DIR / "reward.yaml"), "--params-file", str(CONFIG_DIR / "curriculum.yaml")]
-    lead = NodeProcess.node("reward_evaluator", files, tmp_path,
-                            overrides={"num_envs": 2, "env_ids": [0], "lead_evaluation": True})
-    other = NodeProcess.node("reward_evaluator", files, tmp_path, namespace="/half_1",
-                             overrides={"num_envs": 2, "env_ids": [1], "lead_evaluation": False})
+    (lead_overrides, lead_ns), (other_overrides, other_ns) = LAYOUTS[layout]
+    lead = NodeProcess.node("reward_evaluator", files, tmp_path, namespace=lead_ns, overrides=lead_overrides)
+    other = NodeProcess.node("reward_evaluator", files, tmp_path, namespace=other_ns, overrides=other_overrides)
 
     def tick(env, step, episode_step, goal=False, collide=False):
         odom, situation, collision = pubs[env]
@@ -150,8 +162,8 @@ def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node)
         assert spin_until(node, future.done, TIMEOUT_S) and future.result().accepted, logs()
         assert spin_until(node, lambda: switches(modes) == [False, True], TIMEOUT_S), logs()  # evaluation mode on
         for step, (episode_step, end) in enumerate([(0, False), (1, False), (2, True)], start=10):
-            tick(0, step, episode_step, goal=end)           # env 0 (the lead's) reaches its goal
-            tick(1, step, episode_step, collide=end)        # env 1 (the other's) collides
+            tick(0, step, episode_step, goal=end)           # env 0 reaches its goal
+            tick(1, step, episode_step, collide=end)        # env 1 collides
         assert spin_until(node, lambda: results, TIMEOUT_S), logs()
         result = results[0]
         assert (result.phase, result.episodes) == (5, 2)
