@@ -160,7 +160,11 @@ def test_discovery_defaults_follow_the_environment_then_the_role():
     assert discovery.resolve("", "all", {}).kind == "localhost"
     assert discovery.resolve("", "worker", {}).kind == "subnet"
     assert discovery.resolve("", "learner", {}).kind == "subnet"
-    assert discovery.resolve("", "worker", {"ROS_DISCOVERY_SERVER": "h:1"}) is None  # kept as it is
+    assert discovery.resolve("", "worker", {"ROS_DISCOVERY_SERVER": "h:1"}) == discovery.parse("server:h:1")
+    assert discovery.resolve("", "all", {"ROS_STATIC_PEERS": "a;b"}) == discovery.parse("peers:a,b")
+    kept = {"ROS_DISCOVERY_SERVER": "h:1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    assert discovery.resolve("", "worker", kept) is None  # all given: as it is
+    assert discovery.resolve("", "worker", {"ROS_DISCOVERY_SERVER": "TCPv4:[h]:1"}) is None  # Fast DDS's own
     assert discovery.resolve("", "worker", {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}) is None
     assert discovery.resolve("peers:x", "worker", {"ROS_DISCOVERY_SERVER": "h:1"}).kind == "peers"
     with pytest.raises(ValueError, match="OFF disables"):

@@ -7,9 +7,10 @@
                      at H:P (``ROS_DISCOVERY_SERVER``); start one with ``carla-rl discovery-server``
 - ``peers:A[,B...]`` static unicast peers (``ROS_STATIC_PEERS``, hosts or addresses of the other hosts;
                      participants on one host still find each other over localhost)
-- ``""`` (default)   the environment decides: ``ROS_DISCOVERY_SERVER`` or ``ROS_STATIC_PEERS`` when set,
-                     else ``localhost`` for a whole graph on one host (role ``all``) and ``subnet`` for
-                     the learner and worker roles (their peers are on other hosts)
+- ``""`` (default)   the environment decides: ``ROS_DISCOVERY_SERVER`` or ``ROS_STATIC_PEERS`` when set
+                     (as ``server:``/``peers:`` with their addresses; with ``ROS_AUTOMATIC_DISCOVERY_RANGE``
+                     also set, all is left as it is), else ``localhost`` for a whole graph on one host
+                     (role ``all``) and ``subnet`` for the learner and worker roles
 
 Verified on network namespaces with multicast blocked (``carla-rl bench hosts``): a discovery server
 and static peers both work with ``ROS_AUTOMATIC_DISCOVERY_RANGE`` LOCALHOST or SUBNET (rmw_fastrtps
@@ -51,7 +52,7 @@ class Discovery:
 
 def _host(text: str, what: str) -> str:
     host = text.strip()
-    if not host or any(c in host for c in " ;/"):
+    if not host or any(c in host for c in " ;/[]"):
         raise ValueError(f"{what}: {text!r} is not a host name or address")
     return host
 
@@ -66,6 +67,8 @@ def _server(text: str) -> str:
         raise ValueError(f"discovery server {text!r}: port {port!r} is not a number") from None
     if not 1 <= number <= 65535:
         raise ValueError(f"discovery server {text!r}: port {number} outside 1..65535")
+    if ":" in host:  # IPv6 and Fast DDS's locator forms (TCPv4:[...]) are not taken here
+        raise ValueError(f"discovery server {text!r}: expected HOST:PORT with an IPv4 address or a name")
     return f"{_host(host, 'discovery server')}:{number}"
 
 
@@ -93,11 +96,18 @@ def resolve(text: str, role: str, environ) -> Discovery | None:
     environment already says (None: leave it as it is), else the role's default."""
     if text:
         return parse(text)
-    if environ.get(SERVER_ENV) or environ.get(PEERS_ENV):
+    server, peers = environ.get(SERVER_ENV, ""), environ.get(PEERS_ENV, "")
+    if server or peers:
         if environ.get(RANGE_ENV, "").upper() == "OFF":
             raise ValueError(f"{RANGE_ENV}=OFF disables the discovery server and static peers too; "
                              f"unset it or set LOCALHOST / SUBNET")
-        return None
+        if environ.get(RANGE_ENV) or (server and peers):
+            return None  # all given: as it is
+        try:  # the same settings as --discovery server:... / peers:... (the range they run with)
+            kind, items = ("server", server) if server else ("peers", peers)
+            return parse(f"{kind}:{items.replace(';', ',')}")
+        except ValueError:
+            return None  # a form of Fast DDS's own (e.g. a locator with a transport): as it is
     if environ.get(RANGE_ENV):
         return None
     return Discovery("localhost" if role == "all" else "subnet")
