@@ -54,12 +54,22 @@ def machine_refusal() -> str | None:
         return "network namespaces need root (ip netns add)"
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is missing"
-    probe = f"crlprobe{os.getpid() % 100000}"
-    result = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if result.returncode != 0:
-        return f"ip netns add failed: {result.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
+    if shutil.which("bridge") is None:
+        return "the bridge command (iproute2) is missing"
+    tag = os.getpid() % 100000
+    probe, bridge, veth = f"crlprobe{tag}", f"crlpbr{tag}", f"crlpv{tag}"
+    steps = (["ip", "netns", "add", probe], ["ip", "link", "add", bridge, "type", "bridge"],
+             ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", probe])
+    try:
+        for step in steps:
+            result = subprocess.run(step, capture_output=True, text=True)
+            if result.returncode != 0:
+                return f"{' '.join(step[:3])} failed: {result.stderr.strip()}"
+        return None
+    finally:
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
 
 
 def _ip(*args: str, netns: str = "") -> None:
