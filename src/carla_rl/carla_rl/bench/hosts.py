@@ -329,9 +329,10 @@ class HostsBenchmark:
                         "transport": "UDPv4", "multicast": "blocked", "phase_s": self.phase_s,
                         "outage_s": self.outage_s, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        server = None
         if self.discovery == "server":
             command, extra = server_command(self.learner.address, DEFAULT_SERVER_PORT)
-            self.spawn(self.learner, "discovery_server", command, extra)
+            server = self.spawn(self.learner, "discovery_server", command, extra)
         probe_env = dict(parse(self.discovery_spec(self.learner)).environment())
         # a discovery server tells a client only of the endpoints matching its own: the probe sees the
         # policy's subscriptions (its readiness) as a super client, as ros2 CLI tools must
@@ -375,6 +376,8 @@ class HostsBenchmark:
         result["rejoin_s"] = round(self.first_observation(0, t_up, "worker 0 after its link came back") - t_up, 2)
         time.sleep(SETTLE_S)
         result["after_rejoin"] = self.window(self.phase_s)
+        if server is not None:  # its CPU over the whole run: two joins, a lost and a found worker
+            result["discovery_server_cpu_s"] = round(_cpu_seconds(server.pid), 2)
         return result
 
     def close(self) -> None:
@@ -382,6 +385,12 @@ class HostsBenchmark:
             self.stop_all()
         finally:
             self.network.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _interrupt(_signum, _frame) -> None:
