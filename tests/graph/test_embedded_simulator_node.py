@@ -96,3 +96,36 @@ def test_unknown_executor_is_a_configuration_error(monkeypatch):
     monkeypatch.setenv(EXECUTOR_ENV, "fastest")
     with pytest.raises(ConfigError, match="CARLA_RL_EXECUTOR='fastest': expected 'events' or 'single'"):
         make_executor()
+
+
+@pytest.mark.ros
+def test_a_worker_hosts_simulator_waits_for_the_policy(tmp_path):
+    """shell.wait_for_controller (envs on a worker host): no tick while nobody publishes the env's
+    commands, though its other subscribers listen; the first tick once a controller appears."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    rclpy.init()
+    node = rclpy.create_node("simulator_wait_test")
+    situations, heartbeats = [], []
+    situation_topic = f"{NS}/{topics.carla_topic(topics.DEFAULT_ROLE_NAME, topics.SITUATION)}"
+    node.create_subscription(EgoSituation, situation_topic, situations.append, qos.SENSOR)
+    node.create_subscription(DiagnosticArray, "/diagnostics",
+                             lambda m: heartbeats.extend(s for s in m.status if s.name == f"{NS}/embedded_simulator"),
+                             10)
+    proc = NodeProcess.node("embedded_simulator",
+                            ["--params-file", str(CONFIG_DIR / "sim.yaml"),
+                             "--params-file", str(CONFIG_DIR / "curriculum.yaml")], tmp_path, namespace=NS,
+                            overrides={"shell.env_id": 3, "shell.required_subscribers": 1,
+                                       "shell.wait_for_controller": True, "shell.diagnostics_period_s": 0.1})
+    try:
+        # up and heard 10 times (1 s), its situation subscribed: still no tick without a controller
+        assert spin_until(node, lambda: len(heartbeats) >= 10, TIMEOUT_S), proc.output()
+        assert not situations
+        commands = node.create_publisher(VehicleCommand, f"{NS}/{topics.VEHICLE_COMMAND}", qos.SENSOR)
+        assert spin_until(node, lambda: situations, TIMEOUT_S), proc.output()
+        assert situations[0].episode_step == 0 and commands.get_subscription_count() == 1
+    finally:
+        code = proc.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert code == 0, proc.output()

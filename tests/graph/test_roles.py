@@ -69,6 +69,7 @@ def test_workers_env_ids_and_seeds_never_collide():
         sims = [s for s in build_graph(options) if s.role == "simulator"]
         ids += [s.parameters["shell.env_id"] for s in sims]
         assert all(s.parameters["shell.seed"] == 7 for s in sims)  # the base seed; per env it mixes the id
+        assert all(s.parameters["shell.wait_for_controller"] for s in sims)  # they start with the policy
         seeds |= {training_seed(7, s.parameters["shell.env_id"], episode) for s in sims for episode in range(50)}
     assert ids == list(range(3 * PER_WORKER))
     assert len(seeds) == 3 * PER_WORKER * 50

@@ -336,6 +336,8 @@ def build_graph(options: GraphOptions) -> list[NodeSpec]:
             sim_params["shell.required_subscribers"] = 3
         if options.town and options.simulator != "embedded":
             sim_params["carla.town"] = options.town
+        if options.role == "worker" and options.simulator in ("embedded", "carla"):
+            sim_params["shell.wait_for_controller"] = True  # start with the learner: whole first episodes
         specs.append(NodeSpec(name=sim_exec, executable=sim_exec, namespace=ns, params_files=sim_files,
                               parameters=sim_params, role="simulator",
                               remappings=_linked_remappings("simulator", [env_id]) if remap else (),

@@ -55,6 +55,9 @@ class SimulatorShellConfig:
                               low=0.0, high=100.0)
     required_subscribers: int = param(2, "Start ticking once this many nodes subscribe to the situation "
                                       "topic (preprocessor + reward evaluator)", low=0, high=100)
+    wait_for_controller: bool = param(False, "Also wait for a publisher of the env's vehicle_command (the "
+                                      "policy) before the first tick: envs on a worker host then start "
+                                      "with the learner, and their first episode is stored whole")
     publish_radar: bool = param(True, "Publish the radar point cloud")
     markers_period_ticks: int = param(5, "Publish rviz markers every N ticks (only while subscribed)",
                                       low=1, high=100000)
@@ -114,7 +117,8 @@ class SimulatorShell:
         self.topdown_listened = SubscriberCheck(self.pub_topdown)
         self.tf_listened = SubscriberCheck(self.tf_pub) if self.tf_pub is not None else None
 
-        node.create_subscription(VehicleCommand, topics.VEHICLE_COMMAND, self.on_command, qos.SENSOR)
+        self.command_sub = node.create_subscription(VehicleCommand, topics.VEHICLE_COMMAND, self.on_command,
+                                                    qos.SENSOR)
         node.create_subscription(ScenarioConfigMsg, topics.SCENARIO, self.on_scenario, qos.LATCHED)
         node.create_subscription(CurriculumStatus, topics.CURRICULUM_STATUS, self.on_status, qos.LATCHED)
         node.create_service(ResetEpisode, topics.RESET_SERVICE, self.on_reset_service)
@@ -137,7 +141,8 @@ class SimulatorShell:
     def on_timer(self) -> None:
         now = time.monotonic()
         if not self.started:
-            if self.sensors.situation.get_subscription_count() >= self.cfg.required_subscribers:
+            controller = not self.cfg.wait_for_controller or self.command_sub.get_publisher_count() > 0
+            if controller and self.sensors.situation.get_subscription_count() >= self.cfg.required_subscribers:
                 self.started = True
                 self.reset_episode(evaluation=False)
             return
