@@ -30,8 +30,8 @@ KNOWN_KINDS = {
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set on StatefulSet pods from Kubernetes 1.28
 ROS_DOMAIN_RANGE = range(0, 102)  # the ROS 2 domain ids whose ports never collide with ephemeral ones on Linux
-CLIENT_DISCOVERY_RANGES = {"SUBNET", "SYSTEM_DEFAULT"}  # LOCALHOST would keep a pod from reaching other pods
-POD_TRANSPORTS = {"UDPv4", "UDPv6"}  # no shared memory: pods of one node may look like one host to Fast DDS
+CLIENT_DISCOVERY_RANGES = {"SUBNET", "SYSTEM_DEFAULT"}  # the ROS 2 ranges meant for reaching other hosts
+POD_TRANSPORTS = {"UDPv4", "UDPv6"}  # the image's LARGE_DATA: nothing crossed separate network namespaces
 
 
 DDS_ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_DISCOVERY_SERVER", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_BUILTIN_TRANSPORTS")
@@ -338,11 +338,12 @@ def check_dds(commands: list[PodCommand], discovery_hosts: dict[str, set[tuple[i
                             f"discovery server (reachable: {discovery_hosts})")
         if c.env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") not in CLIENT_DISCOVERY_RANGES:
             problems.append(f"{c.owner}: ROS_AUTOMATIC_DISCOVERY_RANGE {c.env.get('ROS_AUTOMATIC_DISCOVERY_RANGE')!r}"
-                            f" must be one of {sorted(CLIENT_DISCOVERY_RANGES)} (the image's default is LOCALHOST)")
+                            f" must be one of {sorted(CLIENT_DISCOVERY_RANGES)} (the image's default is LOCALHOST, "
+                            "meant for one host)")
         if c.env.get("FASTDDS_BUILTIN_TRANSPORTS") not in POD_TRANSPORTS:
             problems.append(f"{c.owner}: FASTDDS_BUILTIN_TRANSPORTS {c.env.get('FASTDDS_BUILTIN_TRANSPORTS')!r} "
-                            f"must be one of {sorted(POD_TRANSPORTS)} (the image's default LARGE_DATA uses "
-                            "shared memory)")
+                            f"must be one of {sorted(POD_TRANSPORTS)} (with the image's default LARGE_DATA, "
+                            "processes in separate network namespaces exchanged nothing)")
     return problems
 
 

@@ -82,7 +82,7 @@ def test_one_domain_and_the_discovery_server_by_service_name(compose):
 @pytest.mark.parametrize("service, key, value, expected", [
     ("worker-1", "ROS_DOMAIN_ID", "22", "ROS_DOMAIN_ID differs"),
     ("learner", "ROS_DISCOVERY_SERVER", "discovery:11812", "does not reach"),
-    ("worker-0", "FASTDDS_BUILTIN_TRANSPORTS", "SHM", "shared memory"),
+    ("worker-0", "FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA", "exchanged nothing"),
 ])
 def test_dds_check_catches(compose, service, key, value, expected):
     broken = copy.deepcopy(compose)

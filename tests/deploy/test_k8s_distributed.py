@@ -160,7 +160,7 @@ def test_one_domain_and_the_discovery_server_behind_its_service(dist):
     ("ConfigMap", "carla-rl-dds", lambda d: d["data"].update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"),
      "ROS_AUTOMATIC_DISCOVERY_RANGE"),
     ("ConfigMap", "carla-rl-dds", lambda d: d["data"].update(FASTDDS_BUILTIN_TRANSPORTS="LARGE_DATA"),
-     "shared memory"),
+     "exchanged nothing"),
     ("Deployment", "carla-rl-discovery",
      lambda d: _first_container(d).update(env=[{"name": "ROS_DOMAIN_ID", "value": "7"}]), "ROS_DOMAIN_ID differs"),
     ("Deployment", "carla-rl-discovery",
