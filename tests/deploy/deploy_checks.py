@@ -296,9 +296,10 @@ def ros_commands(commands: list[PodCommand]) -> list[PodCommand]:
 
 
 def check_dds(commands: list[PodCommand], discovery_hosts: dict[str, set[tuple[int, str]]]) -> list[str]:
-    """One ROS_DOMAIN_ID everywhere; the server on UDP transports; every carla-rl process a Discovery Server client of the one server
-    (``host:port`` naming a Service / compose service that forwards that port over UDP to the server's
-    ``--udp-port``), with a discovery range and transports that reach other pods.
+    """One ROS_DOMAIN_ID everywhere; the server on UDP transports; every carla-rl process a Discovery
+    Server client of the one server (``host:port`` naming a Service / compose service that forwards that
+    port over UDP to the server's ``--udp-port``), with a discovery range and transports that reach other
+    pods.
 
     ``discovery_hosts``: host name -> {(port, protocol)} that reach the server's container."""
     problems = []

@@ -48,7 +48,7 @@ def test_every_yaml_file_belongs_to_a_setup():
         read |= load_kustomization(K8S / name).files
     on_disk = {p.resolve() for p in K8S.rglob("*.yaml")}
     assert on_disk - read == set(), "files no kustomization applies"
-    assert (K8S / "kustomization.yaml").exists() is False  # two setups: apply -k docker/k8s/<setup>
+    assert not (K8S / "kustomization.yaml").exists(), "two setups: kubectl apply -k docker/k8s/<setup>"
 
 
 def test_kinds_and_api_versions(setup):
@@ -130,7 +130,8 @@ def test_worker_index_comes_from_the_pod_ordinal(dist):
 def test_env_ids_are_unique_per_ordinal_and_cover_the_learner(dist):
     commands = k8s_commands(dist)
     workers = [c for c in commands if c.argv[:2] == ["carla-rl", "worker"]]
-    assert [c.ordinal for c in workers] == list(range(dist.get("StatefulSet", "carla-rl-worker").doc["spec"]["replicas"]))
+    replicas = dist.get("StatefulSet", "carla-rl-worker").doc["spec"]["replicas"]
+    assert [c.ordinal for c in workers] == list(range(replicas))
     assert check_env_ids(commands) == []
 
 
