@@ -17,7 +17,7 @@ import pytest
 
 from dds_processes import CLI_SCRIPT, LISTENER, TALKER, NetworkNamespacesUnavailable, PodNetwork, dds_env, \
     free_udp_port, pods, server_argv, server_command, start_server, wait_for, with_port
-from deploy_checks import flag
+from deploy_checks import REPO, flag
 from ros_testing import NodeProcess
 
 
@@ -26,6 +26,16 @@ def test_fastdds_discovery_passes_its_arguments_to_the_server_tool():
     assert re.search(r"Command\.SERVER:\s*42", text)
     assert "args_for_cpp = [str(command_int)] + sys.argv[2:]" in text
     assert "[tool_path] + args_for_cpp" in text
+
+
+def test_the_image_installs_what_fastdds_discovery_imports():
+    # the CLI script exits ("psutil" module not found) before starting any server without psutil
+    imports_psutil = [p for p in CLI_SCRIPT.parent.rglob("*.py")
+                      if re.search(r"^\s*import psutil", p.read_text(), re.M)]
+    assert imports_psutil, "the fastdds discovery script no longer imports psutil: drop python3-psutil from the image"
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    apt = re.search(r"apt-get install -y --no-install-recommends \\\n(.*?)&& rm", dockerfile, re.S)
+    assert apt and "python3-psutil" in apt.group(1).split()
 
 
 def test_the_manifests_server_arguments_start_a_udp_server(tmp_path):
