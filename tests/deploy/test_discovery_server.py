@@ -17,7 +17,7 @@ import pytest
 
 from dds_processes import CLI_SCRIPT, LISTENER, TALKER, NetworkNamespacesUnavailable, PodNetwork, dds_env, \
     free_udp_port, pods, server_argv, server_command, start_server, wait_for, with_port
-from deploy_checks import REPO, flag
+from deploy_checks import REPO, flag, image_env
 from ros_testing import NodeProcess
 
 
@@ -59,6 +59,20 @@ def test_an_option_fast_dds_does_not_know_is_refused(tmp_path):
     finally:
         server.stop()
     assert "Unknown option: --port" in server.output()
+    assert "Server started" not in server.output()
+
+
+def test_with_the_images_large_data_transports_the_server_does_not_start(tmp_path):
+    # why the server pod overrides the image's FASTDDS_BUILTIN_TRANSPORTS
+    argv = with_port(server_argv(), free_udp_port())
+    server = NodeProcess(server_command(argv), tmp_path / "server.log",
+                         dds_env(pods()[0].env, FASTDDS_BUILTIN_TRANSPORTS=image_env()["FASTDDS_BUILTIN_TRANSPORTS"]))
+    try:
+        assert wait_for(lambda: not server.alive(), 20.0), server.output()
+    finally:
+        server.stop()
+    assert image_env()["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
+    assert "wasn't able to allocate the specified listening port" in server.output()
     assert "Server started" not in server.output()
 
 
