@@ -7,9 +7,9 @@ then measures in the same run
                     device's preset over it (``agent_cuda.yaml`` on CUDA), called as training calls
                     it (``DQNAgent.update``: on CUDA ``updates_per_graph`` updates per graph replay
                     and one stats sync per call), at the config's batch size unless one is given,
-* ``eager``         the straightforward path on the same batch size (``DQNAgent.update`` with no
-                    graph, no compile, fp32: numpy sampling on the host, pinned copy to the device,
-                    one stats sync per update),
+* ``eager``         the reference update (:class:`~carla_rl.learner.algorithm.DQNAlgorithm`) on the
+                    same batch size: ``DQNAgent.update`` with no fast path (numpy sampling on the
+                    host, pinned copy to the device, one stats sync per update),
 
 and on request (``variants``) the fast-path switches one by one, for A/Bs: ``device_eager``
 (sampling on the device, eager kernels), or ``graph`` plus flags, each turning one switch on
@@ -196,6 +196,8 @@ def variant_config(base: AgentConfig, name: str) -> AgentConfig:
     interval = -(-base.target_update_interval // per_replay) * per_replay
     switches = {field: flag in flags for flag, field in SWITCH_FLAGS.items()}
     switches["space_to_depth"] = bool(flags & {"s2d", "s2dl"})
+    # NHWC (no flag of its own) on the graph variants only: device_eager stays the plain layout
+    switches["channels_last"] = base.channels_last and "graph" in flags
     cfg = dataclasses.replace(base, **switches, cuda_graphs="graph" in flags,
                               compile="compile" in flags, updates_per_graph=per_replay,
                               target_update_interval=interval,
@@ -207,7 +209,9 @@ def variant_config(base: AgentConfig, name: str) -> AgentConfig:
 
 
 def eager_config(base: AgentConfig) -> AgentConfig:
-    """The straightforward path of ``base``: no graph, no compile, fp32."""
+    """``base`` for the reference update: no fast path (``cuda_graphs`` off), and its other
+    fast-path switches as off as the reference is (no compile, fp32), so the config reads as what
+    runs."""
     return dataclasses.replace(base, cuda_graphs=False, compile=False, mixed_precision="off",
                                updates_per_graph=1)
 
@@ -262,7 +266,10 @@ def run_learner_benchmark(device: str, batch_size: int | None = None, seconds: f
             cfg = shipped if name == "shipped" else variant_config(shipped, name)
             if cfg.compile and dev.type == "cuda":
                 torch._dynamo.reset()  # each compiled variant compiles its own code
-            agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
+            # shipped: the update the config selects on this device, as training builds it; a
+            # variant: the fast path (its switches off where the variant names none)
+            agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed,
+                             fast_path=None if name == "shipped" else True)
             agent.replay = eager.replay  # share the filled host ring
             agent.env_steps = eager.env_steps
             if name == "shipped":  # as training calls it (stats included)
