@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from carla_rl.contract.config import default_config_dir, device_type
+from carla_rl.contract.config import ConfigError, default_config_dir, device_type
 from carla_rl.learner.agent_config import (FAST_PATH_FIELDS, AgentConfig, ObservationSpec,
                                            load_device_agent_config)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
@@ -53,6 +53,24 @@ SWITCH_FLAGS = {"s2d": "space_to_depth", "s2dl": "space_to_depth_later_convs",
                 "copt": "compile_optimizer", "flat": "flat_optimizer", "crep": "compile_replay",
                 "cnoise": "compile_noise", "combo": "compile_combo_kernels"}
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
+# the flags of variant names beside SWITCH_FLAGS and xK
+OTHER_FLAGS = ("graph", "compile", "bf16", "maxat")
+NAMED_VARIANTS = ("eager", "shipped", "device_eager")
+
+
+def check_variant(name: str) -> None:
+    """ConfigError unless ``name`` is a named variant or flags joined by '_' (see the module doc):
+    a misspelt or removed flag would otherwise measure another variant under its name."""
+    if name in NAMED_VARIANTS:
+        return
+    unknown = [flag for flag in name.split("_") if flag not in SWITCH_FLAGS
+               and flag not in OTHER_FLAGS and not (flag[:1] == "x" and flag[1:].isdigit()
+                                                    and int(flag[1:]) >= 1)]
+    if unknown:
+        raise ConfigError(f"benchmark variant {name!r}: unknown flag(s) {', '.join(map(repr, unknown))}; "
+                          f"variants are {', '.join(NAMED_VARIANTS)} or flags joined by '_' from "
+                          f"{', '.join(OTHER_FLAGS + tuple(SWITCH_FLAGS))} and xK (K updates per "
+                          "graph replay)")
 
 
 def fill_synthetic(agent: DQNAgent, transitions: int, num_envs: int, episode_length: int,
@@ -243,6 +261,8 @@ def run_learner_benchmark(device: str, batch_size: int | None = None, seconds: f
     shipped.validate()
     spec = ObservationSpec(4, 84, 84, vector_size)
     variants = tuple(variants if variants is not None else DEFAULT_VARIANTS)
+    for name in variants:
+        check_variant(name)
     if dev.type != "cuda":
         variants = tuple(v for v in variants if not set(v.split("_")) & set(CUDA_ONLY_FLAGS))
 
