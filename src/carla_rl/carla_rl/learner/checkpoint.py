@@ -148,7 +148,8 @@ def agent_state(agent: DQNAgent, include_replay: bool = False) -> dict[str, Any]
         "online": agent.online.state_dict(),
         "target": agent.target.state_dict(),
         "optimizer": agent.algorithm.optimizer.state_dict(),
-        "scaler": agent.algorithm.scaler.state_dict(),
+        # the fp16 GradScaler of the fast path ({} where there is none or it is off)
+        "scaler": _scaler(agent).state_dict() if _scaler(agent) is not None else {},
         "counters": {"env_steps": agent.env_steps, "updates": agent.updates},
         "rng": rng,
     }
@@ -162,6 +163,12 @@ def agent_state(agent: DQNAgent, include_replay: bool = False) -> dict[str, Any]
             replay["envs"] = torch.from_numpy(replay["envs"])
         state["replay"] = replay
     return state
+
+
+def _scaler(agent: DQNAgent) -> torch.amp.GradScaler | None:
+    """The agent's AMP GradScaler: the fast path's update has one (enabled with fp16), the
+    reference update none."""
+    return getattr(agent.algorithm, "scaler", None)
 
 
 def _check_compatible(agent: DQNAgent, state: dict[str, Any], where: str) -> None:
@@ -202,7 +209,8 @@ def restore_agent(agent: DQNAgent, state: dict[str, Any], where: str = "checkpoi
                          if k in ours[i]}}
             for i, group in enumerate(saved["param_groups"])]}
         optimizer.load_state_dict(saved)
-        agent.algorithm.scaler.load_state_dict(state["scaler"])
+        if _scaler(agent) is not None:
+            _scaler(agent).load_state_dict(state["scaler"])
         if "replay" in state:
             replay = dict(state["replay"])
             replay["arrays"] = {k: v.numpy() for k, v in replay["arrays"].items()}
