@@ -397,7 +397,10 @@ class DQNPolicyNode(ComposableNode):
 
     def report_replay_counters(self) -> None:  # before each /diagnostics status
         collector = self.collector
-        collector.sweep()  # presence, also while no env sends anything
+        # presence, also while no env sends anything; the envs left may all be ready now
+        if collector.sweep() and collector.all_ready():
+            self.batch_window.disarm()
+            self.act_on_ready()
         self.diag.counters[NON_FINITE_COUNTER] = collector.non_finite_inputs
         self.diag.values[ENVS_PRESENT_VALUE] = str(collector.present_envs)
 
