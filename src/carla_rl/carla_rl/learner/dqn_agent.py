@@ -191,6 +191,12 @@ class DQNAgent:
             self.replay.record_action(env_id, action)
         self.env_steps += 1
 
+    def end_stream(self, env_id: int) -> bool:
+        """End the env's stream without an outcome (see :meth:`ReplayBuffer.end_stream`); True when a
+        pending transition was dropped."""
+        with self.replay_lock:
+            return self.replay.end_stream(env_id)
+
     def observe_many(self, env_ids, frames, vectors, rewards, terminated, truncated,
                      episode_start, action_masks=None) -> np.ndarray:
         rewards = np.asarray(rewards, dtype=np.float32) * self.config.reward_scale
