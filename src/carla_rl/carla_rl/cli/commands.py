@@ -316,7 +316,7 @@ def run_eval(args: Namespace, config_dir: Path) -> int:
     try:
         for policy in policies:
             driver = make_driver(policy, config_dir, args.seed, args.device)
-            reports += evaluate(driver, args.phases, args.episodes, args.seed, config_dir)
+            reports += evaluate(driver, args.phases, args.episodes, args.seed, config_dir, on_phase=_eval_line)
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     outputs = write_outputs(reports, Path(args.output_dir))
@@ -327,6 +327,14 @@ def run_eval(args: Namespace, config_dir: Path) -> int:
         print(outputs["markdown"].read_text(), end="")
         print(f"written: {', '.join(str(p) for p in outputs.values())}")
     return 0
+
+
+def _eval_line(report) -> None:
+    """One line per evaluated phase on stderr, so a long evaluation shows where it is."""
+    r = report.result
+    print(f"carla-rl: {report.policy} phase {report.phase} ({report.name}): goal rate {r.goal_rate:.2f}, "
+          f"collision-free {r.collision_free_rate:.2f}, {'passed' if r.passed else 'not passed'}",
+          file=sys.stderr, flush=True)
 
 
 def run_sim(args: Namespace, config_dir: Path) -> int:

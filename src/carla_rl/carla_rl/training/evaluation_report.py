@@ -147,10 +147,17 @@ class PolicyEvaluator:
         return aggregator.result()
 
 
-def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Path) -> list[PhaseReport]:
+def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Path,
+             on_phase=None) -> list[PhaseReport]:
+    """``episodes`` evaluation episodes of ``driver`` per phase; ``on_phase(report)`` after each phase."""
     evaluator = PolicyEvaluator(config_dir, seed)
-    return [PhaseReport(driver.name, phase, evaluator.phase_config(phase).scenario.name,
-                        evaluator.run(driver, phase, episodes)) for phase in phases]
+    reports = []
+    for phase in phases:
+        reports.append(PhaseReport(driver.name, phase, evaluator.phase_config(phase).scenario.name,
+                                   evaluator.run(driver, phase, episodes)))
+        if on_phase is not None:
+            on_phase(reports[-1])
+    return reports
 
 
 def write_outputs(reports: list[PhaseReport], output_dir: Path) -> dict[str, Path]:
