@@ -182,6 +182,7 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     last_report = start
     reported = (agent.env_steps, agent.updates)  # at the last progress line
     actions = np.zeros(num_envs, dtype=np.int64)
+    compile_pending = agent_cfg.compile and agent.device.type == "cuda"
     try:
         while time.monotonic() - start < seconds and not curriculum.finished:
             batch = collector.act()  # stores the last transitions; resets for the episodes that ended
@@ -240,6 +241,10 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
             for i in range(num_envs):
                 feed(i, rewards[i], terminated[i], truncated[i])
             while agent.updates_due() >= agent.updates_per_call:
+                if compile_pending and progress:  # one thread here: acting waits for the compile
+                    progress(f"first update: compiling the learner (torch.compile, {agent_cfg.compile_mode}); "
+                             "minutes on a first start, the envs wait and the time limit is checked after it")
+                compile_pending = False
                 if agent.update() is None:  # the replay cannot fill a batch yet
                     break
             now = time.monotonic()
