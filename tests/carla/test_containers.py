@@ -1,4 +1,4 @@
-"""docker/compose.yaml, docker/Dockerfile and docker/k8s/*.yaml, checked by parsing (no Docker engine here):
+"""docker/compose.yaml, docker/Dockerfile and docker/k8s/carla (with docker/k8s/base), checked by parsing (no Docker engine here):
 required keys, referenced files exist, GPU requests, volumes / services / selectors consistent, and the
 trainer commands parse with the real ``carla-rl`` CLI."""
 
@@ -24,9 +24,11 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, list[dict]]:
+    """The single-host CARLA setup (kubectl apply -k docker/k8s/carla): its files and the shared base."""
     out = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        out[path.name] = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for folder in ("carla", "base"):
+        for path in sorted((K8S / folder).glob("*.yaml")):
+            out[f"{folder}/{path.name}"] = [d for d in yaml.safe_load_all(path.read_text()) if d]
     return out
 
 
@@ -152,8 +154,10 @@ def test_k8s_manifests_have_the_required_objects(manifests):
     assert ("Job", "carla-rl-trainer") in kinds or ("Deployment", "carla-rl-trainer") in kinds
     assert ("Deployment", "carla-rl-tensorboard") in kinds and ("Service", "carla-rl-tensorboard") in kinds
     assert any(k == "PersistentVolumeClaim" for k, _ in kinds)
-    kustomization = manifests["kustomization.yaml"][0]
-    assert set(kustomization["resources"]) == set(manifests) - {"kustomization.yaml"}
+    resources = {f"carla/{r}" for r in manifests["carla/kustomization.yaml"][0]["resources"] if r != "../base"}
+    resources |= {f"base/{r}" for r in manifests["base/kustomization.yaml"][0]["resources"]}
+    assert "../base" in manifests["carla/kustomization.yaml"][0]["resources"]
+    assert resources == set(manifests) - {"carla/kustomization.yaml", "base/kustomization.yaml"}
 
 
 def _pod_specs(manifests):

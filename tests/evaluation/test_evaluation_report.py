@@ -37,3 +37,6 @@ def test_eval_report_compares_policies(tmp_path):
         assert len(list(csv.DictReader(f))) == 2
     assert "| autopilot | 1 |" in (out / "evaluation.md").read_text()
     assert (out / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one progress line per evaluated phase and policy on stderr, stdout stays pure JSON
+    assert "carla-rl: autopilot phase 1 (forward_only): goal rate 1.00" in proc.stderr
+    assert "carla-rl: random phase 1 (forward_only): goal rate" in proc.stderr

@@ -59,8 +59,7 @@ def test_distributional_loss_equals_the_softmax_over_every_action_indexed_after(
     batch = Batch(None, None, actions, returns, None, None, discounts, weights,
                   torch.full((b,), 0b011, dtype=torch.int64))  # action 2 not allowed next
     support = agent.algorithm.network.support
-    loss, priorities, _, _ = agent.algorithm._loss_terms_eager(batch, out, next_select,
-                                                               next_target)
+    loss, priorities, _, _ = agent.algorithm.loss_terms(batch, out, next_select, next_target)
     (grad,) = torch.autograd.grad(loss, out)
 
     rows = torch.arange(b)
@@ -175,7 +174,8 @@ def greedy_actions(agent: DQNAgent) -> list[int]:
 @pytest.mark.parametrize("rainbow,seed,device_replay", [(True, 0, False), (False, 0, False),
                                                          (True, 1, True)])
 def test_agent_learns_chain_mdp(rainbow, seed, device_replay):
-    """device_replay: updates through FastUpdater (on-device sampling, eager on CPU)."""
+    """device_replay: the fast path (FastUpdater's on-device sampling, FastDQNAlgorithm), eager on
+    CPU."""
     torch.manual_seed(seed)
     if rainbow:  # noisy + C51 + dueling + double + PER + 3-step
         cfg = tiny_config(lr=1e-3, target_update_interval=50, train_frequency=1,
@@ -190,19 +190,9 @@ def test_agent_learns_chain_mdp(rainbow, seed, device_replay):
         cfg.exploration.epsilon_end = 0.1
     cfg.gamma = 0.8  # margin right vs stay next to the 0.1 exit: 0.64 vs 0.51
     cfg.n_atoms, cfg.v_min, cfg.v_max = 21, -0.5, 1.5
-    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=seed)
-    update = None
-    if device_replay:
-        from carla_rl.learner.fast_update import FastUpdater
-
-        fast = []  # built lazily: the device mirror starts from the filled ring
-
-        def update():
-            if not fast:
-                fast.append(FastUpdater(agent, use_graph=False))
-            fast[0].update(with_stats=False)
-
-    run_chain(agent, env_steps=2000, update=update)
+    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=seed, fast_path=device_replay)
+    run_chain(agent, env_steps=2000)
+    assert (agent._fast is not None) == device_replay
     assert agent.updates > 1000
     assert greedy_actions(agent) == [1] * (ChainMDP.LENGTH - 2)  # always move right
 

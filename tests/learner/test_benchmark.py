@@ -91,3 +91,10 @@ def test_the_shipped_variant_runs_the_device_config_as_training_calls_it(tmp_pat
     shutil.copy(AGENT_YAML, tmp_path / "agent.yaml")
     with pytest.raises(ConfigError, match="agent_cuda.yaml: missing"):
         run_learner_benchmark("cuda", seconds=0.1, capacity=1500, config_dir=tmp_path)
+
+
+def test_an_unknown_variant_flag_is_an_error_naming_it():
+    """A misspelt or removed flag (here the removed `_clw`) would measure another variant under its
+    name: the run refuses it before filling the replay."""
+    with pytest.raises(ConfigError, match="unknown flag\\(s\\) 'clw'.*s2dl"):
+        run_learner_benchmark("cpu", seconds=0.1, capacity=1500, variants=("eager", "graph_clw"))

@@ -195,7 +195,7 @@ def test_space_to_depth_graph_updates_and_values(precision, later_conv):
 
 
 def test_compiled_clip_and_adam_match_the_fused_step():
-    from carla_rl.learner.algorithm import DQNAlgorithm
+    from carla_rl.learner.fast_algorithm import FastDQNAlgorithm
     from carla_rl.learner.networks import QNetwork
 
     torch.manual_seed(0)
@@ -206,7 +206,7 @@ def test_compiled_clip_and_adam_match_the_fused_step():
         net, target = (QNetwork(TINY_SPEC, 3, cfg).cuda() for _ in range(2))
         if algorithms:
             net.load_state_dict(algorithms[0].network.state_dict())
-        algorithms.append(DQNAlgorithm(net, target, cfg, torch.device("cuda"), capturable=True))
+        algorithms.append(FastDQNAlgorithm(net, target, cfg, torch.device("cuda")))
     assert algorithms[1].compiled_optimizer and not algorithms[0].compiled_optimizer
     for step in range(3):
         grads = [torch.randn_like(p) * (10.0 if step == 1 else 0.01)  # clipped on step 1

@@ -1,4 +1,6 @@
-"""The device replay / fast update path, run eagerly on CPU (graphs are tested on CUDA)."""
+"""The device replay / fast update path, run eagerly on CPU (graphs are tested on CUDA). Agents
+here run the fast path's update (``fast_path=True``); its equality with the reference update is
+tested in test_fast_path_equivalence.py."""
 
 import numpy as np
 import pytest
@@ -77,7 +79,7 @@ def test_incremental_sync_equals_full_sync_and_sampling_is_proportional():
 
 def test_fast_updater_runs_eagerly_on_cpu_and_tracks_new_data():
     cfg = tiny_config(learning_starts=32, target_update="soft", tau=0.1)
-    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
+    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0, fast_path=True)
     rng = np.random.default_rng(0)
 
     def feed(steps):
@@ -129,7 +131,7 @@ def test_update_step_has_no_host_syncs(distributional, prioritized):
     cfg = tiny_config(learning_starts=32, target_update="soft", distributional=distributional,
                       noisy=distributional)
     cfg.replay.prioritized = prioritized
-    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
+    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0, fast_path=True)
     rng = np.random.default_rng(0)
     for t in range(100):
         agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
@@ -152,7 +154,7 @@ def test_parallel_and_grouped_passes_give_the_same_loss_and_gradients(distributi
     the serial reference (checked on CPU)."""
     cfg = tiny_config(learning_starts=32, distributional=distributional, noisy=True,
                       double=double)
-    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0)
+    agent = DQNAgent(TINY_SPEC, 3, cfg, seed=0, fast_path=True)
     rng = np.random.default_rng(0)
     for t in range(100):
         agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
@@ -182,34 +184,36 @@ def test_parallel_and_grouped_passes_give_the_same_loss_and_gradients(distributi
 
 @pytest.mark.parametrize("clip", [0.0, 0.5, 1e6])
 def test_foreach_norm_then_scaled_step_equals_clip_grad_norm(clip):
-    """compile_optimizer's split (global norm by one multi-tensor kernel, then scaling + Adam)
-    gives clip_grad_norm_ + Adam's norm and parameters (run uncompiled on CPU)."""
-    from carla_rl.learner.algorithm import DQNAlgorithm
+    """compile_optimizer's split (global norm by one copy and one reduction, then scaling + Adam)
+    gives clip_grad_norm_ + Adam's norm and parameters (run uncompiled on CPU), channels-last
+    gradients included."""
+    from carla_rl.learner.fast_algorithm import FastDQNAlgorithm
     from carla_rl.learner.networks import QNetwork
 
     torch.manual_seed(0)
-    cfg = tiny_config(grad_clip_norm=clip, lr=1e-2)
     algorithms = []
-    for _ in range(2):
+    for split in (False, True):  # flat_optimizer off: the per-parameter split step
+        cfg = tiny_config(grad_clip_norm=clip, lr=1e-2, compile=split, compile_optimizer=split,
+                          flat_optimizer=False, channels_last=split)
         net, target = QNetwork(TINY_SPEC, 3, cfg), QNetwork(TINY_SPEC, 3, cfg)
         if algorithms:
             net.load_state_dict(algorithms[0].network.state_dict())
-        algorithms.append(DQNAlgorithm(net, target, cfg, torch.device("cpu")))
-    split = algorithms[1]
-    split._scaled_step = split._scaled_step_eager
-    split.network.to(memory_format=torch.channels_last)  # as on the graph path
+        algorithms.append(FastDQNAlgorithm(net, target, cfg, torch.device("cpu")))
+    reference, split = algorithms
+    assert split.compiled_optimizer and not reference.compiled_optimizer
+    assert split._clip_and_step == split._norm_then_scaled_step
     for step in range(3):
-        grads = [torch.randn_like(p) for p in algorithms[0].network.parameters()]
+        grads = [torch.randn_like(p) for p in reference.network.parameters()]
         for algorithm in algorithms:
             for p, g in zip(algorithm.network.parameters(), grads):
                 p.grad = g.contiguous(memory_format=torch.channels_last).clone() \
                     if algorithm is split and g.dim() == 4 else g.clone()
         conv_grads = [p.grad for p in split.network.parameters() if p.grad.dim() == 4]
         assert conv_grads and all(not g.is_contiguous() for g in conv_grads)
-        reference = algorithms[0]._clip_and_step_eager()
-        norm = split._norm_then_compiled_step()
-        torch.testing.assert_close(norm, reference)
-        for a, b in zip(split.network.parameters(), algorithms[0].network.parameters()):
+        expected = reference._clip_and_step()
+        norm = split._clip_and_step()
+        torch.testing.assert_close(norm, expected)
+        for a, b in zip(split.network.parameters(), reference.network.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
         if 0 < clip < 1:  # the clipped gradients have the clip norm
             clipped = torch.linalg.vector_norm(torch.stack(
@@ -233,7 +237,8 @@ def test_flat_in_memory_order_is_a_view_for_dense_layouts_and_keeps_every_elemen
 
 
 def _agent_with_data(**overrides) -> tuple[DQNAgent, FastUpdater]:
-    agent = DQNAgent(TINY_SPEC, 3, tiny_config(learning_starts=32, **overrides), seed=0)
+    agent = DQNAgent(TINY_SPEC, 3, tiny_config(learning_starts=32, **overrides), seed=0,
+                     fast_path=True)
     rng = np.random.default_rng(0)
     for t in range(100):
         agent.observe(0, rng.integers(0, 256, (8, 8), dtype=np.uint8),
@@ -316,12 +321,11 @@ def test_samples_holding_the_first_conv_input_give_the_same_updates(layout):
                             vector_hidden=[16], hidden_size=32)  # 8x8 -> 3x3 -> 1x1
     results, batches = {}, {}
     for converted in (False, True):
+        s2d = layout == "space_to_depth"
         agent, fast = _agent_with_data(network=network, noisy=False, prefetch_next_batch=True,
-                                       sample_conv_input=converted)
-        if layout == "space_to_depth":
-            for net in (agent.online, agent.target):
-                net.use_channels_last().use_space_to_depth(later_convs=True)
-            assert agent.online.encoder.space_to_depth_layers == [True, True]
+                                       sample_conv_input=converted, channels_last=s2d,
+                                       space_to_depth=s2d, space_to_depth_later_convs=True)
+        assert agent.online.encoder.space_to_depth_layers == [s2d, s2d]
         torch.manual_seed(1)
         batches[converted] = fast._sample(16, fast.beta)[1]
         torch.manual_seed(1)

@@ -173,16 +173,27 @@ def test_a_non_finite_reward_at_an_episode_start_is_not_an_outcome_and_is_kept()
 
 
 def test_the_policy_reports_non_finite_inputs_on_diagnostics():
+    """Rejected by the policy's collector before the replay, or by the replay fed directly: both count."""
     import types
     from collections import Counter
 
+    from carla_rl.learner.collector import Collector, Outcome, Tick
     from carla_rl.nodes.dqn_policy_node import NON_FINITE_COUNTER, DQNPolicyNode
 
     agent = tiny_agent()
     stream(agent, 1, [1.0, float("nan"), 1.0], [[0.0, 0.0]] * 3)
-    node = types.SimpleNamespace(agent=agent, diag=types.SimpleNamespace(counters=Counter()))
+    counters = Counter()
+    collector = Collector(2, counters=counters, agent=agent)
+    frames = np.zeros((2, 8, 8), np.uint8)
+    for step, reward in enumerate([0.0, float("inf")]):
+        collector.add_observation(Tick(0, step, 7, step, frames, np.zeros(2, np.float32)))
+        collector.add_outcome(Outcome(0, step, reward, False, False))
+        collector.act()
+    node = types.SimpleNamespace(collector=collector,
+                                 diag=types.SimpleNamespace(counters=counters, values={}))
     DQNPolicyNode.report_replay_counters(node)
-    assert node.diag.counters[NON_FINITE_COUNTER] == 1
+    assert node.diag.counters[NON_FINITE_COUNTER] == 2
+    assert node.diag.values["envs_present"] == "1"
 
 
 @pytest.mark.parametrize("entry", ["folder_dotdot", "folder_absolute", "chunk_dotdot", "chunk_absolute",

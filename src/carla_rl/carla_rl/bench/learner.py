@@ -7,9 +7,9 @@ then measures in the same run
                     device's preset over it (``agent_cuda.yaml`` on CUDA), called as training calls
                     it (``DQNAgent.update``: on CUDA ``updates_per_graph`` updates per graph replay
                     and one stats sync per call), at the config's batch size unless one is given,
-* ``eager``         the straightforward path on the same batch size (``DQNAgent.update`` with no
-                    graph, no compile, fp32: numpy sampling on the host, pinned copy to the device,
-                    one stats sync per update),
+* ``eager``         the reference update (:class:`~carla_rl.learner.algorithm.DQNAlgorithm`) on the
+                    same batch size: ``DQNAgent.update`` with no fast path (numpy sampling on the
+                    host, pinned copy to the device, one stats sync per update),
 
 and on request (``variants``) the fast-path switches one by one, for A/Bs: ``device_eager``
 (sampling on the device, eager kernels), or ``graph`` plus flags, each turning one switch on
@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from carla_rl.contract.config import default_config_dir, device_type
+from carla_rl.contract.config import ConfigError, default_config_dir, device_type
 from carla_rl.learner.agent_config import (FAST_PATH_FIELDS, AgentConfig, ObservationSpec,
                                            load_device_agent_config)
 from carla_rl.learner.dqn_agent import DQNAgent, DQNPolicy
@@ -53,6 +53,24 @@ SWITCH_FLAGS = {"s2d": "space_to_depth", "s2dl": "space_to_depth_later_convs",
                 "copt": "compile_optimizer", "flat": "flat_optimizer", "crep": "compile_replay",
                 "cnoise": "compile_noise", "combo": "compile_combo_kernels"}
 FRAME_POOL = 64  # distinct random frames cycled through the synthetic episodes
+# the flags of variant names beside SWITCH_FLAGS and xK
+OTHER_FLAGS = ("graph", "compile", "bf16", "maxat")
+NAMED_VARIANTS = ("eager", "shipped", "device_eager")
+
+
+def check_variant(name: str) -> None:
+    """ConfigError unless ``name`` is a named variant or flags joined by '_' (see the module doc):
+    a misspelt or removed flag would otherwise measure another variant under its name."""
+    if name in NAMED_VARIANTS:
+        return
+    unknown = [flag for flag in name.split("_") if flag not in SWITCH_FLAGS
+               and flag not in OTHER_FLAGS and not (flag[:1] == "x" and flag[1:].isdigit()
+                                                    and int(flag[1:]) >= 1)]
+    if unknown:
+        raise ConfigError(f"benchmark variant {name!r}: unknown flag(s) {', '.join(map(repr, unknown))}; "
+                          f"variants are {', '.join(NAMED_VARIANTS)} or flags joined by '_' from "
+                          f"{', '.join(OTHER_FLAGS + tuple(SWITCH_FLAGS))} and xK (K updates per "
+                          "graph replay)")
 
 
 def fill_synthetic(agent: DQNAgent, transitions: int, num_envs: int, episode_length: int,
@@ -196,6 +214,8 @@ def variant_config(base: AgentConfig, name: str) -> AgentConfig:
     interval = -(-base.target_update_interval // per_replay) * per_replay
     switches = {field: flag in flags for flag, field in SWITCH_FLAGS.items()}
     switches["space_to_depth"] = bool(flags & {"s2d", "s2dl"})
+    # NHWC (no flag of its own) on the graph variants only: device_eager stays the plain layout
+    switches["channels_last"] = base.channels_last and "graph" in flags
     cfg = dataclasses.replace(base, **switches, cuda_graphs="graph" in flags,
                               compile="compile" in flags, updates_per_graph=per_replay,
                               target_update_interval=interval,
@@ -207,7 +227,9 @@ def variant_config(base: AgentConfig, name: str) -> AgentConfig:
 
 
 def eager_config(base: AgentConfig) -> AgentConfig:
-    """The straightforward path of ``base``: no graph, no compile, fp32."""
+    """``base`` for the reference update: no fast path (``cuda_graphs`` off), and its other
+    fast-path switches as off as the reference is (no compile, fp32), so the config reads as what
+    runs."""
     return dataclasses.replace(base, cuda_graphs=False, compile=False, mixed_precision="off",
                                updates_per_graph=1)
 
@@ -239,6 +261,8 @@ def run_learner_benchmark(device: str, batch_size: int | None = None, seconds: f
     shipped.validate()
     spec = ObservationSpec(4, 84, 84, vector_size)
     variants = tuple(variants if variants is not None else DEFAULT_VARIANTS)
+    for name in variants:
+        check_variant(name)
     if dev.type != "cuda":
         variants = tuple(v for v in variants if not set(v.split("_")) & set(CUDA_ONLY_FLAGS))
 
@@ -262,7 +286,10 @@ def run_learner_benchmark(device: str, batch_size: int | None = None, seconds: f
             cfg = shipped if name == "shipped" else variant_config(shipped, name)
             if cfg.compile and dev.type == "cuda":
                 torch._dynamo.reset()  # each compiled variant compiles its own code
-            agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed)
+            # shipped: the update the config selects on this device, as training builds it; a
+            # variant: the fast path (its switches off where the variant names none)
+            agent = DQNAgent(spec, action_size, cfg, device=dev, seed=seed,
+                             fast_path=None if name == "shipped" else True)
             agent.replay = eager.replay  # share the filled host ring
             agent.env_steps = eager.env_steps
             if name == "shipped":  # as training calls it (stats included)

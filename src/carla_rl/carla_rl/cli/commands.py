@@ -375,7 +375,7 @@ def run_eval(args: Namespace, config_dir: Path) -> int:
     try:
         for policy in policies:
             driver = make_driver(policy, config_dir, args.seed, args.device)
-            reports += evaluate(driver, args.phases, args.episodes, args.seed, config_dir)
+            reports += evaluate(driver, args.phases, args.episodes, args.seed, config_dir, on_phase=_eval_line)
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     outputs = write_outputs(reports, Path(args.output_dir))
@@ -388,14 +388,72 @@ def run_eval(args: Namespace, config_dir: Path) -> int:
     return 0
 
 
+def _eval_line(report) -> None:
+    """One line per evaluated phase on stderr, so a long evaluation shows where it is."""
+    r = report.result
+    print(f"carla-rl: {report.policy} phase {report.phase} ({report.name}): goal rate {r.goal_rate:.2f}, "
+          f"collision-free {r.collision_free_rate:.2f}, {'passed' if r.passed else 'not passed'}",
+          file=sys.stderr, flush=True)
+
+
 def run_sim(args: Namespace, config_dir: Path) -> int:
     """The embedded simulator alone (env 0), for rviz2, the live view or recordings."""
     from carla_rl.graph import GraphOptions, build_sim_graph
 
+    if args.policy:
+        return _run_policy_sim(args, config_dir)
     options = GraphOptions(phase=args.phase, seed=args.seed, time_scale=args.time_scale, monitor=False)
     specs = build_sim_graph(options, autopilot=args.autopilot)
     return run_specs(specs, options, config_dir, display=args.enable_pygame_display,
                      stop_after_s=args.duration)
+
+
+def _run_policy_sim(args: Namespace, config_dir: Path) -> int:
+    """One env driven by a trained policy through the graph (evaluation mode: greedy, no learning)."""
+    import tempfile
+
+    from carla_rl.graph import GraphOptions, build_graph
+    from carla_rl.learner.checkpoint import CheckpointError, read_file
+
+    policy = Path(args.policy)
+    if not policy.is_file():
+        raise CommandError(f"--policy {args.policy}: no such file")
+    try:
+        state = read_file(policy)
+    except CheckpointError as exc:
+        raise CommandError(f"--policy: {exc}") from None
+    if not isinstance(state, dict) or "online" not in state:
+        raise CommandError(f"--policy {args.policy}: not a policy file or checkpoint")
+    save_dir = Path(tempfile.mkdtemp(prefix="carla-rl-sim-"))
+    options = GraphOptions(num_envs=1, phase=args.phase, seed=args.seed, time_scale=args.time_scale,
+                           device=args.device, training=False, load_model_from=str(policy.resolve()),
+                           save_dir=str(save_dir), monitor=False)
+    try:
+        options.validate()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return run_specs(build_graph(options), options, config_dir, display=args.enable_pygame_display,
+                     stop_after_s=args.duration)
+
+
+def run_export_policy(args: Namespace, config_dir: Path) -> int:
+    """The weights-only policy file of a checkpoint."""
+    from carla_rl.learner.checkpoint import CheckpointError, export_policy
+
+    output = Path(args.output)
+    if output.exists() and not args.force:
+        raise CommandError(f"{output} exists (--force to overwrite)")
+    if not Path(args.checkpoint).is_file():
+        raise CommandError(f"{args.checkpoint}: no such file")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        written = export_policy(args.checkpoint, output)
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"carla-rl: wrote {output} ({written['bytes'] / 1e6:.1f} MB, observation {written['spec']}, "
+          f"{written['counters']['updates']} updates, {written['counters']['env_steps']} env steps; "
+          f"sha256 {written['sha256'][:16]})")
+    return 0
 
 
 def run_record(args: Namespace, config_dir: Path) -> int:

@@ -201,9 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", type=_positive_int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-scale", type=_non_negative_float, default=1.0)
-    p.add_argument("--autopilot", action="store_true", help="drive with the scripted autopilot")
+    driver = p.add_mutually_exclusive_group()
+    driver.add_argument("--autopilot", action="store_true", help="drive with the scripted autopilot")
+    driver.add_argument("--policy", default="", metavar="PATH",
+                        help="drive with a trained policy (policy file or checkpoint, e.g. models/policy.pt): the "
+                             "simulator, preprocessor, reward evaluator and the policy node acting greedily")
+    p.add_argument("--device", default="cpu", help="torch device of --policy (default cpu)")
     p.add_argument("--enable-pygame-display", action="store_true")
     p.add_argument("--duration", type=_non_negative_float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
+
+    p = sub.add_parser("export-policy", help="write the weights-only policy file (~3 MB) of a checkpoint, the form a "
+                       "trained agent is shipped in (eval --policy, sim --policy, train --load-model-from)")
+    p.add_argument("checkpoint", help="a checkpoint, e.g. runs/latest/checkpoints/final.pt")
+    p.add_argument("output", help="the policy file to write, e.g. models/policy.pt")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
     p = sub.add_parser("set-phase", help="ask the curriculum manager to switch phase")
     p.add_argument("phase", type=int)

@@ -150,31 +150,35 @@ class AgentConfig:
                                low=0.0, high=1e6)
     grad_clip_norm: float = param(10.0, "max global gradient norm (0 = no clipping)",
                                   low=0.0, high=1e6)
-    mixed_precision: str = param("off", "autocast on CUDA: 'off', 'bf16' or 'fp16' "
-                                        "(fp16 uses a GradScaler); ignored on CPU",
+    mixed_precision: str = param("off", "autocast on CUDA, of the fast path's update and of "
+                                        "acting: 'off', 'bf16' or 'fp16' (fp16 uses a GradScaler "
+                                        "and runs the update without a graph); ignored on CPU",
                                  choices=("off", "bf16", "fp16"))
-    cuda_graphs: bool = param(True, "capture the whole update step (sampling included) in a "
-                                    "CUDA graph; CUDA only (ignored on CPU)")
-    compile: bool = param(False, "torch.compile the loss (forward passes + targets; CUDA "
-                                 "only, compiles on the first updates)")
+    cuda_graphs: bool = param(True, "the fast path on CUDA: the update as fast_algorithm.py "
+                                    "computes it, sampled on the device and captured (sampling "
+                                    "included) in a CUDA graph; off, and always on CPU, the "
+                                    "reference update of algorithm.py runs, which reads none of "
+                                    "the switches below")
+    compile: bool = param(False, "fast path: torch.compile the loss (forward passes + targets; "
+                                 "compiles on the first updates)")
     tf32_matmul: bool = param(True, "CUDA: float32 matmuls on TF32 tensor cores (cuDNN "
                                     "convolutions already are); process-wide setting")
-    channels_last: bool = param(True, "NHWC convolutions on the CUDA-graph path (cuDNN's "
-                                      "native layout)")
-    space_to_depth: bool = param(True, "CUDA-graph path: run the first conv (stride s dividing "
+    channels_last: bool = param(True, "NHWC convolutions on the fast path (cuDNN's native "
+                                      "layout)")
+    space_to_depth: bool = param(True, "fast path: run the first conv (stride s dividing "
                                        "kernel k) as the equal k/s x k/s stride-1 conv over "
                                        "s x s space-to-depth blocks, same weights reshaped "
-                                       "(tensor-core friendly; ignored on CPU)")
-    space_to_depth_later_convs: bool = param(True, "CUDA-graph path with space_to_depth: also "
+                                       "(tensor-core friendly)")
+    space_to_depth_later_convs: bool = param(True, "fast path with space_to_depth: also "
                                                    "every later conv whose stride divides its "
                                                    "kernel (e.g. 4x4 stride 2 as 2x2 stride 1 "
                                                    "over 2x2 blocks; cuDNN's input gradient of a "
                                                    "strided conv waits for a memset)")
-    parallel_next_passes: bool = param(True, "CUDA-graph path: run the two no-grad next-state "
+    parallel_next_passes: bool = param(True, "fast path: run the two no-grad next-state "
                                              "passes (online selection, target evaluation) on "
                                              "side CUDA streams, concurrent with the online "
                                              "pass")
-    grouped_next_passes: bool = param(True, "CUDA-graph path with parallel_next_passes and "
+    grouped_next_passes: bool = param(True, "fast path with parallel_next_passes and "
                                             "double: the online selection and the target "
                                             "evaluation as one pass with both networks' layers "
                                             "side by side (grouped convs, batched matmuls), on "
@@ -186,23 +190,23 @@ class AgentConfig:
     compile_combo_kernels: bool = param(True, "with compile: inductor's combo kernels (independent "
                                               "small kernels, e.g. the weight preparations of the "
                                               "layers, launched as one)")
-    compile_optimizer: bool = param(True, "CUDA-graph path with compile: also torch.compile "
+    compile_optimizer: bool = param(True, "fast path with compile: also torch.compile "
                                           "gradient clipping + Adam (foreach Adam instead of "
                                           "the fused kernel; same math)")
-    flat_optimizer: bool = param(True, "CUDA-graph path with compile_optimizer: parameters, "
+    flat_optimizer: bool = param(True, "fast path with compile_optimizer: parameters, "
                                        "gradients and Adam's moments in one flat buffer each, "
                                        "so that clipping + Adam take a few kernels over whole "
                                        "buffers (same math; learner/flat_adam.py)")
-    compile_replay: bool = param(True, "CUDA-graph path with compile: also torch.compile the "
+    compile_replay: bool = param(True, "fast path with compile: also torch.compile the "
                                        "on-device prioritized sampling and priority update")
-    compile_noise: bool = param(True, "CUDA-graph path with compile: also torch.compile the "
+    compile_noise: bool = param(True, "fast path with compile: also torch.compile the "
                                       "noisy-net resampling of both networks (same "
                                       "distribution, fewer kernels)")
     updates_per_graph: int = param(1, "gradient steps captured back to back in one CUDA graph "
                                       "(cuda_graphs only; one replay = this many updates, which "
                                       "saves the per-replay host work; must divide "
                                       "target_update_interval)", low=1, high=256)
-    prefetch_next_batch: bool = param(True, "CUDA-graph path, updates_per_graph > 1: each update "
+    prefetch_next_batch: bool = param(True, "fast path, updates_per_graph > 1: each update "
                                              "after the first of a replay draws its batch beside "
                                              "the previous update's backward pass (after that "
                                              "update's priority update, as in order) and its "
@@ -239,8 +243,9 @@ class AgentConfig:
         return dataclasses.replace(self, network=network_preset(name))
 
 
-# The fields that choose how an update runs on CUDA, not what it computes (all ignored on CPU):
-# the switches of the fast path, in the order of AgentConfig.
+# The fields that choose how an update runs on CUDA, not what it computes: the switches of the
+# fast path (cuda_graphs selects it; the reference update reads none of them), in the order of
+# AgentConfig.
 FAST_PATH_FIELDS = ("mixed_precision", "cuda_graphs", "compile", "tf32_matmul", "channels_last",
                     "space_to_depth", "space_to_depth_later_convs", "parallel_next_passes",
                     "grouped_next_passes", "compile_mode", "compile_combo_kernels",

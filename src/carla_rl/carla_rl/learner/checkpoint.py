@@ -11,6 +11,11 @@ directory; a failed save therefore leaves the previous checkpoint untouched. The
 memory goes to separate chunk files in a fresh directory ``<name>.replay-<token>/`` (each chunk
 verified the same way); the main file names them with their digests, and older replay
 directories of the same checkpoint are removed only after the main file has been replaced.
+
+A *policy file* (:func:`save_policy`, ``carla-rl export-policy``) is the same container holding the
+online network's weights only, with the observation spec and config to rebuild it (~3 MB): what a
+trained agent is shipped as. Everything that loads a checkpoint to act also loads a policy file;
+resuming from one starts with its weights and a fresh optimizer, counters and replay.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ FORMAT_VERSION = 3  # 2: action masks in the replay, flat noise buffers; 3: nois
 _HEADER = struct.Struct("<8sQ32s")
 EMPTY_CHUNK = "empty.pt"  # the one file of a replay folder shared by its never-written chunks
 REPLAY_CHUNK_SLOTS = 4096  # ring slots per replay chunk file (~29 MB at 84x84); the unit of incremental writes
+POLICY_KIND = "policy"  # ``kind`` of a policy file (weights only); full checkpoints carry no ``kind``
 
 
 class CheckpointError(RuntimeError):
@@ -142,7 +148,8 @@ def agent_state(agent: DQNAgent, include_replay: bool = False) -> dict[str, Any]
         "online": agent.online.state_dict(),
         "target": agent.target.state_dict(),
         "optimizer": agent.algorithm.optimizer.state_dict(),
-        "scaler": agent.algorithm.scaler.state_dict(),
+        # the fp16 GradScaler of the fast path ({} where there is none or it is off)
+        "scaler": _scaler(agent).state_dict() if _scaler(agent) is not None else {},
         "counters": {"env_steps": agent.env_steps, "updates": agent.updates},
         "rng": rng,
     }
@@ -156,6 +163,12 @@ def agent_state(agent: DQNAgent, include_replay: bool = False) -> dict[str, Any]
             replay["envs"] = torch.from_numpy(replay["envs"])
         state["replay"] = replay
     return state
+
+
+def _scaler(agent: DQNAgent) -> torch.amp.GradScaler | None:
+    """The agent's AMP GradScaler: the fast path's update has one (enabled with fp16), the
+    reference update none."""
+    return getattr(agent.algorithm, "scaler", None)
 
 
 def _check_compatible(agent: DQNAgent, state: dict[str, Any], where: str) -> None:
@@ -176,6 +189,13 @@ def restore_agent(agent: DQNAgent, state: dict[str, Any], where: str = "checkpoi
     """Load ``state`` (from :func:`agent_state`) into ``agent``; checks the architecture first."""
     _check_compatible(agent, state, where)
     agent._fast = None  # a captured graph holds the old optimizer state: rebuild it lazily
+    if state.get("kind") == POLICY_KIND:
+        try:  # weights only: the target starts equal to them, the rest of the learner fresh
+            agent.online.load_state_dict(state["online"])
+            agent.target.load_state_dict(state["online"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{where}: inconsistent policy file: {exc}") from None
+        return
     try:
         agent.online.load_state_dict(state["online"])
         agent.target.load_state_dict(state["target"])
@@ -189,7 +209,8 @@ def restore_agent(agent: DQNAgent, state: dict[str, Any], where: str = "checkpoi
                          if k in ours[i]}}
             for i, group in enumerate(saved["param_groups"])]}
         optimizer.load_state_dict(saved)
-        agent.algorithm.scaler.load_state_dict(state["scaler"])
+        if _scaler(agent) is not None:
+            _scaler(agent).load_state_dict(state["scaler"])
         if "replay" in state:
             replay = dict(state["replay"])
             replay["arrays"] = {k: v.numpy() for k, v in replay["arrays"].items()}
@@ -427,6 +448,41 @@ def _manifest_entry(folder: Path, name: Any, checkpoint: Path, what: str) -> Pat
     return entry
 
 
+def policy_state(agent: DQNAgent) -> dict[str, Any]:
+    """The online network's weights with what rebuilds it: the contents of a policy file."""
+    return {"format": FORMAT_VERSION, "kind": POLICY_KIND, "fingerprint": fingerprint(agent),
+            "spec": _spec_list(agent.spec), "action_size": agent.action_size,
+            "config": agent_config_to_mapping(agent.config),
+            "online": {k: v.detach().to("cpu") for k, v in agent.online.state_dict().items()},
+            "counters": {"env_steps": agent.env_steps, "updates": agent.updates}}
+
+
+def save_policy(agent: DQNAgent, path: str | Path) -> str:
+    """Write ``agent``'s policy file (weights only) atomically; returns its SHA-256."""
+    return write_file(path, policy_state(agent))
+
+
+def export_policy(checkpoint: str | Path, output: str | Path) -> dict[str, Any]:
+    """Write the policy file of ``checkpoint`` (a full checkpoint or a policy file) to ``output``
+    without loading its replay; returns what was written (spec, counters, size, digest)."""
+    checkpoint = Path(checkpoint)
+    state = read_file(checkpoint)
+    if not isinstance(state, dict) or "fingerprint" not in state or "online" not in state:
+        raise CheckpointError(f"{checkpoint}: not an agent checkpoint")
+    if state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{checkpoint}: unsupported checkpoint format {state.get('format')!r} "
+                              f"(this version reads format {FORMAT_VERSION})")
+    bad = non_finite_tensors(state["online"])
+    if bad:
+        raise CheckpointError(f"{checkpoint}: online weights are not finite ({', '.join(bad[:3])})")
+    policy = {key: state[key] for key in ("format", "fingerprint", "spec", "action_size", "config",
+                                          "online", "counters")}
+    policy["kind"] = POLICY_KIND
+    digest = write_file(output, policy)
+    return {"output": str(output), "bytes": Path(output).stat().st_size, "sha256": digest,
+            "spec": policy["spec"], "counters": {k: int(v) for k, v in policy["counters"].items()}}
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Verified checkpoint contents; the replay (if any) re-assembled under ``replay``."""
     path = Path(path)
@@ -463,7 +519,7 @@ def verify_checkpoint(path: str | Path) -> bool:
     state = read_file(path)
     if not isinstance(state, dict) or "fingerprint" not in state or "online" not in state:
         raise CheckpointError(f"{path}: not an agent checkpoint")
-    for key in ("online", "target"):
+    for key in ("online",) if state.get("kind") == POLICY_KIND else ("online", "target"):
         bad = non_finite_tensors(state.get(key) or {})
         if bad:
             raise CheckpointError(f"{path}: {key} weights are not finite ({', '.join(bad[:3])})")

@@ -2,8 +2,11 @@
 
 * :class:`DQNPolicy`    observation -> action (batched over envs, epsilon or noisy exploration,
                         action masks),
-* :class:`DQNAlgorithm` the update (:mod:`carla_rl.learner.algorithm`): double-DQN / C51
-                        targets, PER weights, AMP, grad clipping, optimizer, target network,
+* :class:`DQNAlgorithm` the update (:mod:`carla_rl.learner.algorithm`, the reference): double-DQN /
+                        C51 targets, PER weights, grad clipping, optimizer, target network;
+                        where the config selects the fast path, :class:`FastDQNAlgorithm`
+                        (:mod:`carla_rl.learner.fast_algorithm`) driven by :class:`FastUpdater`
+                        (:mod:`carla_rl.learner.fast_update`) instead,
 * the replay memory     :mod:`carla_rl.learner.replay_buffer`,
 
 and :class:`DQNAgent`, which owns the three, the counters and the RNGs, and is what the
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
-from carla_rl.learner.algorithm import DQNAlgorithm, UpdateStats, autocast, to_batch
+from carla_rl.learner.algorithm import DQNAlgorithm, UpdateStats, to_batch
+from carla_rl.learner.fast_algorithm import FastDQNAlgorithm, autocast
 from carla_rl.learner.fast_update import FastUpdater
 from carla_rl.learner.networks import FrozenQNetwork, QNetwork
 from carla_rl.learner.replay_buffer import PrioritizedReplayBuffer, ReplayBuffer
@@ -87,10 +91,15 @@ class DQNPolicy:
 
 
 class DQNAgent:
-    """Policy + algorithm + replay + counters; the learner core driven by the policy node."""
+    """Policy + algorithm + replay + counters; the learner core driven by the policy node.
+
+    ``fast_path``: None runs the fast path where the config selects it (``cuda_graphs`` on a CUDA
+    device) and the reference update elsewhere; True / False force one (the fast path runs
+    eagerly on a CPU: tests and A/Bs)."""
 
     def __init__(self, state_size: Any, action_size: int = 6, config: AgentConfig | None = None,
-                 device: str | torch.device = "cpu", seed: int | None = None) -> None:
+                 device: str | torch.device = "cpu", seed: int | None = None,
+                 fast_path: bool | None = None) -> None:
         self.spec = ObservationSpec.coerce(state_size)
         self.action_size = int(action_size)
         self.config = config if config is not None else AgentConfig()
@@ -109,16 +118,11 @@ class DQNAgent:
         self.online = QNetwork(self.spec, self.action_size, cfg).to(self.device)
         self.target = QNetwork(self.spec, self.action_size, cfg).to(self.device)
         self.policy = DQNPolicy(self.online, cfg, self.device, self.act_rng)
-        # CUDA-graph capture of the update needs an optimizer whose step counter lives on the GPU.
-        self.use_fast_path = self.device.type == "cuda" and cfg.cuda_graphs
-        if self.use_fast_path and cfg.channels_last:
-            self.online.use_channels_last()
-            self.target.use_channels_last()
-        if self.use_fast_path and cfg.space_to_depth:
-            self.online.use_space_to_depth(later_convs=cfg.space_to_depth_later_convs)
-            self.target.use_space_to_depth(later_convs=cfg.space_to_depth_later_convs)
-        self.algorithm = DQNAlgorithm(self.online, self.target, cfg, self.device,
-                                      capturable=self.use_fast_path)
+        self.use_fast_path = (self.device.type == "cuda" and cfg.cuda_graphs) \
+            if fast_path is None else bool(fast_path)
+        # the fast path's update also sets the networks' layout (channels-last, space-to-depth)
+        self.algorithm = FastDQNAlgorithm(self.online, self.target, cfg, self.device) \
+            if self.use_fast_path else DQNAlgorithm(self.online, self.target, cfg)
         self._fast = None  # FastUpdater, built on the first update when use_fast_path
         rc = cfg.replay
         if rc.prioritized:
@@ -159,7 +163,8 @@ class DQNAgent:
     @property
     def updates_per_call(self) -> int:
         """Gradient steps one :meth:`update` call makes (``updates_per_graph`` on the graph path)."""
-        return self.config.updates_per_graph if self.use_fast_path else 1
+        graph = self.use_fast_path and FastUpdater.graph_enabled(self.config, self.device)
+        return self.config.updates_per_graph if graph else 1
 
     def updates_due(self) -> int:
         """Gradient steps owed by the replay ratio (``gradient_steps`` per ``train_frequency``
@@ -185,6 +190,12 @@ class DQNAgent:
         with self.replay_lock:
             self.replay.record_action(env_id, action)
         self.env_steps += 1
+
+    def end_stream(self, env_id: int) -> bool:
+        """End the env's stream without an outcome (see :meth:`ReplayBuffer.end_stream`); True when a
+        pending transition was dropped."""
+        with self.replay_lock:
+            return self.replay.end_stream(env_id)
 
     def observe_many(self, env_ids, frames, vectors, rewards, terminated, truncated,
                      episode_start, action_masks=None) -> np.ndarray:

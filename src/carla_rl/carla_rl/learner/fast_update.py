@@ -15,7 +15,10 @@ Without prioritized replay the leaves are 1 for sampleable transitions and 0 oth
 same sampler draws uniformly. Invalid draws (possible only through float rounding) get weight 0
 and keep priority 0.
 
-On CPU the same code runs eagerly (this is how it is tested); graphs are CUDA only.
+It drives :class:`carla_rl.learner.fast_algorithm.FastDQNAlgorithm`, the fast path's update;
+the reference update (``DQNAgent.update`` over :class:`carla_rl.learner.algorithm.DQNAlgorithm`)
+samples on the host instead. On CPU the same code runs eagerly (this is how it is tested);
+graphs are CUDA only.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ import numpy as np
 import torch
 
 from carla_rl.learner.agent_config import AgentConfig
-from carla_rl.learner.algorithm import Batch, DQNAlgorithm, UpdateStats, autocast_dtype
+from carla_rl.learner.algorithm import Batch, UpdateStats
+from carla_rl.learner.fast_algorithm import FastDQNAlgorithm, autocast_dtype
 from carla_rl.learner.networks import first_conv_input
 from carla_rl.learner.replay_buffer import ReplayBuffer
-
 
 
 class UpdaterOwner(Protocol):
@@ -41,7 +44,7 @@ class UpdaterOwner(Protocol):
 
     config: AgentConfig
     device: torch.device
-    algorithm: DQNAlgorithm
+    algorithm: FastDQNAlgorithm
     replay: ReplayBuffer
     replay_lock: threading.Lock
     capture_lock: threading.Lock
@@ -52,6 +55,7 @@ class UpdaterOwner(Protocol):
 
     @property
     def lr(self) -> float: ...
+
 
 GRAPH_WARMUP_STEPS = 3  # eager calls on a side stream before capture (allocate optimizer state, compile)
 
@@ -229,20 +233,30 @@ class DeviceReplay:
 class FastUpdater:
     """Update steps of ``agent`` with on-device replay, as one CUDA graph when possible.
 
-    ``use_graph`` needs CUDA, ``mixed_precision`` 'off' or 'bf16' (the fp16 GradScaler syncs
-    with the host) and an optimizer created with ``capturable=True`` (DQNAgent does this when
-    ``config.cuda_graphs`` is on). The first :data:`GRAPH_WARMUP_STEPS` calls run eagerly on a
-    side stream and are real updates.
+    The agent's algorithm must be the fast path's (:class:`FastDQNAlgorithm`: ``DQNAgent`` builds
+    it where the config selects the fast path, or with ``fast_path=True``). ``use_graph`` (default:
+    ``config.cuda_graphs``) needs CUDA and ``mixed_precision`` 'off' or 'bf16' (the fp16
+    GradScaler syncs with the host): see :meth:`graph_enabled`. The first
+    :data:`GRAPH_WARMUP_STEPS` calls run eagerly on a side stream and are real updates.
     """
+
+    @staticmethod
+    def graph_enabled(config: AgentConfig, device: torch.device,
+                      use_graph: bool | None = None) -> bool:
+        """Whether updates of ``config`` on ``device`` run as CUDA-graph replays."""
+        wanted = config.cuda_graphs if use_graph is None else use_graph
+        return bool(wanted) and device.type == "cuda" and config.mixed_precision != "fp16"
 
     def __init__(self, agent: UpdaterOwner, use_graph: bool | None = None) -> None:
         cfg = agent.config
+        if not isinstance(agent.algorithm, FastDQNAlgorithm):
+            raise TypeError("FastUpdater: the agent runs the reference update "
+                            f"({type(agent.algorithm).__name__}); the fast path needs "
+                            "FastDQNAlgorithm: build the agent with fast_path=True, or on CUDA "
+                            "with cuda_graphs on")
         self.agent = agent
         self.device = agent.device
-        if use_graph is None:
-            use_graph = cfg.cuda_graphs
-        self.use_graph = bool(use_graph) and self.device.type == "cuda" \
-            and cfg.mixed_precision != "fp16"
+        self.use_graph = self.graph_enabled(cfg, self.device, use_graph)
         # sample_conv_input: samples hold the first conv's input (converted in the sampling,
         # which the prefetch runs beside the previous update's backward pass)
         encoder = agent.algorithm.network.encoder

@@ -227,6 +227,19 @@ class ReplayBuffer:
         for e, a in zip(env_ids, actions):
             self.record_action(int(e), int(a))
 
+    def end_stream(self, env_id: int) -> bool:
+        """The env's running episode ends here, without a final outcome (the env left, or its input
+        was rejected upstream): its pending transition (an action without outcome) is dropped, and the
+        env stores again from its next episode start. Returns whether a transition was dropped."""
+        stream = self._envs.get(int(env_id))
+        if stream is None:
+            return False
+        dropped = stream.acted and not stream.dropping and bool(self._alive(stream.last_seq))
+        if dropped:
+            self._drop_action(stream.last_seq % self.capacity)
+        stream.last_seq, stream.acted, stream.ended, stream.dropping = NO_LINK, False, False, False
+        return dropped
+
     def _refuse_non_finite(self, stream: _EnvStream) -> None:
         """Drop a tick with non-finite input: the pending transition gets no outcome and the env
         stores nothing until its next episode start."""

@@ -1,9 +1,11 @@
 """dqn_policy: one Rainbow DQN agent acting for every env and learning in the background.
 
-Per env it pairs the Observation and the StepReward of the same tick (by step id), stores the
+The ROS shell of the collector core (carla_rl.learner.collector, shared with the Gymnasium trainer):
+per env it pairs the Observation and the StepReward of the same tick (by step id), stores the
 transition in the replay, and either asks the simulator for a reset (episode over) or acts. Ready
-envs are acted on together: as soon as every running env is ready, or when the micro-batching
-window since the first ready env expires. Gradient steps run in a learner thread on the online
+envs are acted on together: as soon as every present env is ready, or when the micro-batching
+window since the first ready env expires. An env is present from its first observation until
+``env_absent_after_s`` without a message. Gradient steps run in a learner thread on the online
 network; acting uses an actor copy that the learner refreshes every ``actor_sync_updates`` updates,
 so acting never waits for a gradient step (only for that short copy).
 """
@@ -29,6 +31,7 @@ from carla_rl.contract import topics
 from carla_rl.contract.actions import NUM_ACTIONS, ActionTable
 from carla_rl.contract.config import param
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
+from carla_rl.learner import collector as core
 from carla_rl.learner.checkpoint import (REPLAY_CHUNK_SLOTS, CheckpointError, confined_checkpoint_path,
                                          poisoned_weights, remove_checkpoint, remove_orphan_replays,
                                          restore_checkpoint, save_checkpoint)
@@ -80,6 +83,11 @@ class PolicyNodeConfig:
                                         runtime=True)
     max_pending_ticks: int = param(16, "Unmatched ticks kept per env before the oldest is dropped", low=1,
                                    high=10_000, runtime=True)
+    env_absent_after_s: float = param(5.0, "An env without any message for this long (while not waiting for "
+                                      "its action) is absent: never waited for by the micro-batching, its "
+                                      "unmatched ticks and pending transition dropped (counted); its next "
+                                      "observation takes it back, storing from its next episode", low=0.05,
+                                      high=3600.0, runtime=True)
     max_learner_lag_updates: int = param(0, "Training: hold the next action while the learner is more than "
                                          "this many gradient steps behind the replay ratio (agent."
                                          "train_frequency), so env steps never outrun learning; 0 = never "
@@ -102,25 +110,13 @@ class _SharedActions:
 
 
 PERIODIC_PREFIX = "episode_"
-NON_FINITE_COUNTER = "non_finite_inputs"  # ticks with a NaN / inf reward or vector feature: never stored
+NON_FINITE_COUNTER = core.NON_FINITE_INPUTS  # ticks with a NaN / inf reward or vector feature: never stored
+ENVS_PRESENT_VALUE = "envs_present"  # /diagnostics value: envs heard from within env_absent_after_s
 
 
 def periodic_episode(path: Path) -> int:
     """Training episodes at which periodic checkpoint ``episode_NNNNNNN.pt`` was written."""
     return int(path.stem[len(PERIODIC_PREFIX):])
-
-
-class EnvSlot:
-    """Observation and reward of the ticks of one env until they pair up."""
-
-    def __init__(self) -> None:
-        self.observations: dict[int, Observation] = {}
-        self.rewards: dict[int, StepReward] = {}
-        self.ready: tuple[Observation, StepReward] | None = None
-        # the replay stream of this env holds the current episode from its first tick; a policy that
-        # (re)starts mid-episode, or an evaluation episode, stores nothing until the next episode starts
-        self.streaming = False
-        self.finished_episode: int | None = None  # the end of an episode is announced until the reset
 
 
 class DQNPolicyNode(ComposableNode):
@@ -133,10 +129,9 @@ class DQNPolicyNode(ComposableNode):
         self.actions = declare_config(self, _SharedActions).actions
         self.controls = [conv.control_msg(c) for c in self.actions.controls()]
         self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s,
-                                        warn_on=("dropped_ticks", NON_FINITE_COUNTER),
+                                        warn_on=(core.DROPPED_TICKS, NON_FINITE_COUNTER, core.ENVS_ABSENT_EVENTS),
                                         before_publish=self.report_replay_counters)
         self.checkpoint_dir = Path(self.cfg.save_dir) / "checkpoints"
-        self.agent: DQNAgent | None = None  # built on the first observation (its shape fixes the network)
         self.actor: DQNPolicy | None = None
         self.actor_lock = threading.Lock()
         self.learn_lock = threading.Lock()
@@ -147,14 +142,18 @@ class DQNPolicyNode(ComposableNode):
         self.new_data = threading.Event()
         self.checkpoint_due = threading.Event()
         self.learner_error: str | None = None  # why the learner thread died (the process then exits)
-        self.evaluation_mode = not self.cfg.training
-        self.envs = [EnvSlot() for _ in range(self.cfg.num_envs)]
-        self.acted_steps = 0  # actions published (training and evaluation)
+        # the pairing, storing, episodes and acting (the agent is built on the first observation: its
+        # shape fixes the network)
+        self.collector = core.Collector(self.cfg.num_envs, training=self.cfg.training,
+                                        max_pending_ticks=self.cfg.max_pending_ticks,
+                                        env_absent_after_s=self.cfg.env_absent_after_s,
+                                        counters=self.diag.counters, agent_factory=self.build_agent,
+                                        act_context=self.act_context)
         self.last_stats = None
-        self.act_batches: deque[int] = deque(maxlen=200)
         self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
         # a restarted policy continues the run's numbering (and rotation) from what is on disk
-        self.training_episodes = max((periodic_episode(p) for p in self.periodic_checkpoints()), default=0)
+        self.collector.training_episodes = max((periodic_episode(p) for p in self.periodic_checkpoints()),
+                                               default=0)
 
         self.cmd_pubs = []
         for env_id in range(self.cfg.num_envs):
@@ -176,28 +175,46 @@ class DQNPolicyNode(ComposableNode):
         """A run-time parameter was set: read at each use (window, sync, lag, checkpoints), or a
         timer's period."""
         self.cfg = cfg
+        self.collector.max_pending_ticks = cfg.max_pending_ticks
+        if cfg.env_absent_after_s != self.collector.env_absent_after_s:
+            self.collector.set_env_absent_after(cfg.env_absent_after_s)
         set_timer_period(self.stats_timer, cfg.stats_period_s)
         self.diag.set_period(cfg.diagnostics_period_s)
 
     # --- agent --------------------------------------------------------------------------------------
-    def build_agent(self, obs: Observation) -> None:
-        spec = ObservationSpec(obs.frame_stack, obs.height, obs.width, len(obs.vector))
-        self.agent = DQNAgent(spec, NUM_ACTIONS, self.agent_cfg, device=self.cfg.device, seed=self.cfg.seed)
+    @property
+    def agent(self) -> DQNAgent | None:
+        return self.collector.agent
+
+    @property
+    def evaluation_mode(self) -> bool:
+        return self.collector.evaluation_mode
+
+    @property
+    def training_episodes(self) -> int:
+        return self.collector.training_episodes
+
+    def build_agent(self, tick: core.Tick) -> DQNAgent:
+        """The agent, from the collector's first observation."""
+        stack, height, width = tick.frames.shape
+        spec = ObservationSpec(stack, height, width, len(tick.vector))
+        agent = DQNAgent(spec, NUM_ACTIONS, self.agent_cfg, device=self.cfg.device, seed=self.cfg.seed)
         if self.cfg.load_model_from:
             try:
-                restore_checkpoint(self.agent, self.cfg.load_model_from)
+                restore_checkpoint(agent, self.cfg.load_model_from)
             except CheckpointError as exc:
                 raise RuntimeError(f"cannot resume from {self.cfg.load_model_from}: {exc}") from None
-            self.get_logger().info(f"resumed from {self.cfg.load_model_from}: {self.agent.updates} updates, "
-                                   f"{self.agent.env_steps} env steps, replay {len(self.agent.replay)}")
-        self.actor = DQNPolicy(copy.deepcopy(self.agent.online), self.agent_cfg, self.agent.device,
-                               self.agent.act_rng)
-        self.actor.load_weights(self.agent.online.state_dict())  # folds the noise for acting
-        self.agent.policy = self.actor  # agent.act() (exploration schedule) now runs on the actor copy
-        self.actor_synced_at = self.agent.updates
+            self.get_logger().info(f"resumed from {self.cfg.load_model_from}: {agent.updates} updates, "
+                                   f"{agent.env_steps} env steps, replay {len(agent.replay)}")
+        self.actor = DQNPolicy(copy.deepcopy(agent.online), self.agent_cfg, agent.device, agent.act_rng)
+        self.actor.load_weights(agent.online.state_dict())  # folds the noise for acting
+        agent.policy = self.actor  # agent.act() (exploration schedule) now runs on the actor copy
+        self.actor_synced_at = agent.updates
+        self.collector.agent = agent  # the learner thread reads it from here
         freeze_heap()  # the agent's modules and buffers: kept out of later GC scans
         self.learner_thread.start()
         self.get_logger().info(f"agent on {self.cfg.device}: observation {spec}, {NUM_ACTIONS} actions")
+        return agent
 
     def learner_loop(self) -> None:
         """The learner thread. Any exception ends the process (non-zero exit, reason in the log) so the
@@ -230,42 +247,19 @@ class DQNPolicyNode(ComposableNode):
             if stats is not None:
                 self.last_stats = stats
 
-    # --- pairing and micro-batching -------------------------------------------------------------------
+    # --- pairing and micro-batching (the collector; this shell converts and times) ----------------------
     def on_observation(self, msg: Observation) -> None:
-        if msg.env_id >= len(self.envs):
-            self.diag.count("unknown_env")
-            return
-        if self.agent is None:
-            self.build_agent(msg)
-        slot = self.envs[msg.env_id]
-        slot.observations[msg.step_id] = msg
-        self.try_pair(slot, msg.step_id)
+        self.after_message(self.collector.add_observation(conv.tick_from_msg(msg, NUM_ACTIONS)))
 
     def on_reward(self, msg: StepReward) -> None:
-        if msg.env_id >= len(self.envs):
-            self.diag.count("unknown_env")
-            return
-        slot = self.envs[msg.env_id]
-        slot.rewards[msg.step_id] = msg
-        self.try_pair(slot, msg.step_id)
+        self.after_message(self.collector.add_outcome(conv.outcome_from_msg(msg)))
 
-    def try_pair(self, slot: EnvSlot, step_id: int) -> None:
-        if step_id in slot.observations and step_id in slot.rewards:
-            slot.ready = (slot.observations.pop(step_id), slot.rewards.pop(step_id))
-            for pending in (slot.observations, slot.rewards):  # older unmatched ticks can never pair
-                for old in [k for k in pending if k < step_id]:
-                    del pending[old]
-                    self.diag.count("dropped_ticks")
-            if all(s.ready is not None for s in self.envs):
-                self.batch_window.disarm()
-                self.act_on_ready()
-            else:
-                self.batch_window.arm_if_idle(self.cfg.micro_batch_window_s)
-        else:
-            for pending in (slot.observations, slot.rewards):
-                while len(pending) > self.cfg.max_pending_ticks:
-                    del pending[min(pending)]
-                    self.diag.count("dropped_ticks")
+    def after_message(self, readiness: core.Readiness) -> None:
+        if readiness is core.Readiness.ALL_READY:
+            self.batch_window.disarm()
+            self.act_on_ready()
+        elif readiness is core.Readiness.SOME_READY:
+            self.batch_window.arm_if_idle(self.cfg.micro_batch_window_s)
 
     # --- acting -----------------------------------------------------------------------------------------
     def learner_lagging(self) -> bool:
@@ -274,66 +268,27 @@ class DQNPolicyNode(ComposableNode):
                 and self.agent.updates_due() > limit)
 
     def act_on_ready(self) -> None:
-        ready = [(i, s.ready) for i, s in enumerate(self.envs) if s.ready is not None]
-        if not ready or self.agent is None:
+        if not self.collector.ready_envs or self.agent is None:
             return
         if self.learner_lagging():  # hold the envs until the learner catches up (checked every window)
             self.diag.count("held_for_learner")
             self.batch_window.arm(self.cfg.micro_batch_window_s)
             return
-        for slot in self.envs:
-            slot.ready = None
-        agent = self.agent
-        acting = []
-        for env_id, (obs, reward) in ready:
-            frames = np.frombuffer(obs.frames, dtype=np.uint8).reshape(obs.frame_stack, obs.height, obs.width)
-            vector = np.frombuffer(obs.vector, dtype=np.float32)
-            start = obs.episode_step == 0
-            done = reward.terminated or reward.truncated
-            slot = self.envs[env_id]
-            if start:
-                slot.streaming = self.cfg.training and not obs.evaluation
-            store = slot.streaming
-            if store:
-                agent.observe(env_id, frames[-1], vector, float(reward.reward), bool(reward.terminated),
-                              bool(reward.truncated), bool(start), action_mask=self.mask(obs))
-            elif self.cfg.training and not obs.evaluation:
-                self.diag.count("ticks_not_stored_mid_episode")
-            if done:
-                slot.streaming = False
-                if not obs.evaluation and obs.episode_id != slot.finished_episode:
-                    self.training_episodes += 1
-                    self.request_periodic_checkpoint()
-                slot.finished_episode = obs.episode_id
-                self.publish_reset(env_id, obs.step_id)
-            else:
-                acting.append((env_id, obs, frames, vector, store))
-        if not acting:
-            return
-        frames = np.stack([a[2] for a in acting])                         # [B, S, H, W]
-        vectors = np.stack([a[3] for a in acting])                        # [B, V]
-        masks = np.stack([self.mask(a[1]) for a in acting])               # [B, A]
-        explore = self.cfg.training and not self.evaluation_mode
-        explore_rows = np.array([explore and not a[1].evaluation for a in acting])
-        with self.actor_lock, self.act_threads(len(acting)):
-            result = agent.act(frames, vectors, explore=bool(explore_rows.any()), action_mask=masks)
-            if explore_rows.any() and not explore_rows.all():  # evaluation episodes act greedily
-                greedy = agent.act(frames[~explore_rows], vectors[~explore_rows], explore=False,
-                                   action_mask=masks[~explore_rows])
-                result.actions[~explore_rows] = greedy.actions
-                result.q_values[~explore_rows] = greedy.q_values
-        self.act_batches.append(len(acting))
-        self.acted_steps += len(acting)
-        for row, (env_id, obs, _, _, store) in enumerate(acting):
-            action = int(result.actions[row])
-            if store:
-                agent.record_action(env_id, action)
-            cmd = VehicleCommand(env_id=env_id, step_id=obs.step_id, action_index=action,
-                                 control=self.controls[action], q_value=float(result.q_values[row]))
-            cmd.header = obs.header
-            self.cmd_pubs[env_id].publish(cmd)
-        if self.learning.is_set():  # a paused learner is not woken per act (a GIL hand-over each time)
+        batch = self.collector.act()
+        for end in batch.episode_ends:
+            if not end.evaluation:
+                self.request_periodic_checkpoint(end.training_episodes)
+        for command in batch.commands:
+            self.cmd_pubs[command.env_id].publish(conv.command_msg(command, self.controls))
+        if batch.acted and self.learning.is_set():  # a paused learner is not woken per act (a GIL hand-over)
             self.new_data.set()
+
+    def act_context(self, batch: int):
+        """Around each act call: the actor copy (the learner refreshes it) on its act threads."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.actor_lock)
+        stack.enter_context(self.act_threads(batch))
+        return stack
 
     @contextlib.contextmanager
     def act_threads(self, batch: int):
@@ -351,18 +306,6 @@ class DQNPolicyNode(ComposableNode):
         finally:
             torch.set_num_threads(previous)
 
-    @staticmethod
-    def mask(obs: Observation) -> np.ndarray:
-        if len(obs.action_mask) == NUM_ACTIONS:
-            return np.frombuffer(obs.action_mask, dtype=np.uint8).astype(bool)
-        return np.ones(NUM_ACTIONS, dtype=bool)
-
-    def publish_reset(self, env_id: int, step_id: int) -> None:
-        cmd = VehicleCommand(env_id=env_id, step_id=step_id, action_index=-1, reset_episode=True,
-                             evaluation=self.evaluation_mode, q_value=math.nan)
-        cmd.control.brake = 1.0
-        self.cmd_pubs[env_id].publish(cmd)
-
     # --- checkpoints --------------------------------------------------------------------------------------
     def save(self, path: Path, include_replay: bool) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -370,9 +313,9 @@ class DQNPolicyNode(ComposableNode):
             return save_checkpoint(self.agent, path, include_replay=include_replay,
                                    chunk_slots=self.cfg.replay_chunk_slots)
 
-    def request_periodic_checkpoint(self) -> None:
+    def request_periodic_checkpoint(self, training_episodes: int) -> None:
         """Every N training episodes; written by the learner thread, so acting never waits on disk."""
-        if self.training_episodes % self.cfg.checkpoint_every_episodes == 0:
+        if training_episodes % self.cfg.checkpoint_every_episodes == 0:
             self.checkpoint_due.set()
             self.new_data.set()
 
@@ -437,7 +380,7 @@ class DQNPolicyNode(ComposableNode):
 
     # --- modes and stats -------------------------------------------------------------------------------------
     def on_set_evaluation_mode(self, request: SetBool.Request, response: SetBool.Response):
-        self.evaluation_mode = bool(request.data) or not self.cfg.training
+        self.collector.set_evaluation_mode(bool(request.data))
         response.success = True
         response.message = f"evaluation mode {'on' if self.evaluation_mode else 'off'} (from each env's next episode)"
         return response
@@ -453,22 +396,29 @@ class DQNPolicyNode(ComposableNode):
         return response
 
     def report_replay_counters(self) -> None:  # before each /diagnostics status
-        if self.agent is not None:
-            self.diag.counters[NON_FINITE_COUNTER] = self.agent.replay.non_finite_dropped
+        collector = self.collector
+        # presence, also while no env sends anything; the envs left may all be ready now
+        if collector.sweep() and collector.all_ready():
+            self.batch_window.disarm()
+            self.act_on_ready()
+        self.diag.counters[NON_FINITE_COUNTER] = collector.non_finite_inputs
+        self.diag.values[ENVS_PRESENT_VALUE] = str(collector.present_envs)
 
     def publish_stats(self) -> None:
         if self.agent is None:
             return
         agent = self.agent
         now = time.monotonic()
-        self.rate_window.append((now, agent.updates, self.acted_steps))
+        self.rate_window.append((now, agent.updates, self.collector.acted_steps))
         t0, u0, s0 = self.rate_window[0]
         dt = max(now - t0, 1e-9)
         msg = TrainingStats(updates=agent.updates, env_steps=agent.env_steps, replay_size=len(agent.replay),
                             learning=self.learning.is_set(), evaluation_mode=self.evaluation_mode,
                             epsilon=float(agent.epsilon) if not self.agent_cfg.noisy else 0.0,
-                            updates_per_s=(agent.updates - u0) / dt, env_steps_per_s=(self.acted_steps - s0) / dt,
-                            act_batch_mean=float(np.mean(self.act_batches)) if self.act_batches else 0.0)
+                            updates_per_s=(agent.updates - u0) / dt,
+                            env_steps_per_s=(self.collector.acted_steps - s0) / dt,
+                            act_batch_mean=(float(np.mean(self.collector.act_batches))
+                                            if self.collector.act_batches else 0.0))
         msg.header.stamp = self.get_clock().now().to_msg()
         stats = self.last_stats
         if stats is not None:

@@ -20,6 +20,7 @@ from carla_rl.contract.config import default_config_dir, load_section
 from carla_rl.preprocess import ObservationBuilder, PreprocessConfig, action_mask
 from carla_rl.reward import RewardCalculator, RewardConfig
 from carla_rl.contract.scenario import load_phases
+from carla_rl.sim.episode import DrivingEpisode
 from carla_rl.sim.sim_config import load_sim_config
 from carla_rl.sim.world import World
 
@@ -51,6 +52,7 @@ class DrivingEnv(gym.Env):
         self.world = World(self.sim_config, self.scenario, seed=0)
         self.builder = ObservationBuilder(self.pre_config)
         self.reward = RewardCalculator(self.reward_config)
+        self.episode = DrivingEpisode(self.world, self.builder, self.reward)
         self.render_mode = render_mode
         stack, height, width = self.builder.frame_shape
         self.observation_space = spaces.Dict({
@@ -60,18 +62,13 @@ class DrivingEnv(gym.Env):
         })
         self.action_space = spaces.Discrete(NUM_ACTIONS)
         self._mask = action_mask(self.scenario.allowed_actions)
-        self._route_version = None
 
     @property
     def scenario(self):
         return self.phases[self.phase - 1].scenario
 
-    def _observe(self, frame) -> dict[str, np.ndarray]:
-        if frame.route_version != self._route_version:
-            self._route_version = frame.route_version
-            self.builder.set_route(frame.route)
-        speed = float(np.hypot(frame.odometry.vx, frame.odometry.vy))
-        frames, vector = self.builder.build(frame.camera, frame.lidar, frame.odometry, speed, frame.situation)
+    def _observe(self) -> dict[str, np.ndarray]:
+        frames, vector = self.episode.observation()
         return {"frames": frames.copy(), "vector": vector.astype(np.float32, copy=True)}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -83,23 +80,19 @@ class DrivingEnv(gym.Env):
             self.phase = phase
             self._mask = action_mask(self.scenario.allowed_actions)
         world_seed = int(self.np_random.integers(0, 2**31 - 1))
-        frame = self.world.reset(seed=world_seed, scenario=self.scenario, evaluation=self.evaluation,
-                                 phase=self.phase)
-        self.builder.reset()
-        self.reward.reset(self.scenario, frame.situation)
-        return self._observe(frame), {"action_mask": self._mask.copy(), "phase": self.phase}
+        self.episode.reset(world_seed, self.scenario, self.phase, self.evaluation)
+        return self._observe(), {"action_mask": self._mask.copy(), "phase": self.phase}
 
     def step(self, action):
         action = int(action)
         if not self.action_space.contains(action):
             raise ValueError(f"action {action} is outside 0..{NUM_ACTIONS - 1}")
-        frame = self.world.step(self.actions.control(action))
-        speed = float(np.hypot(frame.odometry.vx, frame.odometry.vy))
-        result = self.reward.step(frame.situation, frame.odometry, speed, frame.collisions, frame.lane_invasions)
+        result = self.episode.step(self.actions.control(action))
+        frame = self.episode.frame
         info = {"action_mask": self._mask.copy(), "phase": self.phase, "terms": result.terms,
                 "reason": result.reason, "collisions": len(frame.collisions),
                 "lane_invasions": len(frame.lane_invasions), "goal_reached": frame.situation.goal_reached}
-        return self._observe(frame), float(result.reward), result.terminated, result.truncated, info
+        return self._observe(), float(result.reward), result.terminated, result.truncated, info
 
     def render(self):
         if self.render_mode == "rgb_array":

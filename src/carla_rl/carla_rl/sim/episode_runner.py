@@ -1,7 +1,11 @@
 """Run episodes of a policy in a :class:`World` with the evaluation rules of the curriculum.
 
-An episode ends on a collision, on a sidewalk, at the goal or after ``max_steps`` ticks (the same
-terminations the reward core applies; the world itself never ends an episode).
+An episode ends on a collision, on a sidewalk, at the goal or after ``max_steps`` ticks (the reward
+core's collision, sidewalk and goal endings, without its off-road and stuck ones; the world itself
+never ends an episode).
+This is the autopilot check's loop (``python -m carla_rl.sim.autopilot_eval``, tests/sim): the World
+alone, sensors optional, so it measures the scenarios themselves. Episodes scored by the reward core
+(``carla-rl eval``, the trainers) step :class:`carla_rl.sim.episode.DrivingEpisode` instead.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from carla_rl.reward import (EpisodeStatsAccumulator, EvaluationAggregator, Eval
 from carla_rl.contract.scenario import load_phases
 from carla_rl.contract.seeds import evaluation_seed
 from carla_rl.sim.autopilot import Autopilot
+from carla_rl.sim.episode import DrivingEpisode
 from carla_rl.sim.sim_config import load_sim_config
 from carla_rl.sim.world import World
 
@@ -114,6 +115,7 @@ class PolicyEvaluator:
                                                         RewardConfig))
         self.seed = seed
         self.world: World | None = None
+        self.episode: DrivingEpisode | None = None
 
     def phase_config(self, phase: int):
         if not 1 <= phase <= len(self.table):
@@ -126,40 +128,36 @@ class PolicyEvaluator:
         scenario = cfg.scenario
         if self.world is None:
             self.world = World(self.sim_cfg, scenario, seed=self.seed)
-        world, builder, calculator = self.world, self.builder, self.calculator
+            self.episode = DrivingEpisode(self.world, self.builder, self.calculator)
+        episode = self.episode
         aggregator = EvaluationAggregator(phase, cfg.thresholds, episodes)
         stats = EpisodeStatsAccumulator()
         for k in range(first_episode, first_episode + episodes):
-            frame = world.reset(seed=evaluation_seed(self.seed, phase, k), scenario=scenario, evaluation=True,
-                                phase=phase)
-            driver.start(world, scenario.allowed_actions)
-            builder.reset()
-            builder.set_route(frame.route)
-            calculator.reset(scenario, frame.situation)
+            frame = episode.reset(evaluation_seed(self.seed, phase, k), scenario, phase, evaluation=True)
+            driver.start(self.world, scenario.allowed_actions)
             stats.start(0, k, phase, True)
             while True:
-                observation = None
-                if driver.needs_observation:
-                    speed = float(np.hypot(frame.odometry.vx, frame.odometry.vy))
-                    observation = builder.build(frame.camera, frame.lidar, frame.odometry, speed, frame.situation)
-                route_version = frame.route_version
-                frame = world.step(driver.control(frame, observation))
-                if frame.route_version != route_version:
-                    builder.set_route(frame.route)
-                speed = float(np.hypot(frame.odometry.vx, frame.odometry.vy))
-                result = calculator.step(frame.situation, frame.odometry, speed, frame.collisions,
-                                         frame.lane_invasions)
-                stats.add(result, frame.situation, frame.odometry, speed)
+                observation = episode.observation() if driver.needs_observation else None
+                result = episode.step(driver.control(frame, observation))
+                frame = episode.frame
+                stats.add(result, frame.situation, frame.odometry, episode.speed)
                 if result.done:
                     break
             aggregator.add(stats.finish())
         return aggregator.result()
 
 
-def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Path) -> list[PhaseReport]:
+def evaluate(driver, phases: list[int], episodes: int, seed: int, config_dir: Path,
+             on_phase=None) -> list[PhaseReport]:
+    """``episodes`` evaluation episodes of ``driver`` per phase; ``on_phase(report)`` after each phase."""
     evaluator = PolicyEvaluator(config_dir, seed)
-    return [PhaseReport(driver.name, phase, evaluator.phase_config(phase).scenario.name,
-                        evaluator.run(driver, phase, episodes)) for phase in phases]
+    reports = []
+    for phase in phases:
+        reports.append(PhaseReport(driver.name, phase, evaluator.phase_config(phase).scenario.name,
+                                   evaluator.run(driver, phase, episodes)))
+        if on_phase is not None:
+            on_phase(reports[-1])
+    return reports
 
 
 def write_outputs(reports: list[PhaseReport], output_dir: Path) -> dict[str, Path]:

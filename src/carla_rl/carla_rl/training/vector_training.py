@@ -6,10 +6,13 @@ the phase table of ``config/curriculum.yaml`` — wired as a plain loop (collect
 learner, like Tianshou/SB3) instead of topics. It is for machines where ROS 2 cannot be installed
 (a GPU machine without ROS) and for quick experiments; the ROS graph (``carla-rl train``) is the product.
 
-Per vector step: act on all envs (batched, noisy/epsilon exploration), step them in parallel,
-store the transitions, run the gradient steps the replay ratio owes. An env whose episode ended
-is reset at once, into the phase the curriculum picks (the current one, or for ``review_share`` of
-the episodes a passed one). Evaluations (scheduled by the curriculum, re-evaluations of passed phases
+The envs' ticks go through the policy node's collector (:class:`carla_rl.learner.collector.Collector`:
+pairing, storing, episode ends, batched acting), stepped in lockstep. Per vector step: the collector
+stores the last transitions and acts on all envs (batched, noisy/epsilon exploration), the envs step
+in parallel, their ticks go back to the collector, and the gradient steps the replay ratio owes run.
+An env whose episode ended (the collector's reset command) is reset at once, into the phase the
+curriculum picks (the current one, or for ``review_share`` of the episodes a passed one), and acted on
+with the others' step. Evaluations (scheduled by the curriculum, re-evaluations of passed phases
 included) run greedily through ``carla-rl eval``'s :class:`PolicyEvaluator`, on evaluation seeds disjoint from
 training seeds.
 
@@ -126,6 +129,7 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     from carla_rl.training.evaluation_report import AgentDriver, PolicyEvaluator
     from carla_rl.learner.agent_config import ObservationSpec, load_device_agent_config
     from carla_rl.learner.checkpoint import restore_checkpoint, save_checkpoint
+    from carla_rl.learner.collector import Collector, Outcome, Tick
     from carla_rl.learner.dqn_agent import DQNAgent
     from carla_rl.sim.driving_env import DrivingEnv
 
@@ -142,7 +146,6 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     envs = gym.vector.AsyncVectorEnv([make_env() for _ in range(num_envs)],
                                      autoreset_mode=gym.vector.AutoresetMode.DISABLED)
     evaluator = PolicyEvaluator(config_dir, seed)  # the `carla-rl eval` episode loop, one world reused
-    env_ids = np.arange(num_envs)
     episode_index = np.zeros(num_envs, dtype=np.int64)
     seeds = [training_seed(seed, i, 0) for i in range(num_envs)]
     obs, infos = envs.reset(seed=seeds, options={"phase": curriculum.phase})
@@ -156,10 +159,21 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     first_env_steps = agent.env_steps
     first_updates = agent.updates
     greedy = AgentDriver(agent, load_action_table(config_dir / "sim.yaml"), "training")
-    agent.observe_many(env_ids, obs["frames"][:, -1], obs["vector"], np.zeros(num_envs), np.zeros(num_envs, bool),
-                       np.zeros(num_envs, bool), np.ones(num_envs, bool), masks)
-    returns = np.zeros(num_envs)
-    lengths = np.zeros(num_envs, dtype=np.int64)
+    collector = Collector(num_envs, training=True, agent=agent)  # lockstep envs: always present
+    step_ids = np.zeros(num_envs, dtype=np.int64)       # per env, one per tick
+    episode_steps = np.zeros(num_envs, dtype=np.int64)
+    reasons = [""] * num_envs                           # termination reason of each env's last step
+
+    def feed(env: int, reward: float = 0.0, terminated: bool = False, truncated: bool = False) -> None:
+        """The env's newest tick into the collector (episode_step 0: a first tick, reward ignored)."""
+        step = int(step_ids[env])
+        collector.add_observation(Tick(env, step, int(episode_index[env]), int(episode_steps[env]),
+                                       obs["frames"][env], obs["vector"][env], masks[env]))
+        collector.add_outcome(Outcome(env, step, float(reward), bool(terminated), bool(truncated)))
+        step_ids[env] += 1
+
+    for i in range(num_envs):
+        feed(i)
     configured_ratio = agent_cfg.train_frequency / agent_cfg.gradient_steps
     summary = VectorTrainingSummary(configured_env_steps_per_update=configured_ratio)
     eval_index = 0
@@ -167,44 +181,38 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     start = time.monotonic()
     last_report = start
     reported = (agent.env_steps, agent.updates)  # at the last progress line
+    actions = np.zeros(num_envs, dtype=np.int64)
+    compile_pending = agent_cfg.compile and agent.device.type == "cuda"
     try:
         while time.monotonic() - start < seconds and not curriculum.finished:
-            actions = agent.act(obs["frames"], obs["vector"], explore=True, action_mask=masks).actions
-            agent.record_actions(env_ids, actions)
-            obs, rewards, terminated, truncated, infos = envs.step(actions)
-            returns += rewards
-            lengths += 1
-            done = terminated | truncated
-            agent.observe_many(env_ids, obs["frames"][:, -1], obs["vector"], rewards, terminated, truncated,
-                               np.zeros(num_envs, bool), masks)
-            while agent.updates_due() >= agent.updates_per_call:
-                if agent.update() is None:  # the replay cannot fill a batch yet
-                    break
+            batch = collector.act()  # stores the last transitions; resets for the episodes that ended
+            for end in batch.episode_ends:
+                i = end.env_id
+                stats = _training_episode_stats(i, end.episode_id, int(phase_of[i]), end.steps,
+                                                end.total_reward, reasons[i])
+                for decision in curriculum.on_episode_end(stats):
+                    if decision.kind is DecisionKind.EVALUATE:
+                        phase = decision.phase  # the current phase, or a passed one re-evaluated
+                        review = phase != curriculum.phase
+                        # fresh evaluation seeds every time: episodes eval_index, eval_index + 1, ...
+                        result = dataclasses.replace(
+                            evaluator.run(greedy, phase, decision.episodes, first_episode=eval_index),
+                            stamp_s=time.time())
+                        eval_index += decision.episodes
+                        summary.evaluations.append({**result.to_dict(), "review": review,
+                                                    "at_s": round(time.monotonic() - start, 1)})
+                        if curriculum.on_evaluation(result) and result.passed:
+                            summary.passed.append(PhaseRecord(phase, round(time.monotonic() - start, 1),
+                                                              curriculum.total_episodes, agent.env_steps))
+                        if progress:
+                            progress(f"{'re-evaluation' if review else 'evaluation'} of phase {phase}: goal {result.goal_rate:.2f}, collision-free "
+                                     f"{result.collision_free_rate:.2f}, sidewalk-free "
+                                     f"{result.sidewalk_free_rate:.2f} -> "
+                                     f"{'passed' if result.passed else 'failed'}; now phase {curriculum.phase}")
+            commands = batch.commands
+            done = np.zeros(num_envs, dtype=bool)
+            done[[c.env_id for c in commands if c.reset]] = True
             if done.any():
-                for i in np.flatnonzero(done):
-                    stats = _training_episode_stats(int(i), int(episode_index[i]), int(phase_of[i]),
-                                                    int(lengths[i]), float(returns[i]), str(infos["reason"][i]))
-                    for decision in curriculum.on_episode_end(stats):
-                        if decision.kind is DecisionKind.EVALUATE:
-                            phase = decision.phase  # the current phase, or a passed one re-evaluated
-                            review = phase != curriculum.phase
-                            # fresh evaluation seeds every time: episodes eval_index, eval_index + 1, ...
-                            result = dataclasses.replace(
-                                evaluator.run(greedy, phase, decision.episodes, first_episode=eval_index),
-                                stamp_s=time.time())
-                            eval_index += decision.episodes
-                            summary.evaluations.append({**result.to_dict(), "review": review,
-                                                        "at_s": round(time.monotonic() - start, 1)})
-                            if curriculum.on_evaluation(result) and result.passed:
-                                summary.passed.append(PhaseRecord(phase, round(time.monotonic() - start, 1),
-                                                                  curriculum.total_episodes, agent.env_steps))
-                            if progress:
-                                progress(f"{'re-evaluation' if review else 'evaluation'} of phase {phase}: goal {result.goal_rate:.2f}, collision-free "
-                                         f"{result.collision_free_rate:.2f}, sidewalk-free "
-                                         f"{result.sidewalk_free_rate:.2f} -> "
-                                         f"{'passed' if result.passed else 'failed'}; now phase {curriculum.phase}")
-                returns[done] = 0.0
-                lengths[done] = 0
                 reset_seeds = [training_seed(seed, i, int(episode_index[i])) if done[i] else None
                                for i in range(num_envs)]
                 # the curriculum's phase for each new episode: current, or a passed one under review_share
@@ -219,10 +227,26 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
                         obs[key][reset] = reset_obs[key][reset]
                     masks[reset] = np.asarray(reset_infos["action_mask"], dtype=bool)[reset]
                 episode_index[done] += 1
+                episode_steps[done] = 0
                 phase_of[done] = next_phase[done]
-                agent.observe_many(env_ids[done], obs["frames"][done, -1], obs["vector"][done],
-                                   np.zeros(done.sum()), np.zeros(done.sum(), bool), np.zeros(done.sum(), bool),
-                                   np.ones(done.sum(), bool), masks[done])
+                for i in np.flatnonzero(done):
+                    feed(int(i))
+                commands = commands + collector.act().commands  # the new episodes' first actions
+            for command in commands:
+                if not command.reset:
+                    actions[command.env_id] = command.action
+            obs, rewards, terminated, truncated, infos = envs.step(actions)
+            episode_steps += 1
+            reasons = [str(r) for r in infos["reason"]]
+            for i in range(num_envs):
+                feed(i, rewards[i], terminated[i], truncated[i])
+            while agent.updates_due() >= agent.updates_per_call:
+                if compile_pending and progress:  # one thread here: acting waits for the compile
+                    progress(f"first update: compiling the learner (torch.compile, {agent_cfg.compile_mode}); "
+                             "minutes on a first start, the envs wait and the time limit is checked after it")
+                compile_pending = False
+                if agent.update() is None:  # the replay cannot fill a batch yet
+                    break
             now = time.monotonic()
             if progress and now - last_report >= PROGRESS_PERIOD_S:
                 last_report = now

@@ -17,6 +17,7 @@ from nav_msgs.msg import Odometry as OdometryMsg
 from nav_msgs.msg import Path
 from sensor_msgs.msg import Image, PointCloud2, PointField
 
+from carla_rl.learner.collector import Command, Outcome, Tick
 from carla_rl.reward.stats import EpisodeStats
 from carla_rl.contract.sensor_frame import (CollisionEvent, EgoSituation, LaneInvasionEvent, Odometry,
                                    VehicleControl)
@@ -24,6 +25,7 @@ from carla_rl_interfaces.msg import CollisionEvent as CollisionEventMsg
 from carla_rl_interfaces.msg import EgoSituation as EgoSituationMsg
 from carla_rl_interfaces.msg import EpisodeStats as EpisodeStatsMsg
 from carla_rl_interfaces.msg import LaneInvasionEvent as LaneInvasionEventMsg
+from carla_rl_interfaces.msg import Observation, StepReward, VehicleCommand
 from carla_rl_interfaces.msg import ScenarioConfig as ScenarioConfigMsg
 from carla_rl_interfaces.msg import VehicleControl as VehicleControlMsg
 
@@ -281,3 +283,32 @@ def episode_stats_msg(stats: EpisodeStats, stamp: Time) -> EpisodeStatsMsg:
 def episode_stats_from_msg(msg: EpisodeStatsMsg) -> EpisodeStats:
     return EpisodeStats(**{name: getattr(msg, name) for name in _EPISODE_SCALAR_FIELDS},
                         term_names=tuple(msg.term_names), term_totals=tuple(msg.term_totals))
+
+
+# --- the policy's collector (carla_rl.learner.collector) ----------------------------------------------------
+def tick_from_msg(msg: Observation, num_actions: int) -> Tick:
+    """An Observation as the collector's tick (arrays are views of the message's buffers; the header
+    rides along for the command)."""
+    frames = np.frombuffer(msg.frames, dtype=np.uint8).reshape(msg.frame_stack, msg.height, msg.width)
+    mask = (np.frombuffer(msg.action_mask, dtype=np.uint8).astype(bool)
+            if len(msg.action_mask) == num_actions else None)
+    return Tick(msg.env_id, msg.step_id, msg.episode_id, msg.episode_step, frames,
+                np.frombuffer(msg.vector, dtype=np.float32), mask, bool(msg.evaluation), msg.header)
+
+
+def outcome_from_msg(msg: StepReward) -> Outcome:
+    return Outcome(msg.env_id, msg.step_id, float(msg.reward), bool(msg.terminated), bool(msg.truncated))
+
+
+def command_msg(command: Command, controls: list[VehicleControlMsg]) -> VehicleCommand:
+    """An action (with its tick's header and the action's control) or a reset request (brake)."""
+    if command.reset:
+        msg = VehicleCommand(env_id=command.env_id, step_id=command.step_id, action_index=-1,
+                             reset_episode=True, evaluation=command.evaluation, q_value=math.nan)
+        msg.control.brake = 1.0
+        return msg
+    msg = VehicleCommand(env_id=command.env_id, step_id=command.step_id, action_index=command.action,
+                         control=controls[command.action], q_value=command.q_value)
+    if command.context is not None:
+        msg.header = command.context
+    return msg
