@@ -11,7 +11,11 @@ import math
 import numpy as np
 import pytest
 
+from sim_helpers import CONFIG_DIR
+
 from carla_rl.contract.actions import ACTION_NAMES
+from carla_rl.contract.config import load_section
+from carla_rl.preprocess import ObservationBuilder, PreprocessConfig
 from carla_rl.sim.world import World, parking_turn_radius
 
 PARKING_PHASE = 6
@@ -103,6 +107,25 @@ def test_following_the_route_with_discrete_actions_parks(sim_config, phases, see
         if situation.goal_reached:
             break
     assert situation.goal_reached
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_the_bay_centre_is_in_the_observation(sim_config, phases, seed):
+    """The farthest route look-ahead point is the route's end, the bay centre, from the first tick
+    (the route is no longer than that look-ahead): the network sees where the bay is."""
+    _, world, frame = parking_world(sim_config, phases, seed)
+    builder = ObservationBuilder(load_section(CONFIG_DIR / "preprocess.yaml", "sensor_preprocessor",
+                                              PreprocessConfig))
+    builder.set_route(frame.route)
+    farthest = max(builder.config.vector.route_lookahead_m)
+    assert world.route.length <= farthest
+    _, vector = builder.build(frame.camera, frame.lidar, frame.odometry, frame.speed, frame.situation)
+    features = dict(zip(builder.vector_names, vector))
+    scale = builder.config.vector.route_lookahead_scale_m
+    dx, dy = world.route.goal[0] - world.x, world.route.goal[1] - world.y
+    c, s = math.cos(world.yaw), math.sin(world.yaw)
+    assert features[f"route_ahead_{farthest:g}m_x"] == pytest.approx((c * dx + s * dy) / scale, abs=1e-3)
+    assert features[f"route_ahead_{farthest:g}m_y"] == pytest.approx((-s * dx + c * dy) / scale, abs=1e-3)
 
 
 def test_goal_without_a_heading_reports_nan(sim_config, phases):
