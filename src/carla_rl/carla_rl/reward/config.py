@@ -56,7 +56,7 @@ class RewardConfig:
         "the goal + goal_heading_potential_per_rad x |heading error to the bay axis| x "
         "max(0, 1 - distance / goal_heading_radius_m)), Phi = 0 after a terminal tick. Potential-"
         "based, so the best policy is unchanged; without it the parking phase paid nothing for "
-        "getting closer to the bay (route progress stops at the turn-in point) until a chance park. "
+        "getting closer to the bay (the goal is a 1 m / 20 deg pose) until a chance park. "
         "Empty = off everywhere", low=1, high=1000)
     goal_distance_potential_per_m: float = param(
         5.0, "Potential per metre from the goal (Phi = 0 at the goal). At 5 a 30 m approach is "

@@ -232,7 +232,8 @@ class Autopilot:
         return float(max(along[j], 0.0)), max(lead_v, 0.0)
 
     def _park(self, frame: SensorFrame) -> VehicleControl:
-        """Drive to the switch point, stop, then reverse along the quarter circle into the bay."""
+        """Parking: follow the route forward, slow (target speed), into the bay; a route with a
+        reverse part (``reverse_from_s`` finite) is driven to its switch point, then backwards."""
         w, cfg = self.world, self.cfg
         route = w.route
         progress = frame.situation.route_progress_m

@@ -505,27 +505,32 @@ def plan_route(
 
 
 def plan_parking_route(
-    net: RoadNetwork, bay: int, turn_radius: float, length: float, spacing: float
+    net: RoadNetwork, bay: int, turn_radius: float, length: float, spacing: float,
+    straight_in_m: float = 0.0,
 ) -> Route:
-    """Drive along the aisle past ``bay``, stop, then reverse on a quarter circle into it."""
-    poly = net.parking_bays[bay]
-    side = 1.0 if net.bay_yaws[bay] > 0 else -1.0
-    entrance = poly[:2].mean(axis=0)  # centre of the bay entrance
+    """Drive along the aisle, then forward on a quarter circle of ``turn_radius`` into ``bay``, nose
+    in, and ``straight_in_m`` straight on along the bay axis: the route ends at the bay centre.
+
+    ``turn_radius`` [m] is the arc the ego's centre follows; it must be at least the radius of the
+    sharpest discrete steering action, so that the agent can follow the route (mixing steered and
+    straight ticks widens the arc, nothing tightens it). The aisle part runs parallel to the aisle,
+    ``turn_radius`` beside the bay centre, and starts ``length`` before the bay along the route.
+    """
+    side = 1.0 if net.bay_yaws[bay] > 0 else -1.0  # +1: bay on the left of the +x aisle
     centre = net.bay_centres[bay]
-    y_lane = 0.0
-    radius = abs(entrance[1] - y_lane)
-    radius = max(radius, turn_radius)
-    switch = np.array([entrance[0] + radius, y_lane])
-    arc_c = np.array([entrance[0] + radius, entrance[1]])
-    a0 = math.atan2(switch[1] - arc_c[1], switch[0] - arc_c[0])
-    arc = arc_points(arc_c, radius, a0, side * -math.pi / 2.0, spacing * 0.5)
-    back = resample_polyline(np.array([arc[-1], centre]), spacing)
-    reverse_part = np.concatenate([arc, back[1:]])
-    reverse_len = float(_arc_length(reverse_part)[-1])
-    forward_len = max(5.0, length - reverse_len)
+    arc_end = centre - np.array([0.0, side * straight_in_m])
+    y_line = arc_end[1] - side * turn_radius
+    switch = np.array([centre[0] - turn_radius, y_line])  # where the arc starts
+    arc_c = np.array([switch[0], arc_end[1]])
+    arc = arc_points(arc_c, turn_radius, -side * math.pi / 2.0, side * math.pi / 2.0, spacing * 0.5)
+    if straight_in_m > 0.0:
+        arc = np.concatenate([arc, resample_polyline(np.array([arc[-1], centre]), spacing)[1:]])
+    arc[-1] = centre
+    arc_len = float(_arc_length(arc)[-1])
+    forward_len = max(5.0, length - arc_len)
     start = switch - np.array([forward_len, 0.0])
     fwd = resample_polyline(np.array([start, switch]), spacing)
-    pts = np.concatenate([fwd, reverse_part[1:]])
+    pts = np.concatenate([fwd, arc[1:]])
     s = _arc_length(pts)
     return Route(
         pts,
@@ -533,6 +538,5 @@ def plan_parking_route(
         np.zeros(0),
         np.zeros(0, dtype=np.int64),
         centre.copy(),
-        reverse_from_s=float(_arc_length(fwd)[-1]),
         goal_yaw=float(net.bay_yaws[bay]),
     )

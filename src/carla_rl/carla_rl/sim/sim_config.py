@@ -218,6 +218,20 @@ class SimConfig:
     parking_heading_tolerance_deg: float = param(
         20.0, "Heading tolerance to the bay axis [deg]", low=1.0, high=90.0
     )
+    parking_arc_margin: float = param(
+        1.15,
+        "Radius of the parking route's turn into the bay / the radius the sharpest discrete "
+        "steering action drives (> 1: the agent can follow it by mixing steered and straight ticks)",
+        low=1.0,
+        high=3.0,
+    )
+    parking_straight_in_m: float = param(
+        1.0,
+        "The parking route's turn ends this far before the bay centre, straight on to it along the "
+        "bay axis [m]",
+        low=0.0,
+        high=5.0,
+    )
     camera: CameraConfig = param(default_factory=CameraConfig, description="BEV camera")
     lidar: LidarConfig = param(default_factory=LidarConfig, description="LiDAR")
     radar: RadarConfig = param(default_factory=RadarConfig, description="Radar")

@@ -86,6 +86,17 @@ def wrap_angle(a: float) -> float:
     return (a + math.pi) % (2.0 * math.pi) - math.pi
 
 
+def parking_turn_radius(sim_config: SimConfig) -> float:
+    """Radius [m] of the parking route's turn into the bay: the circle the ego's centre drives with
+    the sharpest steering of the forward discrete actions (kinematic bicycle: rear axle on
+    wheelbase / tan(delta), the centre half a wheelbase ahead of it), times parking_arc_margin."""
+    veh = sim_config.vehicle
+    steers = [abs(a.steer) for a in sim_config.action_table() if not a.reverse and a.steer != 0.0]
+    delta = math.radians(veh.max_steer_deg) * min(max(steers, default=1.0), 1.0)
+    rear = veh.wheelbase_m / math.tan(delta)
+    return math.hypot(rear, veh.wheelbase_m / 2.0) * sim_config.parking_arc_margin
+
+
 class World:
     """Deterministic numpy driving world with CARLA's semantics (see module docstring)."""
 
@@ -109,6 +120,7 @@ class World:
         self.ego_radius = 0.5 * math.hypot(veh.length_m, veh.width_m)
         self.max_steer = math.radians(veh.max_steer_deg)
         self.min_turn_radius = veh.wheelbase_m / math.tan(self.max_steer)
+        self.parking_turn_radius = parking_turn_radius(sim_config)
         # Wheels in the body frame [4, 2]: front-left, front-right, rear-left, rear-right.
         hx, hy = veh.wheelbase_m / 2.0, veh.track_m / 2.0
         self._wheels = np.array([[hx, hy], [hx, -hy], [-hx, hy], [-hx, -hy]])
@@ -208,8 +220,9 @@ class World:
         if sc.map_name == "parking":
             north = [i for i, yaw in enumerate(net.bay_yaws) if yaw > 0]
             goal_bay = int(north[rng.integers(len(north) // 3, len(north))])
-            radius = max(self.cfg.map.aisle_width_m / 2.0, self.min_turn_radius * 1.1)
-            self.route = plan_parking_route(net, goal_bay, radius, sc.route_length_m, spacing)
+            self.route = plan_parking_route(net, goal_bay, self.parking_turn_radius,
+                                            sc.route_length_m, spacing,
+                                            self.cfg.parking_straight_in_m)
         else:
             lane = int(net.spawn_lanes[rng.integers(len(net.spawn_lanes))])
             if sc.map_name == "town":
