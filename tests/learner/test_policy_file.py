@@ -66,3 +66,25 @@ def test_foreign_and_poisoned_policy_files_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not an agent checkpoint"):
         export_policy(tmp_path / "junk.pt", tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_checkpoint_carried_without_its_replay_folder_resumes_the_rest(tmp_path):
+    import shutil
+
+    from carla_rl.learner.checkpoint import read_checkpoint
+
+    agent = _trained_agent()
+    path = save_checkpoint(agent, tmp_path / "final.pt", include_replay=True, chunk_slots=500)
+    [folder] = list(tmp_path.glob("final.pt.replay-*"))
+    shutil.rmtree(folder)  # the main file alone, as copied to another machine
+    other = DQNAgent(TINY_SPEC, 3, tiny_config(learning_starts=20), seed=9)
+    note = restore_checkpoint(other, path)
+    assert "replay folder" in note and "empty replay" in note
+    assert other.updates == agent.updates and other.env_steps == agent.env_steps and len(other.replay) == 0
+    assert torch.equal(_greedy_q(other), _greedy_q(agent))
+    # a folder that is there but misses a chunk is corruption, not a carried checkpoint
+    save_checkpoint(agent, path, include_replay=True, chunk_slots=500)
+    [folder] = list(tmp_path.glob("final.pt.replay-*"))
+    next(p for p in folder.iterdir() if p.name != "empty.pt").unlink()
+    with pytest.raises(CheckpointError):
+        read_checkpoint(path)

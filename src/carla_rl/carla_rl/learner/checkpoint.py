@@ -484,7 +484,11 @@ def export_policy(checkpoint: str | Path, output: str | Path) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Verified checkpoint contents; the replay (if any) re-assembled under ``replay``."""
+    """Verified checkpoint contents; the replay (if any) re-assembled under ``replay``. A checkpoint
+    whose replay folder is absent as a whole (copied to another machine without it: weights,
+    optimizer, counters and the curriculum state are a few MB, the replay GBs) is read without a
+    replay, the folder named under ``replay_left_behind``; a folder that is there but lacks a chunk
+    or holds a corrupt one is an error."""
     path = Path(path)
     state = read_file(path)
     if not isinstance(state, dict) or "fingerprint" not in state:
@@ -493,6 +497,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if manifest is not None:
         directory = _manifest_entry(path.parent, manifest["dir"], path,
                                     f"replay folder {manifest['dir']!r}")
+        if not directory.exists():  # carried without its replay: the learner goes on with an empty one
+            state["replay_left_behind"] = str(directory)
+            return state
         parts: dict[str, list[torch.Tensor]] = {}
         replay = dict(manifest["meta"])
         for name, digest in manifest["chunks"]:
@@ -533,9 +540,16 @@ def verify_checkpoint(path: str | Path) -> bool:
     return manifest is not None
 
 
-def restore_checkpoint(agent: DQNAgent, path: str | Path) -> None:
-    """Load checkpoint ``path`` into an existing agent (same architecture)."""
-    restore_agent(agent, read_checkpoint(path), str(path))
+def restore_checkpoint(agent: DQNAgent, path: str | Path) -> str:
+    """Load checkpoint ``path`` into an existing agent (same architecture); returns what was left out
+    ('' = nothing), for the caller's log: a policy file's learner state, a replay folder not there."""
+    state = read_checkpoint(path)
+    restore_agent(agent, state, str(path))
+    if state.get("kind") == POLICY_KIND:
+        return "a policy file: weights only, a fresh optimizer, counters and replay"
+    if "replay_left_behind" in state:
+        return f"its replay folder {state['replay_left_behind']} is not here: an empty replay"
+    return ""
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu",
