@@ -413,17 +413,15 @@ def _run_policy_sim(args: Namespace, config_dir: Path) -> int:
     import tempfile
 
     from carla_rl.graph import GraphOptions, build_graph
-    from carla_rl.learner.checkpoint import CheckpointError, read_file
+    from carla_rl.learner.checkpoint import CheckpointError, verify_checkpoint
 
     policy = Path(args.policy)
     if not policy.is_file():
         raise CommandError(f"--policy {args.policy}: no such file")
-    try:
-        state = read_file(policy)
+    try:  # before the graph starts: a bad file is one line here, not a policy node's crash loop
+        verify_checkpoint(policy)
     except CheckpointError as exc:
         raise CommandError(f"--policy: {exc}") from None
-    if not isinstance(state, dict) or "online" not in state:
-        raise CommandError(f"--policy {args.policy}: not a policy file or checkpoint")
     save_dir = Path(tempfile.mkdtemp(prefix="carla-rl-sim-"))
     options = GraphOptions(num_envs=1, phase=args.phase, seed=args.seed, time_scale=args.time_scale,
                            device=args.device, training=False, load_model_from=str(policy.resolve()),

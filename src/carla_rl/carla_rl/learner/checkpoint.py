@@ -448,18 +448,17 @@ def _manifest_entry(folder: Path, name: Any, checkpoint: Path, what: str) -> Pat
     return entry
 
 
-def policy_state(agent: DQNAgent) -> dict[str, Any]:
-    """The online network's weights with what rebuilds it: the contents of a policy file."""
-    return {"format": FORMAT_VERSION, "kind": POLICY_KIND, "fingerprint": fingerprint(agent),
-            "spec": _spec_list(agent.spec), "action_size": agent.action_size,
-            "config": agent_config_to_mapping(agent.config),
-            "online": {k: v.detach().to("cpu") for k, v in agent.online.state_dict().items()},
-            "counters": {"env_steps": agent.env_steps, "updates": agent.updates}}
+POLICY_KEYS = ("format", "fingerprint", "spec", "action_size", "config", "online", "counters")
+
+
+def _policy_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The policy file of a checkpoint's contents: the online weights and what rebuilds them."""
+    return {**{key: state[key] for key in POLICY_KEYS}, "kind": POLICY_KIND}
 
 
 def save_policy(agent: DQNAgent, path: str | Path) -> str:
     """Write ``agent``'s policy file (weights only) atomically; returns its SHA-256."""
-    return write_file(path, policy_state(agent))
+    return write_file(path, _policy_of(agent_state(agent)))
 
 
 def export_policy(checkpoint: str | Path, output: str | Path) -> dict[str, Any]:
@@ -475,9 +474,7 @@ def export_policy(checkpoint: str | Path, output: str | Path) -> dict[str, Any]:
     bad = non_finite_tensors(state["online"])
     if bad:
         raise CheckpointError(f"{checkpoint}: online weights are not finite ({', '.join(bad[:3])})")
-    policy = {key: state[key] for key in ("format", "fingerprint", "spec", "action_size", "config",
-                                          "online", "counters")}
-    policy["kind"] = POLICY_KIND
+    policy = _policy_of(state)
     digest = write_file(output, policy)
     return {"output": str(output), "bytes": Path(output).stat().st_size, "sha256": digest,
             "spec": policy["spec"], "counters": {k: int(v) for k, v in policy["counters"].items()}}
@@ -541,15 +538,18 @@ def verify_checkpoint(path: str | Path) -> bool:
 
 
 def restore_checkpoint(agent: DQNAgent, path: str | Path) -> str:
-    """Load checkpoint ``path`` into an existing agent (same architecture); returns what was left out
-    ('' = nothing), for the caller's log: a policy file's learner state, a replay folder not there."""
+    """Load checkpoint ``path`` into an existing agent (same architecture); returns the line for the
+    caller's log: what was resumed, and what was left out (a policy file's learner state, a replay
+    folder not there)."""
     state = read_checkpoint(path)
     restore_agent(agent, state, str(path))
+    line = (f"resumed from {path}: {agent.updates} updates, {agent.env_steps} env steps, "
+            f"replay {len(agent.replay)}")
     if state.get("kind") == POLICY_KIND:
-        return "a policy file: weights only, a fresh optimizer, counters and replay"
+        return line + " (a policy file: weights only, a fresh optimizer, counters and replay)"
     if "replay_left_behind" in state:
-        return f"its replay folder {state['replay_left_behind']} is not here: an empty replay"
-    return ""
+        return line + f" (its replay folder {state['replay_left_behind']} is not here: an empty replay)"
+    return line
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu",

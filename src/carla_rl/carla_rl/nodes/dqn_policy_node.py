@@ -201,12 +201,10 @@ class DQNPolicyNode(ComposableNode):
         agent = DQNAgent(spec, NUM_ACTIONS, self.agent_cfg, device=self.cfg.device, seed=self.cfg.seed)
         if self.cfg.load_model_from:
             try:
-                left_out = restore_checkpoint(agent, self.cfg.load_model_from)
+                resumed = restore_checkpoint(agent, self.cfg.load_model_from)
             except CheckpointError as exc:
                 raise RuntimeError(f"cannot resume from {self.cfg.load_model_from}: {exc}") from None
-            self.get_logger().info(f"resumed from {self.cfg.load_model_from}: {agent.updates} updates, "
-                                   f"{agent.env_steps} env steps, replay {len(agent.replay)}"
-                                   + (f" ({left_out})" if left_out else ""))
+            self.get_logger().info(resumed)
         self.actor = DQNPolicy(copy.deepcopy(agent.online), self.agent_cfg, agent.device, agent.act_rng)
         self.actor.load_weights(agent.online.state_dict())  # folds the noise for acting
         agent.policy = self.actor  # agent.act() (exploration schedule) now runs on the actor copy

@@ -155,10 +155,9 @@ def train_vector(config_dir: Path, num_envs: int, device: str, seconds: float, s
     spec = ObservationSpec(*obs["frames"].shape[1:], obs["vector"].shape[1])
     agent = DQNAgent(spec, envs.single_action_space.n, agent_cfg, device=device, seed=seed)
     if load_model_from:
-        left_out = restore_checkpoint(agent, load_model_from)
+        resumed = restore_checkpoint(agent, load_model_from)
         if progress:
-            progress(f"resumed from {load_model_from}: {agent.updates} updates, {agent.env_steps} env steps, "
-                     f"replay {len(agent.replay)}" + (f" ({left_out})" if left_out else ""))
+            progress(resumed)
     first_env_steps = agent.env_steps
     first_updates = agent.updates
     greedy = AgentDriver(agent, load_action_table(config_dir / "sim.yaml"), "training")
