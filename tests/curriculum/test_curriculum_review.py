@@ -73,6 +73,22 @@ def test_review_share_configurable(share):
     assert sum(p != state.phase for p in drawn) == round(share * 200)
 
 
+@pytest.mark.parametrize("failed_share", [0.5, 0.0])
+def test_reviews_go_first_to_passed_phases_failing_their_reevaluation(failed_share):
+    state = make(review_share=0.25, review_failed_share=failed_share)
+    pass_phases(state, 3)                       # in phase 4
+    state.review_failed = {2}                   # phase 2's latest re-evaluation failed
+    drawn = collections.Counter(state.next_episode_phase() for _ in range(160))
+    assert drawn[4] == 120
+    if failed_share:   # half of the 40 reviews to phase 2, the other half round robin over 1-3
+        assert drawn[2] in (20 + 6, 20 + 7) and drawn[1] + drawn[2] + drawn[3] == 40
+    else:
+        assert abs(drawn[2] - 40 / 3) <= 1 and abs(drawn[1] - 40 / 3) <= 1
+    state.review_failed = set()                 # it held again: plain round robin
+    drawn = collections.Counter(state.next_episode_phase() for _ in range(120))
+    assert drawn[4] == 90 and all(abs(drawn[p] - 10) <= 1 for p in (1, 2, 3))
+
+
 def test_review_episodes_count_in_total_not_in_the_phase():
     state = make()
     pass_phases(state, 2)

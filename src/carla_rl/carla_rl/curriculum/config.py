@@ -59,6 +59,10 @@ class CurriculumConfig:
                                 "that had passed phases 1-5 later reached the goal in 0.4 of phase 2's "
                                 "and none of phase 3's evaluation episodes. 0 = current phase only",
                                 low=0.0, high=0.9, runtime=True)
+    review_failed_share: float = param(0.5, "Share of the review episodes given to passed phases whose latest "
+                                       "re-evaluation failed (round robin over them; the rest round robin "
+                                       "over every passed phase): a phase that is slipping is trained "
+                                       "back first. 0 = no preference", low=0.0, high=1.0, runtime=True)
     review_every_evaluations: int = param(4, "After every K-th evaluation of the current phase, each "
                                           "passed phase is evaluated once more (reported like any "
                                           "evaluation, by its phase); 0 = never", low=0,

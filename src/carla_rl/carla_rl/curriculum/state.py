@@ -107,6 +107,9 @@ class CurriculumState:
         self._episodes_assigned = 0
         self._reviews_assigned = 0
         self._review_cursor = 0
+        self._reviews_while_failing = 0          # reviews assigned while a passed phase was failing
+        self._failed_reviews_assigned = 0        # ... and those of them given to the failing phases
+        self._failed_review_cursor = 0
 
     # -- queries --------------------------------------------------------------------------------
     @property
@@ -150,7 +153,8 @@ class CurriculumState:
     def next_episode_phase(self) -> int:
         """Phase of an env's next episode. During an evaluation: the evaluated phase. Otherwise
         ``review_share`` of the calls (deterministically: the k-th review comes at call
-        ceil(k / share)) give a passed phase, round robin; the others the current phase."""
+        ceil(k / share)) give a passed phase, round robin; the others the current phase. While passed
+        phases fail their re-evaluation, ``review_failed_share`` of the reviews go to them."""
         if self.evaluating:
             return self.reviewing or self.phase
         candidates = self.review_phases
@@ -161,6 +165,15 @@ class CurriculumState:
         if self._reviews_assigned >= int(share * self._episodes_assigned + 1e-9):
             return self.phase
         self._reviews_assigned += 1
+        failing = [p for p in candidates if p in self.review_failed]
+        if failing:   # spread like the reviews themselves: the k-th at review ceil(k / share) while failing
+            self._reviews_while_failing += 1
+            due = int(self.config.review_failed_share * self._reviews_while_failing + 1e-9)
+            if self._failed_reviews_assigned < due:
+                self._failed_reviews_assigned += 1
+                phase = failing[self._failed_review_cursor % len(failing)]
+                self._failed_review_cursor += 1
+                return phase
         phase = candidates[self._review_cursor % len(candidates)]
         self._review_cursor += 1
         return phase
