@@ -105,6 +105,19 @@ def test_target_speed_peaks_at_target_and_overspeed_is_penalised():
     assert over.reward < at_target.reward
 
 
+def test_reversing_at_the_target_speed_earns_no_speed_reward():
+    """Backing and filling in place must not pay like driving the route (phase 6 offers reverse)."""
+    config = RewardConfig()
+    forward = make().step(EgoSituation(), Odometry(vx=TARGET_SPEED), TARGET_SPEED, [], [])
+    assert only_term(forward, "target_speed") == pytest.approx(config.target_speed_reward)
+    reversing = make().step(EgoSituation(), Odometry(vx=-TARGET_SPEED), TARGET_SPEED, [], [])
+    assert reversing.terms["target_speed"] == 0.0 and reversing.reward == 0.0
+    # the rest still sees the speed's magnitude: reversing too fast is overspeed
+    fast = TARGET_SPEED + config.overspeed_margin_mps + 2.0
+    too_fast = make().step(EgoSituation(), Odometry(vx=-fast), fast, [], [])
+    assert too_fast.terms["overspeed"] == pytest.approx(2.0 * config.overspeed_penalty_per_mps)
+
+
 def test_proximity_only_below_threshold():
     threshold = RewardConfig().proximity_threshold_m
     assert only_term(step(make(), nearest_actor_distance_m=threshold - 0.1),

@@ -46,7 +46,7 @@ TERM_NAMES = (
     "off_road",         # off_road_penalty if situation.off_road
     "goal",             # goal_reward if situation.goal_reached
     "progress",         # progress_reward_per_m x route progress of this tick [m]
-    "target_speed",     # target_speed_reward x closeness of speed to the target (0 at rest)
+    "target_speed",     # target_speed_reward x closeness of forward speed to the target (0 at rest, reversing)
     "overspeed",        # overspeed_penalty_per_mps x m/s above target + margin
     "proximity",        # proximity_penalty if nearest actor < proximity_threshold_m
     "traffic_light",    # traffic_light_compliance_reward once per light obeyed
@@ -161,7 +161,10 @@ class RewardCalculator:
 
         terms["progress"] = cfg.progress_reward_per_m * self._progress_delta(situation)
         target = episode.scenario.target_speed_mps
-        terms["target_speed"] = cfg.target_speed_reward * self._speed_closeness(speed, target)
+        # moving forward only (odometry.vx, body frame, < 0 when reversing): reversing at the target speed
+        # earns nothing, else backing and filling in place pays as much as driving the route
+        forward_speed = speed if odometry.vx >= 0.0 else 0.0
+        terms["target_speed"] = cfg.target_speed_reward * self._speed_closeness(forward_speed, target)
         overspeed = max(0.0, speed - target - cfg.overspeed_margin_mps)
         terms["overspeed"] = cfg.overspeed_penalty_per_mps * overspeed
         if situation.nearest_actor_distance_m < cfg.proximity_threshold_m:

@@ -34,7 +34,7 @@ class RewardConfig:
                                            "(teleports, route switches)", low=0.0, high=100.0)
     target_speed_reward: float = param(0.5, "Per tick at exactly the scenario's target speed; "
                                        "rises linearly from 0 at standstill, falls back to 0 at "
-                                       "target + speed_tolerance_mps", low=0.0, high=1e3)
+                                       "target + speed_tolerance_mps; 0 while reversing", low=0.0, high=1e3)
     speed_tolerance_mps: float = param(4.0, "Speed above target where the target-speed reward "
                                        "reaches 0", low=0.1, high=50.0)
     overspeed_penalty_per_mps: float = param(-0.1, "Per tick and m/s above target + "
