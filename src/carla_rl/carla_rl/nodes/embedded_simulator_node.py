@@ -23,6 +23,7 @@ class EmbeddedSimulatorNode(ComposableNode):
             raise ValueError(f"shell.initial_phase {shell_cfg.initial_phase} is outside 1..{len(self.phases)}")
         scenario = self.phases[shell_cfg.initial_phase - 1].scenario
         world = World(sim_cfg, scenario, seed=shell_cfg.seed)
+        world.prepare_maps(p.scenario.map_name for p in self.phases)  # no build, no growth at a phase change
         self.shell = SimulatorShell(self, shell_cfg, world, self.scenario_for_phase,
                                     sim_cfg.fixed_delta_seconds, markers=WorldMarkers(shell_cfg.role_name),
                                     autopilot_factory=Autopilot)
