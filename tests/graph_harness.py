@@ -97,8 +97,10 @@ class GraphRun:
         assert all(self.supervisor.alive().values()), f"supervisor: {self.supervisor_events}\n{self.logs()}"
 
     def on_diagnostics(self, msg) -> None:  # the heartbeats the supervisor watches, as the CLI feeds them
+        from carla_rl.nodes.support.diagnostics import expected_silence_s
+
         for status in msg.status:
-            self.supervisor.heartbeat(status.name)
+            self.supervisor.heartbeat(status.name, expected_silence_s(status))
             self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
     def spin_until(self, node, predicate, timeout: float) -> bool:

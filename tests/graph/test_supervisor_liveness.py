@@ -157,6 +157,53 @@ def test_a_process_none_of_whose_nodes_is_heard_is_restarted(tmp_path, monkeypat
     assert len(killed) == 1 and managed.restarts == 1 and managed.process is None
 
 
+def _policy_process_silent_for(supervisor, clock, seconds, step=10.0):
+    """The policy's process falls silent (every node, as a starved executor would) while the other
+    processes keep talking; returns the events of polls every ``step`` seconds."""
+    managed = supervisor.processes[supervisor.owner["/dqn_policy"]]
+    events, waited = [], 0.0
+    while waited < seconds:
+        clock.now += step
+        waited += step
+        for other in supervisor.processes.values():
+            if other is not managed:
+                for fqn in other.last_heartbeat:
+                    supervisor.heartbeat(fqn)
+        events += supervisor.poll()
+    return managed, events
+
+
+def test_an_announced_silence_is_accepted_for_its_length_and_no_longer(tmp_path, monkeypatch):
+    supervisor, clock, killed, _ = make_supervisor(tmp_path, monkeypatch, composition="none")
+    managed = supervisor.processes[supervisor.owner["/dqn_policy"]]
+    supervisor.heartbeat("/dqn_policy", expected_silence_s=300.0)   # "compiling: quiet up to 300 s"
+    managed, events = _policy_process_silent_for(supervisor, clock, 290.0)
+    assert events == [] and killed == [] and managed.restarts == 0   # 290 s, far past the 30 s limit
+    # from its end on, the usual limit: hung heartbeat_timeout_s after the announced 300 s
+    managed, events = _policy_process_silent_for(supervisor, clock, 10.0 + PROCESS_TIMEOUT_S)
+    assert events == []
+    managed, events = _policy_process_silent_for(supervisor, clock, 10.0)
+    assert events[0] == f"/dqn_policy: no heartbeat for {PROCESS_TIMEOUT_S:.0f} s, killing"
+    assert len(killed) == 1 and managed.restarts == 1
+
+
+def test_a_status_without_the_announcement_ends_it(tmp_path, monkeypatch):
+    supervisor, clock, killed, _ = make_supervisor(tmp_path, monkeypatch, composition="none")
+    supervisor.heartbeat("/dqn_policy", expected_silence_s=300.0)
+    supervisor.heartbeat("/dqn_policy")                              # compiled: back to the normal limit
+    managed, events = _policy_process_silent_for(supervisor, clock, PROCESS_TIMEOUT_S + 10.0)
+    assert events[0] == f"/dqn_policy: no heartbeat for {PROCESS_TIMEOUT_S:.0f} s, killing"
+
+
+def test_an_announced_silence_is_capped_by_max_expected_silence_s(tmp_path, monkeypatch):
+    supervisor, clock, killed, _ = make_supervisor(tmp_path, monkeypatch, composition="none",
+                                                   max_expected_silence_s=60.0)
+    supervisor.heartbeat("/dqn_policy", expected_silence_s=10_000.0)
+    managed, events = _policy_process_silent_for(supervisor, clock, 60.0 + PROCESS_TIMEOUT_S + 10.0)
+    assert events[0] == f"/dqn_policy: no heartbeat for {PROCESS_TIMEOUT_S:.0f} s, killing"
+    assert len(killed) == 1
+
+
 def test_the_restart_window_backs_off_and_gives_up_on_a_crash_loop():
     window = RestartWindow(max_crashes=5, window_s=600.0, backoff_s=1.0, max_backoff_s=4.0)
     assert [window.crash(t) for t in (0.0, 1.0, 3.0, 7.0)] == [1.0, 2.0, 4.0, 4.0]  # doubling, capped
@@ -219,3 +266,28 @@ def test_a_restart_after_a_quiet_hour_uses_the_first_backoff(tmp_path, monkeypat
         supervisor.poll()  # restarts it
     assert [d.rsplit("in ", 1)[1] for d in delays] == ["1.0 s", "2.0 s", "1.0 s"]
     assert not supervisor.failed and policy.restarts == 3
+
+
+@pytest.mark.parametrize("values, expected", [({}, 0.0), ({"expected_silence_s": "600"}, 600.0),
+                                              ({"expected_silence_s": "-5"}, 0.0),
+                                              ({"expected_silence_s": "nan"}, 0.0),
+                                              ({"expected_silence_s": "soon"}, 0.0)])
+def test_a_status_announces_a_silence_only_with_a_positive_number(values, expected):
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    from carla_rl.nodes.support.diagnostics import expected_silence_s
+
+    status = DiagnosticStatus(name="/dqn_policy",
+                              values=[KeyValue(key="envs_present", value="2")]
+                              + [KeyValue(key=k, value=v) for k, v in values.items()])
+    assert expected_silence_s(status) == expected
+
+
+def test_a_cpu_learner_never_announces_a_compile():
+    from carla_rl.learner.agent_config import ObservationSpec, load_agent_config
+    from carla_rl.learner.dqn_agent import DQNAgent
+
+    config = load_agent_config(CONFIG_DIR / "agent.yaml")
+    agent = DQNAgent(ObservationSpec(frame_stack=4, height=84, width=84, vector_size=58), 6,
+                     replace(config, compile=True, cuda_graphs=True), device="cpu")
+    assert not agent.compiling     # torch.compile runs on CUDA only: nothing to wait for on a CPU

@@ -69,3 +69,8 @@ SET_LEARNING_SERVICE = "/carla_rl/set_learning"    # std_srvs/SetBool (learner t
 
 def env_namespace(env_id: int) -> str:
     return f"/env_{env_id}"
+
+# /diagnostics: a node that is about to be busy for long (the learner's first torch.compile, which can starve
+# its process's executor for tens of seconds) says so in each status: the value of this key [s] is how long
+# the supervisor should accept silence from it after that status (capped by max_expected_silence_s).
+EXPECTED_SILENCE_KEY = "expected_silence_s"

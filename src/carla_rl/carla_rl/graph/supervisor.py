@@ -10,7 +10,9 @@
   The single-node limit is the longer one: on a loaded machine the watcher misses single nodes'
   heartbeats for long stretches (a busy container with 16 nodes, 24 envs on 2 cores: one node unheard
   for 30 s while the others were heard within 1-11 s), which must not kill a working container. All
-  three are set in config/graph.yaml (``supervisor``).
+  three are set in config/graph.yaml (``supervisor``). A node that knows it will be busy (the policy
+  while its learner compiles for the first time) announces a silence in its status
+  (``expected_silence_s``), accepted up to ``max_expected_silence_s``.
 - A process that exits, or is hung (killed first), is restarted with exponential backoff (a container
   with all its nodes); the policy comes back from the newest *valid* checkpoint in the save directory
   (:func:`latest_checkpoint`). The restart budget is a sliding window (:class:`RestartWindow`): a
@@ -68,6 +70,10 @@ class SupervisorConfig:
     startup_timeout_s: float = param(120.0, "A node not heard since its process (re)started is silent only "
                                      "after this long [s] (imports and setup on a loaded machine take "
                                      "longer than a heartbeat gap)", low=1.0, high=86_400.0)
+    max_expected_silence_s: float = param(900.0, "Longest silence [s] a node may announce in its "
+                                          "/diagnostics status (expected_silence_s: the policy while its "
+                                          "learner compiles for the first time); 0 = announcements ignored",
+                                          low=0.0, high=86_400.0)
     stop_timeout_s: float = param(20.0, "SIGINT -> wait this long [s] -> SIGKILL", low=0.0,
                                   high=3600.0)
     log_tail_lines: int = param(20, "Lines of a crash-looping process's log in the final message",
@@ -157,6 +163,7 @@ class ManagedProcess:
     next_start: float = 0.0
     started_at: float = 0.0
     last_heartbeat: dict[str, float] = field(default_factory=dict)  # node fqn -> last heartbeat
+    quiet_until: dict[str, float] = field(default_factory=dict)  # node fqn -> announced silence ends
     log_path: Path | None = None
     history: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # said while (re)starting it, reported by poll()
@@ -216,19 +223,30 @@ class Supervisor:
         log.close()
         managed.started_at = self.clock()
         managed.last_heartbeat = {node.fqn: managed.started_at for node in spec.components}
+        managed.quiet_until = {}
 
-    def heartbeat(self, fqn: str) -> None:
-        """A node's /diagnostics status arrived (``fqn``: the node's name, also inside a container)."""
+    def heartbeat(self, fqn: str, expected_silence_s: float = 0.0) -> None:
+        """A node's /diagnostics status arrived (``fqn``: the node's name, also inside a container);
+        ``expected_silence_s`` > 0: the node announced that it may be silent that long from now on
+        (at most ``max_expected_silence_s``), which the liveness check then accepts."""
         managed = self.processes.get(self.owner.get(fqn, ""))
         if managed is not None and fqn in managed.last_heartbeat:
-            managed.last_heartbeat[fqn] = self.clock()
+            now = self.clock()
+            managed.last_heartbeat[fqn] = now
+            quiet = min(expected_silence_s, self.config.max_expected_silence_s)
+            if quiet > 0.0:
+                managed.quiet_until[fqn] = now + quiet
+            else:
+                managed.quiet_until.pop(fqn, None)
 
     def silent(self, managed: ManagedProcess, now: float) -> str:
         """Why ``managed`` counts as hung ('' while alive): none of its nodes heard for
         ``heartbeat_timeout_s``, or one of them not for ``node_heartbeat_timeout_s``; a node not heard
         since the process started gets ``startup_timeout_s`` instead."""
         cfg = self.config
-        heard = {fqn: t for fqn, t in managed.last_heartbeat.items() if t > managed.started_at}
+        # a node inside a silence it announced counts as heard now
+        heard = {fqn: max(t, min(now, managed.quiet_until.get(fqn, 0.0)))
+                 for fqn, t in managed.last_heartbeat.items() if t > managed.started_at}
         unheard = [fqn for fqn in managed.last_heartbeat if fqn not in heard]
         if unheard and now - managed.started_at > cfg.startup_timeout_s:
             return f"node {unheard[0]} not heard within {cfg.startup_timeout_s:.0f} s of its start"

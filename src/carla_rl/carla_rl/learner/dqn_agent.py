@@ -224,6 +224,13 @@ class DQNAgent:
             return self.policy.act(frames, vectors, epsilon, noise, action_mask)
 
     # ----------------------------------------------------------------- learning
+    @property
+    def compiling(self) -> bool:
+        """The learner's first updates on the CUDA fast path with torch.compile are still ahead or
+        under way: compiling and autotuning take minutes, during which its process may answer late."""
+        return (self.use_fast_path and self.config.compile
+                and (self._fast is None or self._fast.warming_up))
+
     def update(self) -> UpdateStats | None:
         """One gradient step on a replay batch (:attr:`updates_per_call` steps on the CUDA-graph
         path; the stats are the last one's); None before ``learning_starts``."""

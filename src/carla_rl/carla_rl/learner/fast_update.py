@@ -271,6 +271,7 @@ class FastUpdater:
         self.beta = torch.zeros((), dtype=torch.float32, device=self.device)
         self.stats = torch.zeros(4, dtype=torch.float32, device=self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self._stepped = False  # an update ran (without the graph: the compiled parts are compiled)
         self.steps_per_replay = cfg.updates_per_graph if self.use_graph else 1
         self.prefetch = cfg.prefetch_next_batch
         self._warmup_left = GRAPH_WARMUP_STEPS
@@ -342,6 +343,11 @@ class FastUpdater:
             slots = agent.replay.take_dirty()
             self.replay.sync(slots)
 
+    @property
+    def warming_up(self) -> bool:
+        """The first updates (compiling, autotuning, capturing) have not all run yet."""
+        return self.graph is None if self.use_graph else not self._stepped
+
     def update(self, with_stats: bool = True) -> UpdateStats | None:
         """One gradient step, or ``updates_per_graph`` of them per replay once the graph is
         captured (syncs touched slots first); stats (the last step's) cost one host sync."""
@@ -354,6 +360,7 @@ class FastUpdater:
         self.beta.fill_(beta)
         if not self.use_graph:
             self._step()
+            self._stepped = True
             agent.updates += 1
         elif self.graph is not None:
             self.graph.replay()

@@ -30,6 +30,7 @@ from carla_rl.nodes.support import ros_conversions as conv
 from carla_rl.contract import topics
 from carla_rl.contract.actions import NUM_ACTIONS, ActionTable
 from carla_rl.contract.config import param
+from carla_rl.contract.topics import EXPECTED_SILENCE_KEY
 from carla_rl.learner.agent_config import AgentConfig, ObservationSpec
 from carla_rl.learner import collector as core
 from carla_rl.learner.checkpoint import (REPLAY_CHUNK_SLOTS, CheckpointError, confined_checkpoint_path,
@@ -78,6 +79,11 @@ class PolicyNodeConfig:
                                     read_only=True)
     final_checkpoint_replay: bool = param(True, "Include the replay buffer in the final checkpoint",
                                           runtime=True)
+    compile_silence_s: float = param(600.0, "While the learner has not finished its first updates on the "
+                                     "CUDA fast path with torch.compile, each /diagnostics status asks the "
+                                     "supervisor to accept this long a silence [s] (the compile can starve "
+                                     "the executor: a policy restarted, on an H100, 30 s into its first "
+                                     "compile); 0 = never", low=0.0, high=86_400.0, read_only=True)
     stats_period_s: float = param(1.0, "TrainingStats period", low=0.05, high=60.0, runtime=True)
     diagnostics_period_s: float = param(1.0, "Heartbeat / counters period", low=0.05, high=60.0,
                                         runtime=True)
@@ -402,6 +408,11 @@ class DQNPolicyNode(ComposableNode):
             self.act_on_ready()
         self.diag.counters[NON_FINITE_COUNTER] = collector.non_finite_inputs
         self.diag.values[ENVS_PRESENT_VALUE] = str(collector.present_envs)
+        # the first torch.compile can starve this executor for tens of seconds: tell the supervisor
+        if self.agent is not None and self.agent.compiling and self.cfg.compile_silence_s > 0.0:
+            self.diag.values[EXPECTED_SILENCE_KEY] = f"{self.cfg.compile_silence_s:g}"
+        else:
+            self.diag.values.pop(EXPECTED_SILENCE_KEY, None)
 
     def publish_stats(self) -> None:
         if self.agent is None:

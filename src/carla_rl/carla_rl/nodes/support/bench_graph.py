@@ -11,7 +11,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 
-from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC
+from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC, expected_silence_s
 from carla_rl.nodes.support.qos_profiles import EVENTS
 from carla_rl.contract.topics import TRAINING_STATS
 from carla_rl_interfaces.msg import TrainingStats
@@ -22,7 +22,7 @@ class GraphListener:
     ``simulator_nodes`` (status name -> {key: value}); ``stats``: the TrainingStats messages received
     (the driver clears it when a window starts). rclpy is initialised here and shut down by :meth:`close`."""
 
-    def __init__(self, simulator_nodes: tuple[str, ...], on_heartbeat: Callable[[str], None]) -> None:
+    def __init__(self, simulator_nodes: tuple[str, ...], on_heartbeat: Callable[[str, float], None]) -> None:
         self.simulator_nodes = simulator_nodes
         self.on_heartbeat = on_heartbeat
         self.simulators: dict[str, dict[str, str]] = {}
@@ -36,7 +36,7 @@ class GraphListener:
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            self.on_heartbeat(status.name)
+            self.on_heartbeat(status.name, expected_silence_s(status))
             if status.name.rsplit("/", 1)[-1] in self.simulator_nodes:
                 self.simulators[status.name] = {kv.key: kv.value for kv in status.values}
 

@@ -11,6 +11,7 @@ from collections import Counter
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
+from carla_rl.contract.topics import EXPECTED_SILENCE_KEY
 from carla_rl.nodes.support.ros_parameters import set_timer_period
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -52,3 +53,15 @@ class DiagnosticsReporter:
         msg.header.stamp = self._node.get_clock().now().to_msg()
         msg.status = [status]
         self._pub.publish(msg)
+
+
+def expected_silence_s(status: DiagnosticStatus) -> float:
+    """The silence [s] a status announces (``expected_silence_s``; 0 when absent or not a number)."""
+    for value in status.values:
+        if value.key == EXPECTED_SILENCE_KEY:
+            try:
+                seconds = float(value.value)
+            except ValueError:
+                return 0.0
+            return seconds if seconds > 0.0 else 0.0   # NaN, negative: nothing announced
+    return 0.0

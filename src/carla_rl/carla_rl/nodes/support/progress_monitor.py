@@ -13,7 +13,7 @@ from rclpy.node import Node
 
 from carla_rl.contract import topics
 from carla_rl.nodes.support import qos_profiles as qos
-from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC
+from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC, expected_silence_s
 from carla_rl_interfaces.msg import CurriculumStatus, EpisodeStats, EvaluationResult, TrainingStats
 
 
@@ -35,7 +35,7 @@ class ProgressState:
 
 
 class ProgressMonitor(Node):
-    def __init__(self, on_heartbeat: Callable[[str], None] | None = None,
+    def __init__(self, on_heartbeat: Callable[[str, float], None] | None = None,
                  on_change: Callable[[ProgressState], None] | None = None) -> None:
         super().__init__("carla_rl_cli")
         self.state = ProgressState()
@@ -78,4 +78,4 @@ class ProgressMonitor(Node):
         if self._on_heartbeat is None:
             return
         for status in msg.status:
-            self._on_heartbeat(status.name)
+            self._on_heartbeat(status.name, expected_silence_s(status))
