@@ -189,11 +189,12 @@ def test_the_policy_reports_non_finite_inputs_on_diagnostics():
         collector.add_observation(Tick(0, step, 7, step, frames, np.zeros(2, np.float32)))
         collector.add_outcome(Outcome(0, step, reward, False, False))
         collector.act()
-    node = types.SimpleNamespace(collector=collector,
+    node = types.SimpleNamespace(collector=collector, agent=agent,
+                                 cfg=types.SimpleNamespace(compile_silence_s=600.0),
                                  diag=types.SimpleNamespace(counters=counters, values={}))
     DQNPolicyNode.report_replay_counters(node)
     assert node.diag.counters[NON_FINITE_COUNTER] == 2
-    assert node.diag.values["envs_present"] == "1"
+    assert node.diag.values == {"envs_present": "1"}   # a CPU learner announces no compile silence
 
 
 @pytest.mark.parametrize("entry", ["folder_dotdot", "folder_absolute", "chunk_dotdot", "chunk_absolute",
@@ -227,3 +228,26 @@ def test_replay_manifest_entries_outside_their_folder_are_refused(tmp_path, entr
     with pytest.raises(CheckpointError, match=r"a.pt: replay (folder|chunk) .* in the replay manifest "
                                               r"(is not a plain name|leads outside .*): refused"):
         read_checkpoint(path)
+
+
+def test_the_policy_announces_a_silence_while_its_learner_compiles_for_the_first_time():
+    """The status asks the supervisor to accept compile_silence_s of silence until the first compile is done."""
+    import types
+    from collections import Counter
+
+    from carla_rl.contract.topics import EXPECTED_SILENCE_KEY
+    from carla_rl.learner.collector import Collector
+    from carla_rl.nodes.dqn_policy_node import DQNPolicyNode
+
+    agent = types.SimpleNamespace(compiling=True)
+    node = types.SimpleNamespace(collector=Collector(1, counters=Counter(), agent=tiny_agent()), agent=agent,
+                                 cfg=types.SimpleNamespace(compile_silence_s=600.0),
+                                 diag=types.SimpleNamespace(counters=Counter(), values={}))
+    DQNPolicyNode.report_replay_counters(node)
+    assert node.diag.values[EXPECTED_SILENCE_KEY] == "600"
+    agent.compiling = False                      # compiled: the next status says nothing of it
+    DQNPolicyNode.report_replay_counters(node)
+    assert EXPECTED_SILENCE_KEY not in node.diag.values
+    node.cfg.compile_silence_s, agent.compiling = 0.0, True   # switched off
+    DQNPolicyNode.report_replay_counters(node)
+    assert EXPECTED_SILENCE_KEY not in node.diag.values
