@@ -175,7 +175,6 @@ def _policy_process_silent_for(supervisor, clock, seconds, step=10.0):
 
 def test_an_announced_silence_is_accepted_for_its_length_and_no_longer(tmp_path, monkeypatch):
     supervisor, clock, killed, _ = make_supervisor(tmp_path, monkeypatch, composition="none")
-    managed = supervisor.processes[supervisor.owner["/dqn_policy"]]
     supervisor.heartbeat("/dqn_policy", expected_silence_s=300.0)   # "compiling: quiet up to 300 s"
     managed, events = _policy_process_silent_for(supervisor, clock, 290.0)
     assert events == [] and killed == [] and managed.restarts == 0   # 290 s, far past the 30 s limit
