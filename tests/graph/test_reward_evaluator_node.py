@@ -16,7 +16,7 @@ from carla_rl.contract.sensor_frame import CollisionEvent, EgoSituation, Odometr
 from carla_rl_interfaces.msg import CollisionEvent as CollisionEventMsg  # noqa: E402
 from carla_rl_interfaces.msg import EgoSituation as EgoSituationMsg  # noqa: E402
 from carla_rl_interfaces.msg import EpisodeStats, StepReward  # noqa: E402
-from ros_testing import CONFIG_DIR, NodeProcess, spin_until  # noqa: E402
+from ros_testing import CONFIG_DIR, NodeProcess, spin_until, watch_diagnostics  # noqa: E402
 
 TIMEOUT_S = 60.0
 ROLE = topics.DEFAULT_ROLE_NAME
@@ -37,6 +37,7 @@ def test_collision_scored_and_end_reannounced(tmp_path):
     proc = NodeProcess.node("reward_evaluator", ["--params-file", str(CONFIG_DIR / "reward.yaml"),
                                                  "--params-file", str(CONFIG_DIR / "curriculum.yaml")],
                             tmp_path, overrides={"num_envs": 1})
+    diag = watch_diagnostics(node, "/reward_evaluator")
 
     def tick(step, episode_step, collide=False):
         stamp = conv.time_msg(step * 0.05)
@@ -53,7 +54,8 @@ def test_collision_scored_and_end_reannounced(tmp_path):
         assert spin_until(node, lambda: all(pub.get_subscription_count() > 0
                                             for pub in (odom, situation, collision))
                           and reward_sub.get_publisher_count() > 0
-                          and stats_sub.get_publisher_count() > 0, TIMEOUT_S), proc.output()
+                          and stats_sub.get_publisher_count() > 0
+                          and int(diag.get("episode_stats_readers", 0)) >= 1, TIMEOUT_S), proc.output()
         for i, collide in enumerate([False, False, True]):
             tick(10 + i, i, collide)
             assert spin_until(node, lambda: len(rewards) == i + 1, TIMEOUT_S), proc.output()
@@ -154,10 +156,21 @@ def test_two_evaluators_over_disjoint_envs_evaluate_together(tmp_path, ros_node,
         situation.publish(conv.situation_msg(sit, stamp, ROLE))
 
     logs = lambda: lead.output() + other.output()  # noqa: E731
+    lead_diag = watch_diagnostics(node, f"{lead_ns}/reward_evaluator")
+    other_diag = watch_diagnostics(node, f"{other_ns}/reward_evaluator")
+
+    def matched() -> bool:
+        """Every writer matched its readers: a reliable volatile writer sends nothing to a reader it has not
+        matched yet. The test's writers it sees itself; the evaluators' it reads off their diagnostics (each
+        one's episode statistics reach this test and the lead: itself, or its remote-episode reader)."""
+        return (all(p.get_subscription_count() > 0 for env in pubs for p in pubs[env])
+                and all(int(d.get("episode_stats_readers", 0)) >= 2 for d in (lead_diag, other_diag))
+                and int(lead_diag.get("evaluation_result_readers", 0)) >= 1)
+
     try:
-        assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for env in pubs for p in pubs[env])
-                          and stats_sub.get_publisher_count() >= 2 and evaluate.service_is_ready()
-                          and switches(modes) == [False], TIMEOUT_S), logs()  # the lead's start-up mode reset, only
+        assert spin_until(node, lambda: matched() and stats_sub.get_publisher_count() >= 2
+                          and evaluate.service_is_ready() and switches(modes) == [False], TIMEOUT_S), \
+            (lead_diag, other_diag, logs())  # the lead's start-up mode reset, only
         future = evaluate.call_async(Evaluate.Request(phase=5, episodes=2))
         assert spin_until(node, future.done, TIMEOUT_S) and future.result().accepted, logs()
         assert spin_until(node, lambda: switches(modes) == [False, True], TIMEOUT_S), logs()  # evaluation mode on

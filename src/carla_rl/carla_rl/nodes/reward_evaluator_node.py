@@ -92,7 +92,8 @@ class RewardEvaluatorNode(ComposableNode):
         self.cfg = declare_config(self, RewardNodeConfig, apply=self.apply_config)
         self.reward_cfg = declare_config(self, RewardConfig)
         self.phases = declare_phases(self)
-        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",))
+        self.diag = DiagnosticsReporter(self, self.cfg.diagnostics_period_s, warn_on=("dropped_ticks",),
+                                        before_publish=self.report_readers)
         try:
             self.share = EnvShare(self.cfg.env_ids, self.cfg.num_envs, own=self.cfg.score_envs)
         except ValueError as exc:
@@ -117,6 +118,7 @@ class RewardEvaluatorNode(ComposableNode):
             sub(LaneInvasionEvent, carla(topics.LANE_INVASION),
                 lambda m, e=env: self.on_sample(e, "lane_invasion", m), qos.EVENTS)
         self.stats_pub = self.create_publisher(EpisodeStatsMsg, topics.EPISODE_STATS, qos.EVENTS)
+        self.eval_pub = None
         self.evaluation: EvaluationAggregator | None = None
         if not self.cfg.lead_evaluation:
             return
@@ -140,6 +142,13 @@ class RewardEvaluatorNode(ComposableNode):
         """A run-time parameter was set (the heartbeat period)."""
         self.cfg = cfg
         self.diag.set_period(cfg.diagnostics_period_s)
+
+    def report_readers(self) -> None:
+        """Who listens (volatile topics: an episode finished before its reader matched is not seen by it):
+        the curriculum, the monitor and, across evaluators, the lead count on these."""
+        self.diag.values["episode_stats_readers"] = str(self.stats_pub.get_subscription_count())
+        if self.eval_pub is not None:
+            self.diag.values["evaluation_result_readers"] = str(self.eval_pub.get_subscription_count())
 
     def on_sample(self, env: EnvReward, kind: str, msg) -> None:
         key = conv.stamp_nanoseconds(msg.header.stamp)
