@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from carla_rl.preprocess.observation import SCALAR_FEATURE_NAMES
 from carla_rl.sim.driving_env import ENV_ID, DrivingEnv
 from carla_rl.reward import TERM_NAMES
 
@@ -54,22 +55,31 @@ def test_reward_terms_sum_to_reward_and_bad_actions_are_rejected():
         env.reset(options={"phase": 11})
 
 
-def _episode_return(phase: int, action: int, seed: int = 1) -> tuple[float, str]:
+def _episode_return(phase: int, policy, seed: int = 1) -> tuple[float, str]:
+    """Return and end reason of one episode; ``policy(speed_mps) -> action``."""
     env = DrivingEnv(phase=phase)
-    env.reset(seed=seed)
+    observation, _ = env.reset(seed=seed)
+    speed_index = SCALAR_FEATURE_NAMES.index("speed")
+    scale = env.pre_config.vector.speed_scale_mps
     total = 0.0
     while True:
-        _, reward, terminated, truncated, info = env.step(action)
+        speed = float(observation["vector"][speed_index]) * scale
+        observation, reward, terminated, truncated, info = env.step(policy(speed))
         total += reward
         if terminated or truncated:
             return total, info["reason"]
 
 
-def test_reward_makes_driving_to_the_goal_beat_standing_still():
-    """The shipped reward on the straight road: constant full throttle (too fast for the target speed)
-    reaches the goal with a positive return; braking in place ends 'stuck' far below it. (With the
-    old overspeed weight the fast episode returned about -440 and standing still was the optimum.)"""
-    fast, fast_reason = _episode_return(2, action=0)
-    still, still_reason = _episode_return(2, action=3)
-    assert fast_reason == "goal_reached" and fast > 0.0
+def test_reward_ranks_holding_the_target_speed_over_full_throttle_over_standing_still():
+    """The shipped reward on the straight road (target 8 m/s): throttle up to the target then coast earns
+    far more than constant full throttle (25 m/s by the goal), which still ends at the goal far above braking
+    in place ('stuck'). (With overspeed at -0.1 per m/s the two drives differed by a fraction of this, and
+    policies learned full throttle everywhere; at -1.0 standing still was the optimum.)"""
+    target = 8.0
+    cruise, cruise_reason = _episode_return(2, lambda speed: 0 if speed < target else 4)
+    fast, fast_reason = _episode_return(2, lambda speed: 0)
+    still, still_reason = _episode_return(2, lambda speed: 3)
+    assert cruise_reason == fast_reason == "goal_reached"
+    assert cruise > fast + 300.0
+    assert fast > still + 1000.0
     assert still_reason == "stuck" and still < -900.0

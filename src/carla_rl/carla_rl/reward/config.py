@@ -37,10 +37,10 @@ class RewardConfig:
                                        "target + speed_tolerance_mps; 0 while reversing", low=0.0, high=1e3)
     speed_tolerance_mps: float = param(4.0, "Speed above target where the target-speed reward "
                                        "reaches 0", low=0.1, high=50.0)
-    overspeed_penalty_per_mps: float = param(-0.1, "Per tick and m/s above target + "
-                                             "overspeed_margin_mps. At -1.0 full throttle down "
-                                             "the straight road cost -880 per episode, nearly a "
-                                             "collision, and standing still became the optimum",
+    overspeed_penalty_per_mps: float = param(-0.5, "Per tick and m/s above target + "
+                                             "overspeed_margin_mps. Full throttle down the straight "
+                                             "road nets ~0 at -0.5, holding the target ~+540; at -0.1 "
+                                             "policies kept full throttle everywhere",
                                              low=-1e3, high=0.0)
     overspeed_margin_mps: float = param(1.0, "Speed above target that is not yet penalised",
                                         low=0.0, high=50.0)
