@@ -167,7 +167,7 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
     from carla_rl.nodes.support.cli_runtime import CliRuntime
     from carla_rl.nodes.support.node_runner import PROFILE_DIR_ENV
     from carla_rl.nodes.support.progress_monitor import ProgressMonitor
-    from carla_rl.graph.supervisor import Supervisor, latest_checkpoint, load_supervisor_config
+    from carla_rl.graph.supervisor import NodeWarnings, Supervisor, latest_checkpoint, load_supervisor_config
 
     save_dir = Path(options.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,15 @@ def run_specs(specs, options, config_dir: Path, progress: bool = True, display: 
                             resume_checkpoint=lambda note: latest_checkpoint(save_dir, note), env=env)
     bar = _ProgressBar(options, enabled=progress)
     ros = CliRuntime()  # Ctrl-C is ours: stop cleanly
-    monitor = ros.add(ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update))
+    node_warnings = NodeWarnings(supervisor.config.warning_repeat_s)
+
+    def on_status(fqn: str, warning: bool, message: str) -> None:
+        line = node_warnings.update(fqn, warning, message)
+        if line:
+            bar.write(line)
+
+    monitor = ros.add(ProgressMonitor(on_heartbeat=supervisor.heartbeat, on_change=bar.update,
+                                      on_status=on_status))
     display_window = None
     if display:
         from carla_rl.nodes.support.live_display import LiveDisplay

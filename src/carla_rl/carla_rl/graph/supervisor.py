@@ -78,6 +78,10 @@ class SupervisorConfig:
                                   high=3600.0)
     log_tail_lines: int = param(20, "Lines of a crash-looping process's log in the final message",
                                 low=0, high=10_000)
+    warning_repeat_s: float = param(60.0, "A node warning on /diagnostics (level WARN: a bad-input or drop "
+                                    "counter growing) is told on the console when it starts, again every "
+                                    "this long while it goes on, and once it has been OK this long [s]",
+                                    low=1.0, high=86_400.0)
     enclave_prefix: str = param("", "SROS2: when set, each process runs in the security enclave "
                                 "<enclave_prefix>/<process name> (--ros-args --enclave); '' = rcl's "
                                 "default enclave /")
@@ -136,6 +140,39 @@ class RestartWindow:
         if count >= self.max_crashes:
             return None
         return min(self.backoff_s * 2 ** (count - 1), self.max_backoff_s)
+
+
+class NodeWarnings:
+    """The WARN statuses of the graph's nodes, told to the user without flooding the console.
+
+    :meth:`update` takes every /diagnostics status and returns a line to print, or None: when a node
+    starts warning, again every ``repeat_s`` while it keeps warning (a counter growing now and then
+    flips its status between WARN and OK: still one warning per ``repeat_s``), and once it has been
+    OK for ``repeat_s`` after a warning.
+    """
+
+    def __init__(self, repeat_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.repeat_s = repeat_s
+        self.clock = clock
+        self.told_at: dict[str, float] = {}  # node fqn -> when its last warning line was given
+        self.ok_since: dict[str, float] = {}  # node fqn (told a warning) -> OK since
+
+    def update(self, fqn: str, warning: bool, message: str) -> str | None:
+        now = self.clock()
+        told = self.told_at.get(fqn)
+        if warning:
+            self.ok_since.pop(fqn, None)
+            if told is None or now - told >= self.repeat_s:
+                self.told_at[fqn] = now
+                return f"warning: {fqn}: {message}" + (" (still)" if told is not None else "")
+            return None
+        if told is None:
+            return None
+        since = self.ok_since.setdefault(fqn, now)
+        if now - since >= self.repeat_s:
+            del self.told_at[fqn], self.ok_since[fqn]
+            return f"{fqn}: no warning for {self.repeat_s:.0f} s"
+        return None
 
 
 def log_tail(path: Path | None, lines: int) -> str:

@@ -15,6 +15,7 @@ from carla_rl.contract.topics import EXPECTED_SILENCE_KEY
 from carla_rl.nodes.support.ros_parameters import set_timer_period
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
+GROWING_PREFIX = "growing: "  # a WARN status's message: GROWING_PREFIX + the growing counters, ", "-separated
 
 
 class DiagnosticsReporter:
@@ -46,7 +47,7 @@ class DiagnosticsReporter:
         grew = [k for k in self._warn_on if self.counters[k] > self._last_warn_totals[k]]
         self._last_warn_totals = {k: self.counters[k] for k in self._warn_on}
         status.level = DiagnosticStatus.WARN if grew else DiagnosticStatus.OK
-        status.message = ("growing: " + ", ".join(grew)) if grew else "ok"
+        status.message = (GROWING_PREFIX + ", ".join(grew)) if grew else "ok"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(self.counters.items())]
         status.values += [KeyValue(key=k, value=v) for k, v in sorted(self.values.items())]
         msg = DiagnosticArray()

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 
 from carla_rl.contract import topics
 from carla_rl.nodes.support import qos_profiles as qos
-from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC, expected_silence_s
+from carla_rl.nodes.support.diagnostics import DIAGNOSTICS_TOPIC, GROWING_PREFIX, expected_silence_s
 from carla_rl_interfaces.msg import CurriculumStatus, EpisodeStats, EvaluationResult, TrainingStats
 
 
@@ -36,10 +36,14 @@ class ProgressState:
 
 class ProgressMonitor(Node):
     def __init__(self, on_heartbeat: Callable[[str, float], None] | None = None,
-                 on_change: Callable[[ProgressState], None] | None = None) -> None:
+                 on_change: Callable[[ProgressState], None] | None = None,
+                 on_status: Callable[[str, bool, str], None] | None = None) -> None:
+        """``on_heartbeat(node, expected_silence_s)`` and ``on_status(node, warning, message)``: each
+        node's /diagnostics status."""
         super().__init__("carla_rl_cli")
         self.state = ProgressState()
         self._on_heartbeat = on_heartbeat
+        self._on_status = on_status
         self._on_change = on_change
         self.create_subscription(CurriculumStatus, topics.CURRICULUM_STATUS, self._status, qos.LATCHED)
         self.create_subscription(EpisodeStats, topics.EPISODE_STATS, self._episode, qos.EVENTS)
@@ -75,7 +79,20 @@ class ProgressMonitor(Node):
         self._changed()
 
     def _diagnostics(self, msg: DiagnosticArray) -> None:
-        if self._on_heartbeat is None:
-            return
         for status in msg.status:
-            self._on_heartbeat(status.name, expected_silence_s(status))
+            if self._on_heartbeat is not None:
+                self._on_heartbeat(status.name, expected_silence_s(status))
+            if self._on_status is not None:
+                warning = status.level != DiagnosticStatus.OK
+                self._on_status(status.name, warning, status_message(status) if warning else status.message)
+
+
+def status_message(status: DiagnosticStatus) -> str:
+    """A status's message with the values of the counters it names ("growing: dropped_ticks" ->
+    "growing: dropped_ticks (dropped_ticks=12)")."""
+    if not status.message.startswith(GROWING_PREFIX):
+        return status.message
+    values = {kv.key: kv.value for kv in status.values}
+    names = status.message[len(GROWING_PREFIX):].split(", ")
+    named = [f"{name}={values[name]}" for name in names if name in values]
+    return f"{status.message} ({', '.join(named)})" if named else status.message
