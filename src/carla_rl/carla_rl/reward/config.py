@@ -39,8 +39,8 @@ class RewardConfig:
                                        "reaches 0", low=0.1, high=50.0)
     overspeed_penalty_per_mps: float = param(-0.5, "Per tick and m/s above target + "
                                              "overspeed_margin_mps. Full throttle down the straight "
-                                             "road nets ~0 at -0.5, holding the target ~+540; at -0.1 "
-                                             "policies kept full throttle everywhere",
+                                             "road returns -19 at -0.5 (334 at -0.1), holding the target "
+                                             "541; at -0.1 policies kept full throttle everywhere",
                                              low=-1e3, high=0.0)
     overspeed_margin_mps: float = param(1.0, "Speed above target that is not yet penalised",
                                         low=0.0, high=50.0)
