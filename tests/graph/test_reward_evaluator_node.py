@@ -49,13 +49,14 @@ def test_collision_scored_and_end_reannounced(tmp_path):
         situation.publish(conv.situation_msg(sit, stamp, ROLE))
 
     try:
-        # every topic matched both ways before the first tick: a best-effort message sent before
-        # its reader matched is lost, and the test would wait for it in vain
+        # every topic matched both ways before the first tick: a message sent before its reader matched
+        # is lost, and the test would wait for it in vain (the evaluator's writers: its diagnostics)
         assert spin_until(node, lambda: all(pub.get_subscription_count() > 0
                                             for pub in (odom, situation, collision))
                           and reward_sub.get_publisher_count() > 0
                           and stats_sub.get_publisher_count() > 0
-                          and int(diag.get("episode_stats_readers", 0)) >= 1, TIMEOUT_S), proc.output()
+                          and int(diag.get("episode_stats_readers", 0)) >= 1
+                          and int(diag.get("step_reward_readers", 0)) >= 1, TIMEOUT_S), proc.output()
         for i, collide in enumerate([False, False, True]):
             tick(10 + i, i, collide)
             assert spin_until(node, lambda: len(rewards) == i + 1, TIMEOUT_S), proc.output()

@@ -144,9 +144,13 @@ class RewardEvaluatorNode(ComposableNode):
         self.diag.set_period(cfg.diagnostics_period_s)
 
     def report_readers(self) -> None:
-        """Who listens (volatile topics: an episode finished before its reader matched is not seen by it):
-        the curriculum, the monitor and, across evaluators, the lead count on these."""
+        """Who listens (volatile topics: a message sent before its reader matched is not seen by it): the
+        policy counts on the step rewards; the curriculum, the monitor and, across evaluators, the lead on
+        the episode statistics and evaluation results."""
         self.diag.values["episode_stats_readers"] = str(self.stats_pub.get_subscription_count())
+        if self.envs:  # the policy reads every env's step rewards: the fewest readers an env has
+            self.diag.values["step_reward_readers"] = str(min(env.publisher.get_subscription_count()
+                                                              for env in self.envs))
         if self.eval_pub is not None:
             self.diag.values["evaluation_result_readers"] = str(self.eval_pub.get_subscription_count())
 
