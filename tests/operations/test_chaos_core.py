@@ -93,3 +93,20 @@ def test_proc_status_and_soak_report():
                        10_000, 4, 3, ["/r"])
     assert len(leaky.problems()) == 5, leaky.problems()
     assert SoakReport(60, 600, {}, {}, 0, 0, 3, []).problems() == ["no process sampled at both start and end"]
+
+
+def test_soak_ends_count_the_fds_and_threads_a_process_keeps_not_those_held_for_a_moment():
+    """A state file written atomically or a short-lived thread in one sample is not growth: each end of the
+    soak takes the fewest fds / threads over its window of samples (the same pid only) and the newest RSS."""
+    from carla_rl.cli.chaos import steady
+
+    samples = [{"/curriculum_manager": (7, ProcSample(1000 + i, 40, 10)), "/dqn_policy": (8, ProcSample(5000, 60, 20))}
+               for i in range(5)]
+    samples[2]["/curriculum_manager"] = (7, ProcSample(1002, 41, 11))  # a write in flight
+    samples[4]["/dqn_policy"] = (9, ProcSample(6000, 70, 25))  # restarted: compared with itself only
+    ends = steady(samples)
+    assert ends["/curriculum_manager"] == (7, ProcSample(1004, 40, 10))
+    assert ends["/dqn_policy"] == (9, ProcSample(6000, 70, 25))
+    samples[3]["/curriculum_manager"] = (7, ProcSample(1003, 41, 10))
+    samples[4]["/curriculum_manager"] = (7, ProcSample(1004, 41, 10))
+    assert steady(samples[2:])["/curriculum_manager"][1].fds == 41, "an fd held in every sample stays"

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
@@ -138,6 +139,8 @@ class _Soak(_Watch):
         self.transient_prefix = str(checkpoints.resolve()) + os.sep
         self.start: dict[str, tuple[int, ProcSample]] = {}
         self.last: dict[str, tuple[int, ProcSample]] = {}
+        self.first: list[dict[str, tuple[int, ProcSample]]] = []  # the samples right after the warm-up
+        self.recent: deque[dict[str, tuple[int, ProcSample]]] = deque(maxlen=STEADY_SAMPLES)
 
     def count_fds(self, pid: int) -> int:
         """Open fds, less those on files under the checkpoint folder: a periodic write in flight holds
@@ -168,10 +171,27 @@ class _Soak(_Watch):
     def tick(self, now: float, events: list[str]) -> None:
         super().tick(now, events)
         if now >= self.warmup_s:
-            if not self.start:
-                self.start, self.replay_start = self.sample(), self.replay_size
-            else:  # the end: the last sample before the stop
-                self.last, self.replay_end = self.sample(), self.replay_size
+            if len(self.first) < STEADY_SAMPLES:
+                self.first.append(self.sample())
+                self.start, self.replay_start = steady(self.first), self.replay_size
+            else:  # the end: the last samples before the stop
+                self.recent.append(self.sample())
+                self.last, self.replay_end = steady(self.recent), self.replay_size
+
+
+# fds and threads held for a moment (a state file written atomically, a worker thread) are not growth: each
+# end of the soak is the fewest a process had over this many consecutive samples (a few seconds' worth)
+STEADY_SAMPLES = 10
+
+
+def steady(samples) -> dict[str, tuple[int, ProcSample]]:
+    """Per process of the newest sample: its RSS, and the fewest fds and threads it had over ``samples``
+    (those of the same pid; a restarted process compares with itself only)."""
+    out = {}
+    for fqn, (pid, newest) in samples[-1].items():
+        same = [s[fqn][1] for s in samples if fqn in s and s[fqn][0] == pid]
+        out[fqn] = (pid, ProcSample(newest.rss_kb, min(s.fds for s in same), min(s.threads for s in same)))
+    return out
 
 
 def run_soak(args, config_dir: Path) -> int:
