@@ -5,18 +5,10 @@ the growing counters' values (over DDS, from a node's DiagnosticsReporter)."""
 import pytest
 
 from carla_rl.graph.supervisor import NodeWarnings, SupervisorConfig, load_supervisor_config
-from ros_testing import CONFIG_DIR, spin_until
+from ros_testing import CONFIG_DIR, FakeClock, spin_until
 
 REPEAT_S = 60.0
 NODE = "/dqn_policy"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_warning_is_told_when_it_starts_then_once_per_repeat_while_it_lasts():

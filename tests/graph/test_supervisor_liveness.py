@@ -11,18 +11,10 @@ import pytest
 from carla_rl.contract.config import ConfigError
 from carla_rl.graph import GraphOptions, build_graph
 from carla_rl.graph.supervisor import (RestartWindow, Supervisor, SupervisorConfig, load_supervisor_config)
-from ros_testing import CONFIG_DIR
+from ros_testing import CONFIG_DIR, FakeClock
 
 PROCESS_TIMEOUT_S = 30.0
 NODE_TIMEOUT_S = 120.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RunningProcess:  # what Supervisor.poll asks of a child process
